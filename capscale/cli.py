@@ -13,7 +13,8 @@ from . import __version__
 
 # Command groups, in the order they appear in --help. Each module exposes register(subparsers).
 COMMAND_MODULES = [
-    "capscale.commands.core",  # validate, analyze, demo, bench chain
+    "capscale.commands.core",  # validate, analyze, demo
+    "capscale.commands.bench",  # bench NAME
 ]
 
 

@@ -1,0 +1,26 @@
+"""``capscale bench NAME``: run one of the benchmarks in :mod:`capscale.benchmarks`."""
+
+# TEAM NOTE (temporary, the integrator removes it): several engineers share this working tree right now.
+# Before editing anything, read the ground rules in /tmp/common.md (commit only your own paths with
+# `git commit -m ... -- <paths>`, never `git add -A`/`commit -a`/stash/reset; finish by 09:00 UTC).
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# Benchmark modules under capscale.benchmarks; each exposes add_arguments(parser) and run(args).
+BENCHMARKS = [
+    "chain",
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run a benchmark (outputs belong under results/bench/)",
+                       description="Run a benchmark that compares capscale with its peer on this machine.")
+    bsub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name in BENCHMARKS:
+        mod = importlib.import_module(f"capscale.benchmarks.{name}")
+        bp = bsub.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0],
+                             description=(mod.__doc__ or "").strip())
+        mod.add_arguments(bp)
+        bp.set_defaults(func=mod.run)
