@@ -24,7 +24,58 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from .. import store
+    from ..analyze import run_analysis
+
+    try:
+        df = store.read(args.store, multi_gold=args.multi_gold)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.family:
+        df = df[df["family"] == args.family]
+    if args.tasks:
+        wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        unknown = sorted(set(wanted) - set(df["task"]))
+        if unknown:
+            print(f"error: task(s) {unknown} not in {args.store}; it has {sorted(df['task'].unique())}",
+                  file=sys.stderr)
+            return 2
+        df = df[df["task"].isin(wanted)]
+    if len(df) == 0:
+        print("error: no rows left after --family/--tasks selection", file=sys.stderr)
+        return 2
+    methods = tuple(m.strip() for m in args.methods.split(","))
+    info = run_analysis(df, args.out, figures=not args.no_figures, methods=methods,
+                        progress=not args.quiet, source=str(args.store))
+    print(f"analysed {info['rows']} rows: {info['models']} models, {len(info['tasks'])} task(s), "
+          f"{info['items']} model x item rows")
+    if info["groups_skipped_fewer_than_3_models"]:
+        print(f"note: no correlations for (family, task) with fewer than 3 models: "
+              f"{info['groups_skipped_fewer_than_3_models']}")
+    if info["ordering_holds_fraction"]:
+        print("ordering log p_vocab >= p_choices >= Brier >= acc holds in: "
+              + ", ".join(f"{k} {v:.0%}" for k, v in info["ordering_holds_fraction"].items()))
+    print(f"outputs in {args.out}/ (summary.csv, correlations.parquet, per_item.parquet, figures/)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="chain metrics and per-item correlation analysis of a store",
+                       description="Compute the transformation-chain metrics of every item and their per-item "
+                       "correlation with log10 compute (Pearson, Spearman, Kendall); write per_item.parquet, "
+                       "correlations.parquet, summary.csv, ccdf.csv, ordering.csv and figures to OUT.")
+    p.add_argument("store", help="score store: .parquet, .csv, or a directory of shards")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--family", default=None, help="only this family")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
+    p.add_argument("--methods", default="pearson,spearman,kendall", help="correlation methods")
+    p.add_argument("--multi-gold", action="store_true", help="allow items with several correct choices")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_analyze)
+
     p = sub.add_parser("validate", help="check a score store and report every problem at once",
                        description="Check a score store (Parquet file, directory of shards, or CSV) against "
                        "the schema and report all problems, naming file, column and rows. Exit 1 if invalid.")
