@@ -11,6 +11,7 @@ import importlib
 # Benchmark modules under capscale.benchmarks; each exposes add_arguments(parser) and run(args).
 BENCHMARKS = [
     "chain",
+    "scoring",
 ]
 
 
