@@ -61,7 +61,27 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from ..report import build_report
+
+    try:
+        path = build_report(args.results_dir, args.output, title=args.title)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report written to {path}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report from a results folder",
+                       description="Build one HTML file (figures embedded, no external assets) with a section "
+                       "per stage from a results folder such as the one `capscale demo` writes.")
+    p.add_argument("results_dir", help="folder with analysis/, mass/, predict/, emergence/ (any may be missing)")
+    p.add_argument("-o", "--output", default=None, help="HTML file (default RESULTS_DIR/report.html)")
+    p.add_argument("--title", default="capscale report", help="page title")
+    p.set_defaults(func=_report)
+
     p = sub.add_parser("analyze", help="chain metrics and per-item correlation analysis of a store",
                        description="Compute the transformation-chain metrics of every item and their per-item "
                        "correlation with log10 compute (Pearson, Spearman, Kendall); write per_item.parquet, "
