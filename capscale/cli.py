@@ -15,6 +15,7 @@ from . import __version__
 COMMAND_MODULES = [
     "capscale.commands.core",  # validate, analyze, demo
     "capscale.commands.bench",  # bench NAME
+    "capscale.commands.evaluation",  # eval, family scan, ingest lm-eval
 ]
 
 
