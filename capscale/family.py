@@ -458,6 +458,9 @@ def scan(directory: str | os.PathLike, *, family: str | None = None,
                 notes.append(f"{d}: params {guess} read from the model name (approximate)")
         if "tokens" not in info and "step" in info and tokens_per_step:
             info["tokens"] = info["step"] * tokens_per_step
+        if info.get("tokens") == 0:
+            info["tokens"] = None
+            notes.append(f"{d}: step 0 gives D = 0, which the store cannot take (D must be positive): set tokens")
         path = str(d.relative_to(root)) if relative and d != root else (str(d) if not relative else ".")
         mid = default_model_id(str(d))
         entry = {"model_id": mid, "path": path, "params": info.get("params"), "tokens": info.get("tokens"),
