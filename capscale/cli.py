@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "capscale.commands.core",  # validate, analyze, demo
     "capscale.commands.bench",  # bench NAME
     "capscale.commands.evaluation",  # eval, family scan, ingest lm-eval
+    "capscale.commands.emergence",  # emergence
 ]
 
 

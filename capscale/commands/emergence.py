@@ -1,0 +1,165 @@
+"""``capscale emergence INPUT --family F [--task T | --all-tasks] --out DIR``: emergence diagnostics."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if path.is_dir() and (path / "configs" / "final.json").exists():
+        return "olmo-ladder"
+    if path.is_dir() and ((path / "pythia-v1").is_dir() or any(path.glob("pythia-*"))):
+        return "pythia-evals"
+    if path.is_file() and path.suffix in (".csv", ".parquet"):
+        import pandas as pd
+
+        if path.suffix == ".csv":
+            cols = pd.read_csv(path, nrows=0).columns
+        else:
+            import pyarrow.parquet as pq
+
+            cols = pq.read_schema(path).names
+        return "ladder" if "metric" in cols else "store"
+    return "store"
+
+
+def _read_store(path: Path):
+    """Read a store without failing on non-finite logliks (the emergence guard excludes those items)."""
+    from .. import store
+
+    df = store.read(path, validate_store=False)
+    problems = store.validate(df, multi_gold=True)
+    hard = [p for p in problems if p.kind != "non_finite_loglik"]
+    if hard:
+        raise store.StoreValidationError(hard, str(path))
+    soft = [str(p) for p in problems if p.kind == "non_finite_loglik"]
+    return df, soft
+
+
+def _inputs(args: argparse.Namespace):
+    """Yield TaskInputs for the requested family and tasks; returns (list, notes)."""
+    from .. import chain, emergence
+
+    path = Path(args.input)
+    if not path.exists():
+        raise FileNotFoundError(f"input {str(path)!r} does not exist")
+    fmt = _detect_format(path, args.format)
+    notes: list[str] = [f"input format: {fmt}"]
+    if fmt == "store":
+        df, soft = _read_store(path)
+        notes += soft
+        fams = sorted(df["family"].astype(str).unique())
+        fam = args.family or (fams[0] if len(fams) == 1 else None)
+        if fam is None or fam not in fams:
+            raise ValueError(f"--family must be one of {fams}" + (f", not {args.family!r}" if args.family else ""))
+        df = df[df["family"].astype(str) == fam]
+        tasks = sorted(df["task"].astype(str).unique())
+        want = tasks if args.all_tasks else [args.task]
+        unknown = [t for t in want if t not in tasks]
+        if unknown:
+            raise ValueError(f"task(s) {unknown} not in {args.input} for family {fam!r}; it has {tasks}")
+        items = chain.compute(df[df["task"].isin(want)])
+        return [emergence.from_items(items, t, fam, ties=args.ties) for t in want], notes
+    from .. import datasets
+
+    if fmt == "pythia-evals":
+        ladder = datasets.load_pythia_evals(path, params="non_embedding")
+        from ..emergence.pythia import attach_stderr, pythia_stderr
+
+        ladder = attach_stderr(ladder, pythia_stderr(path))
+        notes.append("Pythia: datasets.load_pythia_evals(params='non_embedding') + stderr from the JSONs")
+    elif fmt == "olmo-ladder":
+        ladder = datasets.load_olmo_ladder(path)
+    elif fmt == "ladder":
+        ladder = datasets.read_ladder(path)
+    else:
+        raise ValueError(f"unknown --format {fmt!r}")
+    fams = sorted(ladder["family"].astype(str).unique())
+    fam = args.family or (fams[0] if len(fams) == 1 else None)
+    if fam is None or fam not in fams:
+        raise ValueError(f"--family must be one of {fams}" + (f", not {args.family!r}" if args.family else ""))
+    sub = ladder[ladder["family"] == fam]
+    tasks = sorted(sub["task"].astype(str).unique())
+    want = tasks if args.all_tasks else [args.task]
+    unknown = [t for t in want if t not in tasks]
+    if unknown:
+        raise ValueError(f"task(s) {unknown} not in {args.input} for family {fam!r}; it has {tasks}")
+    out = []
+    for t in want:
+        ch = {}
+        if fmt in ("pythia-evals", "olmo-ladder") or t in datasets.CHANCE:
+            c = datasets.chance_of(t)
+            ch = {"acc": c, "acc_norm": c, "acc_bytes": c, "p_choices": c}
+        out.append(emergence.from_ladder(sub, fam, t, steps=args.steps, chance=ch))
+    return out, notes
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .. import emergence
+    from ..emergence import plots
+
+    if bool(args.task) == bool(args.all_tasks):
+        print("error: give exactly one of --task T or --all-tasks", file=sys.stderr)
+        return 2
+    try:
+        inputs, notes = _inputs(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = args.figures != "none"
+    reports = emergence.scan(inputs, B=args.B, seed=args.seed, alpha=args.alpha, min_items=args.min_items,
+                             fdr=not args.no_fdr, progress=not args.quiet and sys.stderr.isatty(), keep_curves=keep)
+    fig_dir = out / "figures"
+    n_fig = 0
+    for r in reports:
+        r.setdefault("guards", []).extend(notes)
+        r["command"] = "capscale emergence " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+        emergence.write_json(r, out / f"{emergence.safe_name(r['task'])}.json")
+        if keep and (args.figures == "all" or r["verdict"] in ("METRIC_INDUCED", "GENUINE_TRANSITION_CANDIDATE")
+                     or len(reports) <= 12):
+            n_fig += len(plots.plot_report(r, fig_dir))
+    table = emergence.verdict_table(reports)
+    tmp = out / ".verdicts.csv.tmp"
+    table.to_csv(tmp, index=False)
+    tmp.replace(out / "verdicts.csv")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(table[["task", "family", "n_models", "n_items", "verdict"]].to_string(index=False))
+    print(f"wrote {len(reports)} report(s), verdicts.csv and {n_fig} figure(s) to {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emergence", help="is a sharp jump real, or made by the metric? (emergence diagnostics)",
+                       description="Emergence diagnostics for one model family over one task or all tasks "
+                       "(docs: capscale.emergence). Writes DIR/<task>.json (schema of emergence.md §9.7), "
+                       "DIR/verdicts.csv and figures under DIR/figures/.")
+    p.add_argument("input", metavar="STORE_OR_LADDER",
+                   help="score store (.parquet/.csv/shard folder), ladder table (.csv/.parquet with a 'metric' "
+                   "column), or a published-data folder (pythia-evals, olmo-ladder)")
+    p.add_argument("--family", help="model family (optional when the input holds one)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--task", help="one task")
+    g.add_argument("--all-tasks", action="store_true", help="every task of the family (BH control across them)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="auto", choices=["auto", "store", "ladder", "pythia-evals", "olmo-ladder"])
+    p.add_argument("--B", type=int, default=2000, help="bootstrap replicates (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--min-items", type=int, default=20, help="fewest items for the item bootstrap (default 20)")
+    p.add_argument("--steps", choices=["final", "all"], default="final",
+                   help="ladder input: final checkpoint per run (default) or every checkpoint")
+    p.add_argument("--ties", choices=["first", "fractional"], default="first",
+                   help="accuracy ties: lm-eval's first index (default) or fractional")
+    p.add_argument("--figures", choices=["auto", "all", "none"], default="auto",
+                   help="auto: all figures for <= 12 tasks, else only for METRIC_INDUCED/GENUINE verdicts")
+    p.add_argument("--no-fdr", action="store_true", help="no Benjamini-Hochberg control across tasks")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run)

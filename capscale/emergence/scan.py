@@ -1,0 +1,127 @@
+"""Scanning many tasks: Benjamini–Hochberg control, JSON output and the verdict table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import stats as _st
+from .analysis import DEFAULTS, analyse, decide
+from .inputs import TaskInput
+
+__all__ = ["apply_fdr", "scan", "to_jsonable", "write_json", "verdict_table", "safe_name"]
+
+
+def to_jsonable(obj):
+    """Recursively convert numpy types; ±inf become the strings "inf"/"-inf", NaN becomes null (§9.7)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.bool_ | bool):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        v = float(obj)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    return obj
+
+
+def safe_name(task: str) -> str:
+    """A file-system-safe file stem for a task name."""
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in task)
+
+
+def write_json(report: dict, path: str | os.PathLike) -> Path:
+    """Atomically write a report as strict JSON (no NaN/Infinity literals)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(to_jsonable(report), indent=1, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def apply_fdr(reports: list[dict], alpha: float = 0.05) -> list[dict]:
+    """Benjamini–Hochberg over the per-task "D sharp" tests (criterion 1a's J_ex > 0), in place.
+
+    Each report gains ``fdr = {p_sharp, q_sharp, m_tests}``; criterion 1(a) then also requires
+    q ≤ α and the verdict is recomputed (criteria 1b/1c are not p-values and are left as they are).
+    """
+    p = np.array([r.get("decision", {}).get("p_sharp", np.nan) or np.nan for r in reports], dtype=float)
+    q = _st.benjamini_hochberg(p)
+    m = int(np.isfinite(p).sum())
+    cfg = dict(DEFAULTS, alpha=alpha)
+    for r, pv, qv in zip(reports, p, q):
+        r["fdr"] = {"p_sharp": None if np.isnan(pv) else float(pv), "q_sharp": None if np.isnan(qv) else float(qv),
+                    "m_tests": m, "alpha": alpha}
+        if np.isnan(qv) or not r.get("metrics"):
+            continue
+        before = r["verdict"]
+        v, reasons, comp = decide(r, cfg, sharp_a_override=bool(qv <= alpha))
+        if v != before:
+            reasons = reasons + [f"verdict before BH control was {before}; criterion 1a needs q = {qv:.3g} <= {alpha}"]
+        r["verdict"], r["reasons"] = v, reasons
+        r["decision"].update(comp)
+    return reports
+
+
+def scan(inputs: Iterable[TaskInput], *, B: int = 2000, seed: int = 0, alpha: float = 0.05, min_items: int = 20,
+         fdr: bool = True, progress: bool = False, keep_curves: bool = False) -> list[dict]:
+    """Analyse many tasks (same settings, each with its own fixed seed) and apply BH control across them."""
+    from tqdm.auto import tqdm
+
+    items = list(inputs)
+    out = []
+    for ti in tqdm(items, disable=not progress, desc="emergence"):
+        out.append(analyse(ti, B=B, seed=seed, alpha=alpha, min_items=min_items, keep_curves=keep_curves))
+    if fdr and len(out) > 1:
+        apply_fdr(out, alpha)
+    return out
+
+
+def verdict_table(reports: list[dict]) -> pd.DataFrame:
+    """One row per report: task, family, n, verdict, the D/K metrics and the headline statistics."""
+    rows = []
+    for r in reports:
+        D, K = r.get("decision_metric"), r.get("continuous_metric")
+        d = r.get("metrics", {}).get(D, {}) if D else {}
+        k = r.get("metrics", {}).get(K, {}) if K else {}
+        fd = r.get("fdr") or {}
+        da = (d.get("fits") or {}).get("dAICc", {})
+        rows.append({
+            "task": r["task"], "family": r["family"], "n_models": r["n_models"], "n_items": r.get("n_items"),
+            "verdict": r["verdict"], "D": D, "K": K,
+            "D_first": (d.get("y") or [None])[0], "D_last": (d.get("y") or [None])[-1],
+            "tau_D": d.get("tau_model"), "tau_p_D": d.get("tau_p"), "B_norm_D": d.get("B_norm"),
+            "J_ex_D": d.get("J_ex"), "J_ex_lo": (d.get("J_ex_ci") or [None, None])[0],
+            "J_ex_hi": (d.get("J_ex_ci") or [None, None])[1],
+            "dAICc_sig_lin": da.get("sigmoid2_minus_linear"), "dAICc_hinge_lin": da.get("hinge2_minus_linear"),
+            "z_top1_D": ((d.get("extrapolation") or {}).get("z") or [None])[0],
+            "kink_dAICc_K": ((k.get("fits") or {}).get("dAICc") or {}).get("broken_minus_quadratic"),
+            "z_top1_K": ((k.get("extrapolation") or {}).get("z") or [None])[0],
+            "p_sharp": fd.get("p_sharp"), "q_sharp": fd.get("q_sharp"),
+            "reasons": " | ".join(map(str, r.get("reasons") or [])),
+        })
+    return pd.DataFrame(rows)
