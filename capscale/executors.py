@@ -1,0 +1,573 @@
+"""Run evaluation shards on Ray: one Ray task per (checkpoint, task) shard.
+
+The evaluation orchestrator splits ``capscale eval`` into shards (one checkpoint x one task each) and runs
+each with a pure function ``run_shard(shard, options) -> DataFrame | path``. :func:`run_ray` runs the same
+function on a Ray cluster (or a local Ray instance started on this machine), so the local and the Ray
+executor write identical stores.
+
+What the Ray executor does
+--------------------------
+* **Skips finished shards**: a shard whose file is already in the store (a readable Parquet file: the store
+  writes atomically, so a file that exists is complete) is not submitted.
+* **Resources**: every shard is one Ray task asking for ``cpus_per_shard`` CPUs and ``gpus_per_shard`` GPUs
+  (default: 1 GPU when the cluster has GPUs, else none). A request no node can satisfy is an error before
+  anything runs, instead of a run that waits for ever.
+* **Bounded retries**: a shard whose task fails -- an exception in ``run_shard`` or the death of the worker
+  process or node running it (Ray's ``WorkerCrashedError`` / ``NodeDiedError``) -- is resubmitted to Ray
+  up to ``max_retries`` times. The driver resubmits (the Ray tasks themselves run with Ray's own
+  ``max_retries=0``) so that it knows every attempt and its error; Ray does the scheduling, the failure
+  detection and the placement of the new attempt. A shard that fails ``max_retries + 1`` times is reported
+  with all its errors while the other shards complete.
+* **Where results are written** (``write_from``):
+
+  ``"driver"`` (default)
+      the worker returns the shard's rows to the driver (through Ray's object store), which writes the
+      file atomically as soon as the shard completes. Works on any cluster: the store need only be on the
+      driver's file system.
+  ``"worker"``
+      the worker writes the file atomically itself (temporary file in the store folder, then rename), so
+      the rows never travel to the driver. The store must be on a file system every node mounts at the
+      same path (NFS, Lustre, a shared disk); on a single machine it always is.
+
+  In both modes rows are validated on the worker before anything is written, so a bad shard fails (and is
+  reported) the same way.
+* **Progress**: a tqdm bar over shards on the driver (on a terminal, or when ``progress=True``).
+
+Ray is an optional dependency (``pip install 'capscale[ray]'``); it is imported only inside functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "RAY_MISSING",
+    "ExecutorError",
+    "ShardOutcome",
+    "ExecutionReport",
+    "WRITE_FROM",
+    "require_ray",
+    "ray_session",
+    "shard_done",
+    "resolve_gpus_per_shard",
+    "run_ray",
+]
+
+#: Message of the ImportError raised when Ray is not installed.
+RAY_MISSING = ("the Ray executor needs Ray, an optional dependency of capscale: pip install 'capscale[ray]' "
+               "(or run with --executor local)")
+
+#: Choices for ``write_from``: who writes a finished shard's file.
+WRITE_FROM = ("driver", "worker")
+
+#: Environment variables forwarded to Ray workers (offline switches, tokenizer threads, capscale settings).
+_FORWARDED_ENV_PREFIXES = ("HF_", "TRANSFORMERS_", "TOKENIZERS_", "CAPSCALE_")
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot run as asked (bad option, infeasible resource request, Ray not reachable)."""
+
+
+def require_ray() -> Any:
+    """Import and return the ``ray`` module, or raise ImportError with :data:`RAY_MISSING`."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(RAY_MISSING) from e
+    return ray
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class ShardOutcome:
+    """What happened to one shard.
+
+    Attributes
+    ----------
+    key : str
+        The shard's name, ``model_id / task``.
+    status : str
+        ``"done"`` (evaluated in this run), ``"skipped"`` (already in the store) or ``"failed"``.
+    attempts : int
+        Ray tasks submitted for this shard (0 when skipped; more than 1 when it was retried).
+    errors : list of str
+        One message per failed attempt, in order (``"WorkerCrashedError: ..."`` for a dead worker).
+    path : str or None
+        The shard's file in the store.
+    n_rows : int or None
+        Store rows written for this shard.
+    seconds : float or None
+        Wall time of the successful attempt on its worker (s).
+    node : str or None
+        Host name of the worker that ran the successful attempt.
+    """
+
+    key: str
+    status: str
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+    path: str | None = None
+    n_rows: int | None = None
+    seconds: float | None = None
+    node: str | None = None
+
+    @property
+    def retried(self) -> bool:
+        """Whether more than one attempt was needed (or made)."""
+        return self.attempts > 1
+
+
+@dataclass
+class ExecutionReport:
+    """Outcome of a run over shards: one :class:`ShardOutcome` per shard, in shard order.
+
+    Attributes
+    ----------
+    outcomes : list of ShardOutcome
+    executor : str
+        ``"ray"``.
+    write_from : str
+        ``"driver"`` or ``"worker"``.
+    max_retries : int
+    wall_seconds : float
+        Driver wall time of the run (s), Ray start-up excluded when the session was already running.
+    address : str or None
+        The Ray address connected to (``None``: a local instance started for this run).
+    """
+
+    outcomes: list[ShardOutcome]
+    executor: str = "ray"
+    write_from: str = "driver"
+    max_retries: int = 0
+    wall_seconds: float = 0.0
+    address: str | None = None
+
+    def _with(self, status: str) -> list[ShardOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def done(self) -> list[ShardOutcome]:
+        return self._with("done")
+
+    @property
+    def skipped(self) -> list[ShardOutcome]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[ShardOutcome]:
+        return self._with("failed")
+
+    @property
+    def retried(self) -> list[ShardOutcome]:
+        """Shards that needed more than one attempt (finished or not)."""
+        return [o for o in self.outcomes if o.retried]
+
+    @property
+    def ok(self) -> bool:
+        """True when no shard failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """Human-readable report: counts, then every retried and every failed shard with its errors."""
+        lines = [f"{self.executor} executor: {len(self.outcomes)} shard(s): {len(self.done)} evaluated, "
+                 f"{len(self.skipped)} already in the store, {len(self.failed)} failed; "
+                 f"{len(self.retried)} retried (max_retries={self.max_retries}); {self.wall_seconds:.1f} s"]
+        for o in self.retried:
+            if o.status == "failed":
+                continue
+            lines.append(f"  retried {o.key}: {o.status} after {o.attempts} attempts")
+            lines += [f"      attempt {i + 1}: {e}" for i, e in enumerate(o.errors)]
+        for o in self.failed:
+            lines.append(f"  FAILED {o.key} after {o.attempts} attempt(s)")
+            lines += [f"      attempt {i + 1}: {e}" for i, e in enumerate(o.errors)]
+        return "\n".join(lines)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per shard (errors joined with `` | ``)."""
+        rows = [{**asdict(o), "errors": " | ".join(o.errors)} for o in self.outcomes]
+        return pd.DataFrame(rows, columns=[f for f in ShardOutcome.__dataclass_fields__])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"executor": self.executor, "write_from": self.write_from, "max_retries": self.max_retries,
+                "wall_seconds": self.wall_seconds, "address": self.address,
+                "outcomes": [asdict(o) for o in self.outcomes]}
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON atomically; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+
+# ----------------------------------------------------------------------------------------------- shards
+
+
+def shard_done(path: str | os.PathLike) -> bool:
+    """Whether a shard file is complete: it exists and its Parquet footer can be read.
+
+    Files are written atomically (temporary name, then rename), so a file under the final name is complete
+    unless something else truncated it; an unreadable one is evaluated again.
+    """
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return False
+    if p.suffix != ".parquet":
+        return True
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(p)
+    except Exception:
+        return False
+    return True
+
+
+def _default_key(shard: Any) -> str:
+    mid = getattr(shard, "model_id", None) or getattr(getattr(shard, "checkpoint", None), "model_id", None)
+    task = getattr(shard, "task", None)
+    task = getattr(task, "name", task)
+    if mid is not None and task is not None:
+        return f"{mid} / {task}"
+    return str(shard)
+
+
+def _default_path(shard: Any, out: Path) -> Path:
+    for attr in ("path", "out_path", "dest"):
+        p = getattr(shard, attr, None)
+        if isinstance(p, (str, os.PathLike)) and str(p).endswith((".parquet", ".csv")):
+            return Path(p)
+    from . import store
+
+    key = _default_key(shard)
+    if " / " not in key:
+        raise ExecutorError(f"cannot tell where shard {shard!r} is stored: give shard_path=")
+    mid, task = key.split(" / ", 1)
+    return out / store.shard_name(mid, task)
+
+
+def _default_write(df: pd.DataFrame, path: Path) -> None:
+    from . import store
+
+    store.write(df, path)
+
+
+def _default_check(df: pd.DataFrame, path: Path) -> None:
+    from . import store
+
+    store.check(df, source=str(path))
+
+
+def _atomic_bytes(data: bytes, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"_tmp.{os.getpid()}.{path.name}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _execute(run_fn: Callable[[Any, Any], Any], shard: Any, options: Any, dest: str, write_from: str,
+             write_fn: Callable[[pd.DataFrame, Path], None], check_fn: Callable[[pd.DataFrame, Path], None],
+             ) -> dict[str, Any]:
+    """Body of one Ray task: run the shard, validate, then write (worker mode) or return the rows."""
+    t0 = time.perf_counter()
+    result = run_fn(shard, options)
+    dest_p = Path(dest)
+    out: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid()}
+    if isinstance(result, pd.DataFrame):
+        check_fn(result, dest_p)
+        out["n_rows"] = len(result)
+        if write_from == "worker":
+            write_fn(result, dest_p)
+        else:
+            out["frame"] = result
+    elif isinstance(result, (str, os.PathLike)):
+        # run_fn wrote the shard itself (atomically, as the store does); ship the bytes in driver mode.
+        src = Path(result)
+        if not src.is_file():
+            raise FileNotFoundError(f"run_shard returned {str(src)!r}, which does not exist on node "
+                                    f"{out['node']}")
+        out["n_rows"] = _count_rows(src)
+        if write_from == "driver":
+            out["bytes"] = src.read_bytes()
+        elif src.resolve() != dest_p.resolve():
+            _atomic_bytes(src.read_bytes(), dest_p)
+    else:
+        raise TypeError(f"run_shard must return a DataFrame or a path, got {type(result).__name__}")
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _count_rows(path: Path) -> int | None:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows
+    return None
+
+
+def _describe(err: BaseException) -> str:
+    """One line naming a failed attempt's error (the application exception for a RayTaskError)."""
+    ray = require_ray()
+    cause = err
+    if isinstance(err, ray.exceptions.RayTaskError):
+        inner = getattr(err, "cause", None)
+        if inner is not None and not isinstance(inner, ray.exceptions.RayTaskError):
+            cause = inner
+    msg = str(cause).strip().splitlines()
+    if isinstance(cause, ray.exceptions.RayError) and not isinstance(cause, ray.exceptions.RayTaskError):
+        # Ray's system errors are long; their first line says what happened (worker died, node died...).
+        msg = msg[:1]
+    text = " ".join(m.strip() for m in msg[:3] if m.strip())
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+# ----------------------------------------------------------------------------------------------- session
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None,
+                init_kwargs: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Use the running Ray session, or start/connect one for the duration of the block.
+
+    Parameters
+    ----------
+    address : str, optional
+        ``None``: start a local Ray instance on this machine (``num_cpus`` CPUs). ``"auto"``: connect to the
+        cluster started with ``ray start`` on this node. ``"HOST:PORT"``: connect to that head node's GCS
+        (``ray://HOST:10001`` for Ray Client).
+    num_cpus : int, optional
+        CPUs of a local instance (ignored when connecting to a cluster).
+    init_kwargs : dict, optional
+        Extra keyword arguments for ``ray.init``.
+
+    Yields
+    ------
+    module
+        ``ray``. A session started here is shut down on exit; a session that was already running is left
+        running.
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    env = _forwarded_env()
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
+    if address is None:
+        kwargs["num_cpus"] = num_cpus
+    kwargs.update(init_kwargs or {})
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as e:
+        raise ExecutorError(f"cannot connect to the Ray cluster at {address!r}: {e}. Start it with "
+                            "`ray start --head` (see docs/cluster.md) or leave --address out to start a local "
+                            "Ray instance") from e
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def resolve_gpus_per_shard(ray: Any, gpus_per_shard: float | None) -> float:
+    """GPUs each shard asks for: ``None`` means 1 when the cluster has GPUs, else 0.
+
+    Raises
+    ------
+    ExecutorError
+        When the request is negative or larger than the GPUs of every node (no shard could ever run).
+    """
+    nodes = [n for n in ray.nodes() if n.get("Alive", True)]
+    per_node = [float(n.get("Resources", {}).get("GPU", 0.0)) for n in nodes]
+    most = max(per_node, default=0.0)
+    if gpus_per_shard is None:
+        return 1.0 if most >= 1 else 0.0
+    g = float(gpus_per_shard)
+    if g < 0:
+        raise ExecutorError(f"--gpus-per-shard must be >= 0, got {gpus_per_shard}")
+    if g > most:
+        raise ExecutorError(f"--gpus-per-shard {gpus_per_shard} cannot be met: the Ray cluster's nodes have at "
+                            f"most {most:g} GPU(s) ({len(nodes)} node(s)); use --gpus-per-shard 0 for CPU or "
+                            "add GPU nodes")
+    return g
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+def run_ray(
+    shards: Sequence[Any],
+    run_fn: Callable[[Any, Any], Any],
+    options: Any,
+    out: str | os.PathLike,
+    *,
+    shard_path: Callable[[Any], str | os.PathLike] | None = None,
+    shard_key: Callable[[Any], str] | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    gpus_per_shard: float | None = None,
+    cpus_per_shard: float = 1.0,
+    max_retries: int = 2,
+    write_from: str = "driver",
+    skip_done: bool = True,
+    write_fn: Callable[[pd.DataFrame, Path], None] | None = None,
+    check_fn: Callable[[pd.DataFrame, Path], None] | None = None,
+    progress: bool | None = None,
+    init_kwargs: dict[str, Any] | None = None,
+) -> ExecutionReport:
+    """Run ``run_fn(shard, options)`` for every shard as one Ray task each and write results to the store.
+
+    Parameters
+    ----------
+    shards : sequence
+        The shards (picklable), e.g. from the orchestrator's ``plan_shards``.
+    run_fn : callable
+        ``run_fn(shard, options) -> DataFrame | path``: a pure function of its inputs, importable on the
+        workers (capscale must be installed on every node).
+    options : any
+        Passed unchanged to ``run_fn`` (picklable).
+    out : path-like
+        The store directory.
+    shard_path : callable, optional
+        Shard -> its file in the store (default: the shard's ``path`` attribute, else
+        ``out / store.shard_name(model_id, task)``).
+    shard_key : callable, optional
+        Shard -> name used in the report (default ``"model_id / task"``).
+    address : str, optional
+        Ray address (see :func:`ray_session`); ``None`` starts a local instance.
+    num_cpus : int, optional
+        CPUs of a local instance (default: all of this machine's).
+    gpus_per_shard : float, optional
+        GPUs per shard; default 1 when the cluster has GPUs, else 0. Fractions pack shards on a GPU.
+    cpus_per_shard : float, default 1
+        CPUs per shard.
+    max_retries : int, default 2
+        Resubmissions of a failed shard (so at most ``max_retries + 1`` attempts).
+    write_from : {"driver", "worker"}, default "driver"
+        Who writes a finished shard (see the module docstring): ``"worker"`` needs the store on a file system
+        shared by all nodes.
+    skip_done : bool, default True
+        Skip shards whose file is already complete in the store (:func:`shard_done`).
+    write_fn, check_fn : callable, optional
+        ``(df, path) -> None``: write a shard atomically / validate its rows (default: :func:`store.write`
+        and :func:`store.check`). Use the local executor's functions so both write identical files.
+    progress : bool, optional
+        Show a progress bar over shards (default: when stderr is a terminal).
+    init_kwargs : dict, optional
+        Extra ``ray.init`` arguments when a session is started.
+
+    Returns
+    -------
+    ExecutionReport
+        Every shard's outcome; ``report.failed`` lists shards that failed ``max_retries + 1`` times.
+    """
+    if write_from not in WRITE_FROM:
+        raise ExecutorError(f"write_from must be one of {WRITE_FROM}, got {write_from!r}")
+    if max_retries < 0:
+        raise ExecutorError(f"max_retries must be >= 0, got {max_retries}")
+    if cpus_per_shard < 0:
+        raise ExecutorError(f"cpus_per_shard must be >= 0, got {cpus_per_shard}")
+    out_p = Path(out)
+    key_of = shard_key or _default_key
+    dests = [Path(shard_path(s)) if shard_path else _default_path(s, out_p) for s in shards]
+    keys = [key_of(s) for s in shards]
+    dup = sorted({str(d) for d in dests if dests.count(d) > 1})
+    if dup:
+        raise ExecutorError(f"several shards would write the same file(s): {dup[:5]}")
+    write_fn = write_fn or _default_write
+    check_fn = check_fn or _default_check
+    outcomes = [ShardOutcome(key=k, status="pending", path=str(d)) for k, d in zip(keys, dests)]
+    todo = []
+    for i, d in enumerate(dests):
+        if skip_done and shard_done(d):
+            outcomes[i].status = "skipped"
+        else:
+            todo.append(i)
+    t0 = time.perf_counter()
+    report = ExecutionReport(outcomes=outcomes, write_from=write_from, max_retries=max_retries,
+                             address=address)
+    if not todo:
+        report.wall_seconds = time.perf_counter() - t0
+        return report
+    out_p.mkdir(parents=True, exist_ok=True)
+    with ray_session(address, num_cpus=num_cpus, init_kwargs=init_kwargs) as ray:
+        gpus = resolve_gpus_per_shard(ray, gpus_per_shard)
+        remote = ray.remote(_execute)
+        # Large or shared arguments go to the object store once, not once per shard.
+        fn_ref, opt_ref, write_ref, check_ref = (ray.put(x) for x in (run_fn, options, write_fn, check_fn))
+
+        def submit(i: int) -> Any:
+            outcomes[i].attempts += 1
+            return remote.options(num_cpus=cpus_per_shard, num_gpus=gpus, max_retries=0,
+                                  name=f"capscale-shard {keys[i]}").remote(
+                fn_ref, shards[i], opt_ref, str(dests[i]), write_from, write_ref, check_ref)
+
+        pending = {submit(i): i for i in todo}
+        from tqdm.auto import tqdm
+
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = tqdm(total=len(todo), desc="shards (ray)", unit="shard", disable=not show)
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    i = pending.pop(ref)
+                    o = outcomes[i]
+                    try:
+                        res = ray.get(ref)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as e:  # a failed attempt: the task's exception or a dead worker/node
+                        o.errors.append(_describe(e))
+                        if o.attempts <= max_retries:
+                            pending[submit(i)] = i
+                            bar.set_postfix_str(f"retrying {o.key}", refresh=False)
+                        else:
+                            o.status = "failed"
+                            bar.update(1)
+                        continue
+                    try:
+                        if "frame" in res:
+                            write_fn(res["frame"], dests[i])
+                        elif "bytes" in res:
+                            _atomic_bytes(res["bytes"], dests[i])
+                    except Exception as e:  # the driver could not write: report it, do not retry the shard
+                        o.errors.append(f"writing {dests[i]} on the driver: {type(e).__name__}: {e}")
+                        o.status = "failed"
+                        bar.update(1)
+                        continue
+                    o.status, o.n_rows, o.seconds, o.node = "done", res.get("n_rows"), res.get("seconds"), \
+                        res.get("node")
+                    bar.update(1)
+        except BaseException:
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            raise
+        finally:
+            bar.close()
+    report.wall_seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,229 @@
+"""The Ray executor (capscale.executors): same store as a plain loop, skips, bounded retries, a killed worker.
+
+One local Ray instance (2 CPUs, no dashboard) serves the whole module and is shut down at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from capscale import executors, store
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'capscale[ray]'")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class FakeShard:
+    """A (checkpoint, task) shard for a generic shard function."""
+
+    model_id: str
+    task: str
+    n_items: int = 5
+    k: int = 4
+
+
+def fake_run(shard: FakeShard, options: dict) -> pd.DataFrame:
+    """Deterministic rows for a shard (a pure function of its inputs, like run_shard)."""
+    seed = sum(map(ord, shard.model_id + "/" + shard.task)) + options.get("seed", 0)
+    rng = np.random.default_rng(seed)
+    n = shard.n_items * shard.k
+    doc = np.repeat(np.arange(shard.n_items), shard.k)
+    c = np.tile(np.arange(shard.k), shard.n_items)
+    return pd.DataFrame({"model_id": shard.model_id, "family": "fake", "params": 1000, "tokens": 10**6,
+                         "task": shard.task, "doc_id": doc, "choice_idx": c, "is_correct": c == doc % shard.k,
+                         "loglik": rng.normal(-10, 2, n), "n_chars": 3 + c, "n_bytes": 3 + c})
+
+
+class FailFor:
+    """Raise for one shard on every attempt (a deterministic error)."""
+
+    def __init__(self, victim: str):
+        self.victim = victim
+
+    def __call__(self, shard: FakeShard, options: dict) -> pd.DataFrame:
+        if shard.model_id == self.victim:
+            raise RuntimeError(f"checkpoint {shard.model_id} is broken")
+        return fake_run(shard, options)
+
+
+class HangOnceFor:
+    """On its first attempt the victim shard writes its worker's pid to a marker file and hangs (to be killed)."""
+
+    def __init__(self, victim: FakeShard, marker: str):
+        self.victim, self.marker = victim, marker
+
+    def __call__(self, shard: FakeShard, options: dict) -> pd.DataFrame:
+        if shard == self.victim and not os.path.exists(self.marker):
+            tmp = self.marker + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write(str(os.getpid()))
+            os.replace(tmp, self.marker)
+            time.sleep(120)
+        return fake_run(shard, options)
+
+
+def write_to_path(shard: FakeShard, options: dict) -> str:
+    """A shard function that writes its own file (in options['out']) and returns the path."""
+    df = fake_run(shard, options)
+    return str(store.write_shard(df, options["out"]))
+
+
+SHARDS = [FakeShard(f"m{i}", t) for i in range(4) for t in ("taskA", "taskB")]
+
+
+def local_store(shards, out: Path, options: dict) -> Path:
+    for s in shards:
+        store.write_shard(fake_run(s, options), out)
+    return out
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    fa = sorted(p.name for p in a.glob("*.parquet"))
+    fb = sorted(p.name for p in b.glob("*.parquet"))
+    assert fa == fb and fa
+    assert not list(b.glob("_tmp*")), "temporary files left behind"
+    for name in fa:
+        pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name), check_exact=True)
+    pd.testing.assert_frame_equal(store.read(a), store.read(b), check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray instance for the module (2 CPUs); shut down afterwards."""
+    import ray.cloudpickle
+
+    # Workers cannot import this test module: ship its functions and classes by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    if ray.is_initialized():  # pragma: no cover - a session left over by another test module
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_missing_ray_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'capscale\[ray\]'"):
+        executors.require_ray()
+    with pytest.raises(ImportError, match=r"capscale\[ray\]"):
+        executors.run_ray([FakeShard("m0", "t")], fake_run, {}, "/nonexistent-capscale-store")
+
+
+def test_bad_options_are_errors(tmp_path):
+    with pytest.raises(executors.ExecutorError, match="write_from"):
+        executors.run_ray(SHARDS, fake_run, {}, tmp_path, write_from="nfs")
+    with pytest.raises(executors.ExecutorError, match="max_retries"):
+        executors.run_ray(SHARDS, fake_run, {}, tmp_path, max_retries=-1)
+    with pytest.raises(executors.ExecutorError, match="same file"):
+        executors.run_ray([SHARDS[0], SHARDS[0]], fake_run, {}, tmp_path)
+
+
+@pytest.mark.parametrize("write_from", ["driver", "worker"])
+def test_ray_store_identical_to_local_loop(ray_local, tmp_path, write_from):
+    opts = {"seed": 3}
+    ref = local_store(SHARDS, tmp_path / "local", opts)
+    rep = executors.run_ray(SHARDS, fake_run, opts, tmp_path / "ray", write_from=write_from, progress=False)
+    assert rep.ok and len(rep.done) == len(SHARDS) and not rep.skipped and not rep.retried
+    assert all(o.n_rows == 20 and o.attempts == 1 for o in rep.done)
+    assert_same_store(ref, tmp_path / "ray")
+
+
+def test_finished_shards_are_skipped(ray_local, tmp_path):
+    out = tmp_path / "store"
+    executors.run_ray(SHARDS, fake_run, {}, out, progress=False)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    (out / store.shard_name("m2", "taskB")).unlink()
+    (out / store.shard_name("m3", "taskA")).write_bytes(b"")  # an empty (incomplete) file is redone
+    rep = executors.run_ray(SHARDS, fake_run, {}, out, progress=False)
+    assert sorted(o.key for o in rep.done) == ["m2 / taskB", "m3 / taskA"]
+    assert len(rep.skipped) == len(SHARDS) - 2
+    for name, t in mtimes.items():
+        if name not in {store.shard_name("m2", "taskB"), store.shard_name("m3", "taskA")}:
+            assert (out / name).stat().st_mtime_ns == t
+    assert_same_store(local_store(SHARDS, tmp_path / "local", {}), out)
+    # nothing left: no Ray task is even submitted
+    rep = executors.run_ray(SHARDS, fake_run, {}, out, progress=False)
+    assert len(rep.skipped) == len(SHARDS) and not rep.done
+
+
+def test_failing_shard_retried_bounded_then_reported(ray_local, tmp_path):
+    out = tmp_path / "store"
+    rep = executors.run_ray(SHARDS, FailFor("m1"), {}, out, max_retries=1, progress=False)
+    assert not rep.ok
+    assert sorted(o.key for o in rep.failed) == ["m1 / taskA", "m1 / taskB"]
+    for o in rep.failed:
+        assert o.attempts == 2 and len(o.errors) == 2
+        assert all("RuntimeError" in e and "checkpoint m1 is broken" in e for e in o.errors)
+    assert len(rep.done) == len(SHARDS) - 2  # the others complete
+    assert sorted(p.name for p in out.glob("*.parquet")) == sorted(
+        store.shard_name(s.model_id, s.task) for s in SHARDS if s.model_id != "m1")
+    text = rep.summary()
+    assert "FAILED m1 / taskA after 2 attempt(s)" in text and "checkpoint m1 is broken" in text
+    frame = rep.to_frame()
+    assert list(frame.loc[frame["status"] == "failed", "key"]) == ["m1 / taskA", "m1 / taskB"]
+
+
+def test_killed_worker_is_retried_and_store_complete(ray_local, tmp_path):
+    out = tmp_path / "store"
+    marker = str(tmp_path / "victim.pid")
+    killed: list[int] = []
+
+    def killer() -> None:  # the test kills the victim's worker process mid-run
+        deadline = time.time() + 60
+        while time.time() < deadline and not os.path.exists(marker):
+            time.sleep(0.05)
+        if os.path.exists(marker):
+            pid = int(Path(marker).read_text())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    victim = FakeShard("m2", "taskA")
+    rep = executors.run_ray(SHARDS, HangOnceFor(victim, marker), {}, out, max_retries=2, write_from="worker",
+                            progress=False)
+    th.join(timeout=5)
+    assert killed, "the victim shard never started"
+    assert rep.ok and len(rep.done) == len(SHARDS)
+    retried = {o.key: o for o in rep.retried}
+    assert "m2 / taskA" in retried  # (a task Ray had already queued on the dead worker may be retried too)
+    for o in retried.values():
+        assert o.status == "done" and o.attempts == 2 and len(o.errors) == 1
+        assert "WorkerCrashedError" in o.errors[0], o.errors
+    assert "retried m2 / taskA: done after 2 attempts" in rep.summary()
+    assert "WorkerCrashedError" in rep.summary()
+    assert_same_store(local_store(SHARDS, tmp_path / "local", {}), out)
+
+
+def test_shard_function_returning_a_path(ray_local, tmp_path):
+    src = tmp_path / "worker-side"
+    rep = executors.run_ray(SHARDS[:3], write_to_path, {"out": str(src)}, tmp_path / "store",
+                            write_from="driver", progress=False)
+    assert rep.ok and all(o.n_rows == 20 for o in rep.done)
+    assert_same_store(local_store(SHARDS[:3], tmp_path / "local", {}), tmp_path / "store")
+
+
+def test_infeasible_gpu_request_is_an_error(ray_local, tmp_path):
+    with pytest.raises(executors.ExecutorError, match="gpus-per-shard 1 cannot be met"):
+        executors.run_ray(SHARDS[:1], fake_run, {}, tmp_path, gpus_per_shard=1)
+    assert executors.resolve_gpus_per_shard(ray_local, None) == 0.0  # default on a CPU-only cluster
