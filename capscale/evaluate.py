@@ -141,16 +141,16 @@ class ShardResult:
 def load_family(family: str | os.PathLike | FamilySpec, **single: Any) -> FamilySpec:
     """A :class:`FamilySpec` from a spec file (YAML/CSV), a single checkpoint folder, or a spec object.
 
-    ``single`` (params, tokens, step, tokens_per_step, family, revision, gguf_file) applies to a single
+    ``single`` (params, tokens, step, tokens_per_step, family_name, revision, gguf_file) applies to a single
     checkpoint folder only.
     """
     if isinstance(family, FamilySpec):
         return family
+    single = {("family" if k == "family_name" else k): v for k, v in single.items() if v is not None}
     p = Path(family)
     if p.is_file() and p.suffix.lower() in {".yaml", ".yml", ".csv"}:
         return load_spec(p, family=single.get("family"))
-    return spec_from_checkpoint(p if p.exists() else str(family), **{k: v for k, v in single.items()
-                                                                     if v is not None})
+    return spec_from_checkpoint(p if p.exists() else str(family), **single)
 
 
 def plan_shards(spec: FamilySpec, tasks: Sequence[TaskSpec] | str | Sequence[str], out: str | os.PathLike, *,

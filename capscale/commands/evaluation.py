@@ -40,7 +40,7 @@ def _eval(args: argparse.Namespace) -> int:
         results = evaluate(args.family, args.tasks, args.out, data_dir=args.data_dir,
                            include_path=args.include_path or None, num_fewshot=args.num_fewshot, limit=args.limit,
                            options=opts, model_ids=args.model_id or None, params=args.params, tokens=args.tokens,
-                           step=args.step, tokens_per_step=args.tokens_per_step, family=args.family_name)
+                           step=args.step, tokens_per_step=args.tokens_per_step, family_name=args.family_name)
     except (EvalError, TaskError, FamilySpecError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
