@@ -62,8 +62,16 @@ def _inputs(args: argparse.Namespace):
         unknown = [t for t in want if t not in tasks]
         if unknown:
             raise ValueError(f"task(s) {unknown} not in {args.input} for family {fam!r}; it has {tasks}")
-        items = chain.compute(df[df["task"].isin(want)])
-        return [emergence.from_items(items, t, fam, ties=args.ties) for t in want], notes
+        df, dropped = emergence.drop_nonfinite_items(df[df["task"].isin(want)])
+        items = chain.compute(df)
+        out = []
+        for t in want:
+            ti = emergence.from_items(items, t, fam, ties=args.ties)
+            if dropped.get(t):
+                ti.exclusions["items_nonfinite_loglik"] = dropped[t]
+                ti.guards.append(f"{dropped[t]} item(s) with a NaN/inf loglik were excluded for every model")
+            out.append(ti)
+        return out, notes
     from .. import datasets
 
     if fmt == "pythia-evals":

@@ -43,6 +43,10 @@ Where this implementation deviates from emergence.md §9, and why
   explain D). When D is sharp and no continuous metric exists (accuracy-only ladders) the verdict is
   ``INSUFFICIENT_DATA`` with that reason. Check order: input problems / n < 5 → nonmonotone
   (τ < 0 or a significant drop in D or K) → J_ex CI width > 0.5 → D sharp? → models on each side → K → crossing.
+* **Crossing-point check (step 3)**: "implied accuracy inside the bootstrap band" is applied with a tolerance:
+  |observed − implied| ≤ 2 band half-widths (band widened by the resolution 1/n_items). The implied curve has
+  its own estimation error (per-item fits on n points, a normal-noise model); with a tolerance of 1 a correctly
+  planted thresholding fails about half the time. Reported: ``max_resid_over_halfwidth``.
 * **Fits** are unweighted; 4-PL and BNSL are not implemented (4-PL needs n ≥ 7 and BNSL is descriptive only,
   n ≥ 9). Bootstrap CIs of x₀ / break points come from grid search (grid step reported).
 * **Leave-top-1-out z of K**: §9.5 asks |z| < 2 for "K smooth"; here only z > 2 (an unpredicted *gain*)
@@ -67,7 +71,7 @@ from __future__ import annotations
 
 from . import fits, stats
 from .analysis import DEFAULTS, VERDICTS, analyse, bootstrap_weights, decide
-from .inputs import TaskInput, from_arrays, from_items, from_ladder
+from .inputs import TaskInput, drop_nonfinite_items, from_arrays, from_items, from_ladder
 from .scan import apply_fdr, safe_name, scan, to_jsonable, verdict_table, write_json
 
 __all__ = [
@@ -78,6 +82,7 @@ __all__ = [
     "apply_fdr",
     "bootstrap_weights",
     "decide",
+    "drop_nonfinite_items",
     "fits",
     "from_arrays",
     "from_items",

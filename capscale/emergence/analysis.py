@@ -23,7 +23,8 @@ VERDICTS = ("METRIC_INDUCED", "GENUINE_TRANSITION_CANDIDATE", "SMOOTH", "INVERSE
 
 #: Defaults of §9.8 and of the decision procedure.
 DEFAULTS = {"B": 2000, "alpha": 0.05, "seed": 0, "min_items": 20, "min_models_shape": 4, "min_models_sig": 5,
-            "min_models_kink": 7, "z_thresh": 2.0, "daicc_thresh": 2.0, "jex_ci_width_max": 0.5}
+            "min_models_kink": 7, "z_thresh": 2.0, "daicc_thresh": 2.0, "jex_ci_width_max": 0.5,
+            "crossing_tol": 2.0}
 
 #: Order in which metrics are reported.
 METRIC_ORDER = ("acc", "acc_norm", "acc_bytes", "exact_match_greedy", "choice_logodds", "margin", "logp_vocab",
@@ -314,11 +315,16 @@ def _theil_sen(x: np.ndarray, Yi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crossing_points(x: np.ndarray, latent: np.ndarray, acc: np.ndarray | None, acc_reps: np.ndarray | None,
-                    alpha: float, latent_name: str) -> dict:
+                    alpha: float, latent_name: str, tol: float = 2.0) -> dict:
     """Crossing-point analysis (§9.4-G) of a per-item latent (models x items) whose sign gives accuracy.
 
     Per item latent ≈ α_i + β_i·x (OLS for n ≥ 7, Theil–Sen otherwise); x*_i = −α_i/β_i for β_i > 0;
     implied accuracy â_m = mean_i Φ((α_i + β_i·x_m)/σ̂_i), σ̂_i the residual SD (floored).
+
+    ``implied_inside_band`` is True when |observed − implied| ≤ ``tol`` × the half-width of the observed
+    accuracy's bootstrap band (widened by 1/n_items) at every model: the implied curve carries its own
+    estimation error (per-item fits on n points, a normal-noise model), so ``tol = 1`` would reject
+    correctly planted thresholding about as often as not.
     """
     n = len(x)
     Yi = latent.T  # items x models
@@ -362,7 +368,8 @@ def crossing_points(x: np.ndarray, latent: np.ndarray, acc: np.ndarray | None, a
             out["band"] = [lo.tolist(), hi.tolist()]
             out["band_widened_by"] = res
             out["max_resid_over_halfwidth"] = float(np.max(np.abs(resid_acc) / half))
-            out["implied_inside_band"] = bool(np.all((implied >= lo) & (implied <= hi)))
+            out["tolerance_halfwidths"] = tol
+            out["implied_inside_band"] = bool(out["max_resid_over_halfwidth"] <= tol)
     return out
 
 
@@ -458,7 +465,7 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
     if width > cfg["jex_ci_width_max"]:
         return "INSUFFICIENT_DATA", [f"CI width of J_ex({D}) = {width:.3f} > {cfg['jex_ci_width_max']}"], comp
     # 1. is D sharp?
-    sharp_a = bool(jci[0] > 0 and d["B_norm"] > 1)
+    sharp_a = bool(jci[0] > 0 and d["B_norm"] > 1 + 1e-9)  # tolerance: equal steps give 1 up to rounding
     if sharp_a_override is not None:
         comp["sharp_a_before_fdr"] = sharp_a
         sharp_a = sharp_a and sharp_a_override
@@ -520,12 +527,13 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
     comp["crossing_explains"] = inside
     if inside is False:
         return "GENUINE_TRANSITION_CANDIDATE", reasons + [
-            f"crossing-point implied accuracy leaves the bootstrap band of observed {D} "
-            f"(max |obs - implied| = {cp.get('max_abs_resid'):.3f}, "
-            f"{cp.get('max_resid_over_halfwidth'):.2f} x the band half-width)"], comp
+            f"crossing-point implied accuracy departs from observed {D} "
+            f"(max |obs - implied| = {cp.get('max_abs_resid'):.3f} = "
+            f"{cp.get('max_resid_over_halfwidth'):.2f} x the band half-width > {cp.get('tolerance_halfwidths')})"], comp
     if inside:
-        reasons.append(f"crossing points explain {D}: implied accuracy inside the bootstrap band "
-                       f"(IQR of x* = {cp.get('iqr_dec')})")
+        reasons.append(f"crossing points explain {D}: max |obs - implied| = "
+                       f"{cp.get('max_resid_over_halfwidth'):.2f} band half-widths (<= "
+                       f"{cp.get('tolerance_halfwidths')}); IQR of x* = {cp.get('iqr_dec'):.3f} decades")
     else:
         reasons.append("crossing-point check not computed")
     return "METRIC_INDUCED", reasons, comp
@@ -637,7 +645,7 @@ def analyse(ti: TaskInput, *, B: int = 2000, seed: int = 0, alpha: float = 0.05,
             accY = reps.get("acc")
             rep["crossing_points"] = crossing_points(
                 x, per_item_g[lat], accY[0] if accY is not None else None,
-                accY[1:] if accY is not None and len(accY) > 1 else None, alpha, lat)
+                accY[1:] if accY is not None and len(accY) > 1 else None, alpha, lat, cfg["crossing_tol"])
         if "acc" in reps:
             rep["resolution"] = _resolution(reps["acc"][0], ti.n_items, ti.n_choices, rep["models"], x)
     rep["input_problems"] = insufficient

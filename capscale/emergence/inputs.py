@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["TaskInput", "from_items", "from_arrays", "from_ladder", "CHAIN_TO_METRIC", "DISCRETE", "BOUNDED"]
+__all__ = ["TaskInput", "from_items", "from_arrays", "from_ladder", "drop_nonfinite_items", "CHAIN_TO_METRIC",
+           "DISCRETE", "BOUNDED"]
 
 #: chain.compute column -> emergence metric name (emergence.md §9.2).
 CHAIN_TO_METRIC = {
@@ -163,6 +164,22 @@ def from_arrays(task: str, family: str, model_ids: list[str], compute: np.ndarra
     return TaskInput(task=task, family=family, model_ids=labels, x=xs, group=grp, items=mats,
                      n_choices=None if n_choices is None else np.asarray(n_choices, dtype=np.float64),
                      guards=guards, exclusions=exclusions, row_ids=[ids[i] for i in order])
+
+
+def drop_nonfinite_items(store_df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Remove every row of an item (task, doc_id) that has a NaN/inf loglik for any model or choice.
+
+    Returns the cleaned store and the number of items removed per task (the NaN guard of §9.8, applied
+    before :func:`capscale.chain.compute`, which needs finite log-likelihoods).
+    """
+    bad = ~np.isfinite(pd.to_numeric(store_df["loglik"], errors="coerce").to_numpy(dtype=np.float64))
+    if not bad.any():
+        return store_df, {}
+    keys = store_df.loc[bad, ["task", "doc_id"]].drop_duplicates()
+    counts = keys.groupby("task").size().astype(int).to_dict()
+    idx = pd.MultiIndex.from_frame(store_df[["task", "doc_id"]])
+    drop = idx.isin(pd.MultiIndex.from_frame(keys))
+    return store_df[~drop], {str(k): int(v) for k, v in counts.items()}
 
 
 def from_items(items: pd.DataFrame, task: str, family: str | None = None, *, ties: str = "first") -> TaskInput:

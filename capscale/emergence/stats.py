@@ -51,9 +51,10 @@ def interestingness(Y: np.ndarray) -> np.ndarray | float:
 def _ratio(num: np.ndarray, den: np.ndarray, zero_den_inf: bool) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         r = num / den
+        signed_inf = np.sign(num) * np.inf
     zero = den == 0
     if zero_den_inf:
-        r = np.where(zero & (num != 0), np.sign(num) * np.inf, r)
+        r = np.where(zero & (num != 0), signed_inf, r)
     else:
         r = np.where(zero & (num != 0), 0.0, r)
     return np.where(zero & (num == 0), 0.0, r)

@@ -1,0 +1,379 @@
+"""Emergence diagnostics: reference values of emergence.md §2.4/§9.9, planted families, guards, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as sst
+
+from capscale import chain
+from capscale import emergence as em
+from capscale.emergence import fits, stats
+from capscale.emergence.planted import planted_store
+
+REQUIRED_KEYS = {"task", "family", "n_models", "n_items", "metrics", "verdict", "reasons", "caveats", "x",
+                 "x_spacing", "passuntil", "crossing_points"}
+
+# ------------------------------------------------------------------------------------------------
+# reference values (§2.4, §9.9)
+
+
+@pytest.mark.parametrize("y, I, B, L", [
+    (np.arange(8.0), 7, 7.0, 7.0),
+    ([0, 0, 0, 0, 0, 0, 0, 1.0], 1, math.inf, 2.646),
+    ([0, 0, 0, 0.5, 1, 1, 1, 1], 1, math.inf, 3.742),
+    (7 - np.arange(8.0), -7, -7.0, -7.0),
+    (1 / (1 + np.exp(-2 * (np.arange(8.0) - 5))), 0.982, 9.702, 4.661),
+])
+def test_bigbench_table(y, I, B, L):
+    assert stats.interestingness(y) == pytest.approx(I, abs=5e-4)
+    assert stats.breakthroughness(y) == pytest.approx(B, abs=5e-4)
+    assert stats.linearity(y) == pytest.approx(L, abs=5e-4)
+
+
+def test_b_zero_and_constant_curves():
+    assert stats.breakthroughness([1.0, 1.0, 1.0, 1.0]) == 0.0
+    assert stats.linearity([1.0, 1.0, 1.0, 1.0]) == 0.0
+    assert np.isnan(stats.jump_share([1.0, 1.0, 1.0]))
+
+
+def test_mirage_toy_eight_sizes():
+    N = np.logspace(8, 11.5, 8)
+    p = np.exp(-((N / 1e9) ** -0.6))
+    np.testing.assert_allclose(p, [0.019, 0.136, 0.368, 0.606, 0.778, 0.882, 0.939, 0.969], atol=6e-4)
+    acc, ted = p**10, -10 * (1 - p)
+    assert stats.breakthroughness(acc) / 7 == pytest.approx(1.40, abs=0.005)
+    assert stats.breakthroughness(ted) / 7 == pytest.approx(1.16, abs=0.005)
+    assert stats.jump_share(acc) == pytest.approx(0.340, abs=5e-4)
+    assert stats.jump_share(ted) == pytest.approx(0.250, abs=5e-4)
+    assert stats.j_lin(np.log10(N)) == pytest.approx(1 / 7)
+
+
+def test_mirage_toy_gpt3_sizes():
+    N = np.array([3.5e8, 1.3e9, 6.7e9, 1.75e11])
+    p = np.exp(-((N / 1e9) ** -0.6))
+    acc, ted = p**10, -10 * (1 - p)
+    np.testing.assert_allclose(acc, [0.000, 0.000, 0.041, 0.637], atol=6e-4)
+    assert stats.breakthroughness(acc) / 3 == pytest.approx(5.20, abs=0.005)
+    assert stats.breakthroughness(ted) / 3 == pytest.approx(0.98, abs=0.005)
+    assert stats.jump_share(acc) == pytest.approx(0.94, abs=0.005)
+    assert stats.jump_share(ted) == pytest.approx(0.37, abs=0.006)
+    jl = stats.j_lin(np.log10(N))
+    assert jl == pytest.approx(0.525, abs=5e-4)
+    assert stats.jump_share(acc) - jl == pytest.approx(0.41, abs=0.005)
+    assert stats.jump_share(ted) - jl == pytest.approx(-0.15, abs=0.005)
+
+
+@pytest.mark.parametrize("n, ref", [(4, 0.0833), (5, 0.0167), (6, 0.00278), (7, 3.97e-4)])
+def test_kendall_exact_p_is_two_over_n_factorial(n, ref):
+    x = np.arange(n, dtype=float)
+    tau, p, method = stats.kendall_exact(x, x**2)
+    assert tau == pytest.approx(1.0) and method == "exact"
+    assert p == pytest.approx(2 / math.factorial(n), rel=1e-9)
+    assert p == pytest.approx(ref, rel=3e-3)
+    assert stats.kendall_exact(x, -x)[1] == pytest.approx(2 / math.factorial(n), rel=1e-9)
+    assert stats.factorial_p(n) == pytest.approx(2 / math.factorial(n))
+
+
+def test_fewer_than_five_models_never_significant():
+    assert all(stats.factorial_p(n) > 0.05 for n in (2, 3, 4))
+    assert stats.factorial_p(5) < 0.05
+
+
+def test_kendall_with_ties_falls_back_to_asymptotic():
+    tau, p, method = stats.kendall_exact(np.arange(5.0), [0, 0, 1, 2, 3.0])
+    assert method.startswith("asymptotic") and 0 < p < 1 and tau > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=4, max_size=9))
+def test_vectorised_tau_b_matches_scipy(y):
+    y = np.asarray(y, dtype=float)
+    ref = sst.kendalltau(np.arange(len(y)), y).statistic
+    got = stats.kendall_tau_rows(y)
+    if np.isnan(ref):
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(ref, abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=3, max_size=9))
+def test_breakthroughness_bounds_and_affine_invariance(y):
+    y = np.asarray(y)
+    n = len(y)
+    L = stats.linearity(y)
+    assert abs(L) <= (n - 1) + 1e-9
+    if np.ptp(y) > 1e-3:
+        assert stats.breakthroughness(3 * y + 7) == pytest.approx(stats.breakthroughness(y), rel=1e-6)
+        J = stats.jump_share(y)
+        assert 1 / (n - 1) - 1e-12 <= J <= 1 + 1e-12
+
+
+def test_benjamini_hochberg_values():
+    q = stats.benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.005, np.nan]))
+    np.testing.assert_allclose(q[:4], [0.02, 0.04, 0.04, 0.02])
+    assert np.isnan(q[4])
+
+
+# ------------------------------------------------------------------------------------------------
+# fits and bootstrap
+
+
+def test_aicc_formula():
+    assert fits.aicc(2.0, 8, 3) == pytest.approx(8 * math.log(2 / 8) + 6 + 24 / 4)
+    assert math.isnan(fits.aicc(1.0, 4, 3))  # n - k - 1 = 0
+
+
+def test_fits_recover_planted_parameters():
+    x = np.linspace(20, 24, 9)
+    sig = 1 / (1 + np.exp(-3.0 * (x - 22.3)))
+    f = fits.fit_sigmoid2(x, sig[None, :], refine=True)
+    assert f["x0"][0] == pytest.approx(22.3, abs=1e-4) and f["k"][0] == pytest.approx(3.0, rel=1e-3)
+    assert f["width_dec"][0] == pytest.approx(fits.LN81 / 3.0, rel=1e-3)
+    y = 1 + 0.5 * x + 2.0 * np.maximum(0, x - 22.5)
+    b = fits.fit_broken(x, y[None, :])
+    assert b["x_b"][0] == pytest.approx(22.5, abs=b["grid_step"])
+    assert b["d"][0] == pytest.approx(2.0, rel=0.05)
+    h = fits.fit_hinge2(x, (0.7 * np.maximum(0, x - 21.0))[None, :])
+    assert h["x_b"][0] == pytest.approx(21.0, abs=h["grid_step"]) and h["s"][0] == pytest.approx(0.7, rel=0.02)
+
+
+def test_bootstrap_is_paired_and_balanced():
+    rng = np.random.default_rng(1)
+    W = em.bootstrap_weights(50, 300, rng)
+    assert W.shape == (300, 50) and np.all(W.sum(axis=1) == 50)
+    s1 = rng.normal(size=50)
+    ti = em.from_arrays("t", "f", ["a", "b", "c", "d", "e"], [1e20, 2e20, 4e20, 8e20, 1.6e21],
+                        {"choice_logodds": np.stack([s1 + 0.1 * k for k in range(5)])})
+    rep = em.analyse(ti, B=300, keep_curves=True, min_items=10)
+    Y = rep["_replicates"]["choice_logodds"]
+    # the same items in every model: a constant per-item offset survives every replicate exactly
+    np.testing.assert_allclose(np.diff(Y, axis=1), 0.1, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# planted families (§9.4-G, §9.5)
+
+
+@pytest.fixture(scope="module")
+def planted_reports():
+    out = {}
+    for kind in ("linear", "kink"):
+        items = chain.compute(planted_store(kind, n_models=10, n_items=400, seed=3))
+        out[kind] = em.analyse(em.from_items(items, "planted"), B=1000)
+    return out
+
+
+def test_planted_linear_latent_is_metric_induced(planted_reports):
+    r = planted_reports["linear"]
+    assert r["verdict"] == "METRIC_INDUCED", r["reasons"]
+    acc, lo = r["metrics"]["acc"], r["metrics"]["choice_logodds"]
+    assert acc["J_ex_ci"][0] > 0 and acc["B_norm"] > 1  # accuracy is sharp ...
+    assert abs(lo["J_ex"]) < 0.05 and lo["tau_model"] == pytest.approx(1.0)  # ... the latent is a straight line
+    assert lo["fits"]["dAICc"]["broken_minus_quadratic"] > -2
+    cp = r["crossing_points"]
+    assert cp["iqr_dec"] < 0.6 and cp["frac_nonimproving"] < 0.01 and cp["implied_inside_band"]
+    assert r["decision"]["sharp_a"]
+
+
+def test_planted_slope_change_is_genuine(planted_reports):
+    r = planted_reports["kink"]
+    assert r["verdict"] == "GENUINE_TRANSITION_CANDIDATE", r["reasons"]
+    kink = r["metrics"]["choice_logodds"]["fits"]["dAICc"]["broken_minus_quadratic"]
+    assert kink <= -2
+    assert r["metrics"]["choice_logodds"]["fits"]["broken"]["x_b"] == pytest.approx(22.5, abs=0.3)
+    assert any("kink" in s for s in r["reasons"])
+
+
+def test_four_models_are_insufficient():
+    items = chain.compute(planted_store("linear", n_models=4, x_range=(20.5, 23.5), n_items=200))
+    r = em.analyse(em.from_items(items, "planted"), B=200)
+    assert r["verdict"] == "INSUFFICIENT_DATA"
+    assert "n_models = 4" in r["reasons"][0]
+    assert "tau_significance" in r["metrics"]["acc"]["not_computed"]
+    assert r["metrics"]["acc"]["tau_p"] == pytest.approx(2 / 24)  # perfectly monotone, still p > 0.05
+
+
+def test_linear_accuracy_is_smooth():
+    # item i is solved by model m iff m >= i // 100: accuracy rises in equal steps
+    n, I = 10, 1000
+    acc = (np.arange(n)[:, None] >= (np.arange(I) // 100)[None, :]).astype(float)
+    lo = np.where(acc > 0, 1.0, -1.0) + np.linspace(-3, 3, n)[:, None]
+    ti = em.from_arrays("lin", "f", [f"m{i}" for i in range(n)], 10 ** np.linspace(20, 23, n),
+                        {"acc": acc, "choice_logodds": lo}, n_choices=np.full(I, 4))
+    r = em.analyse(ti, B=300)
+    assert r["verdict"] == "SMOOTH", r["reasons"]
+
+
+def test_chain_test_vector_through_from_items():
+    df = pd.DataFrame(dict(model_id="m", family="f", params=10**6, tokens=10**9, task="t", doc_id=0,
+                           choice_idx=[0, 1, 2, 3], is_correct=[False, True, False, False],
+                           loglik=[-2.0, -1.0, -3.0, -4.0]))
+    ti = em.from_items(chain.compute(df), "t")
+    assert ti.items["p_choices"][0, 0] == pytest.approx(0.643914, abs=1e-6)
+    assert ti.items["neg_brier"][0, 0] == pytest.approx(-0.047883, abs=1e-6)
+    assert ti.items["choice_logodds"][0, 0] == pytest.approx(0.592394, abs=1e-6)
+    assert ti.items["margin"][0, 0] == 1.0 and ti.items["acc"][0, 0] == 1.0
+    assert ti.items["logp_vocab"][0, 0] == -1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# guards (§9.8)
+
+
+def _arrays(n=6, I=60, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(20, 23, n)
+    m = 1.5 * (x[:, None] - rng.normal(21.5, 0.5, I)[None, :]) + rng.normal(0, 0.5, (n, I))
+    return x, {"acc": (m > 0).astype(float), "choice_logodds": m, "margin": m}
+
+
+def test_unsorted_compute_is_sorted_and_reported():
+    x, sc = _arrays()
+    perm = np.array([3, 0, 5, 1, 4, 2])
+    ids = [f"m{i}" for i in range(6)]
+    a = em.analyse(em.from_arrays("t", "f", ids, 10**x, sc), B=200)
+    b = em.analyse(em.from_arrays("t", "f", [ids[i] for i in perm], 10 ** x[perm],
+                                  {k: v[perm] for k, v in sc.items()}), B=200)
+    assert b["models"] == a["models"] and b["metrics"]["acc"]["y"] == a["metrics"]["acc"]["y"]
+    assert any("not sorted by compute" in g for g in b["guards"])
+    assert not any("not sorted" in g for g in a["guards"])
+
+
+def test_tied_compute_becomes_seeds():
+    x, sc = _arrays()
+    xs = np.append(x, x[2])
+    sc2 = {k: np.vstack([v, v[2:3]]) for k, v in sc.items()}
+    ti = em.from_arrays("t", "f", [f"m{i}" for i in range(7)], 10**xs, sc2)
+    assert ti.n_models == 6 and "+" in ti.model_ids[2]
+    r = em.analyse(ti, B=200)
+    assert r["n_models"] == 6 and any("tied compute" in g for g in r["guards"])
+
+
+def test_nan_scores_and_too_few_items_and_missing_metrics():
+    x, sc = _arrays(I=60)
+    sc["choice_logodds"][2, 5] = np.nan
+    sc["acc"][0, 7] = np.inf
+    ti = em.from_arrays("t", "f", [f"m{i}" for i in range(6)], 10**x, sc)
+    assert ti.n_items == 58 and ti.exclusions["items_nonfinite_or_missing"] == 2
+    r = em.analyse(ti, B=200)
+    assert r["exclusions"]["items_nonfinite_or_missing"] == 2
+    few = em.analyse(em.from_arrays("t", "f", [f"m{i}" for i in range(6)], 10**x,
+                                    {k: v[:, :8] for k, v in _arrays()[1].items()}), B=200)
+    assert few["verdict"] == "INSUFFICIENT_DATA" and "too few items" in few["reasons"][0]
+    # a store without n_chars/n_bytes: acc_norm and neg_bpb are reported as unavailable, not dropped silently
+    st_ = planted_store("linear", n_models=5, n_items=30).drop(columns=["n_chars", "n_bytes"])
+    r2 = em.analyse(em.from_items(chain.compute(st_), "planted"), B=100)
+    assert "acc_norm" in r2["not_computed"]["metrics"] and "acc_norm" not in r2["metrics"]
+    # no discrete metric at all
+    r3 = em.analyse(em.from_arrays("t", "f", [f"m{i}" for i in range(6)], 10**x,
+                                   {"choice_logodds": sc["choice_logodds"][:, 6:]}), B=100)
+    assert r3["verdict"] == "INSUFFICIENT_DATA" and "no discrete metric" in r3["reasons"][0]
+
+
+def test_bad_compute_raises_with_model_name():
+    x, sc = _arrays()
+    c = 10**x
+    c[1] = -1
+    with pytest.raises(ValueError, match="m1"):
+        em.from_arrays("t", "f", [f"m{i}" for i in range(6)], c, sc)
+
+
+def test_json_is_strict_and_infinite_b_is_a_string(tmp_path):
+    x = np.linspace(20, 23, 6)
+    acc = np.zeros((6, 40))
+    acc[5] = 1.0  # more than half the steps are 0: B = +inf
+    ti = em.from_arrays("step", "f", [f"m{i}" for i in range(6)], 10**x, {"acc": acc}, n_choices=np.full(40, 4))
+    r = em.analyse(ti, B=100)
+    assert r["metrics"]["acc"]["B"] == math.inf
+    p = em.write_json(r, tmp_path / "step.json")
+    j = json.loads(p.read_text())  # strict JSON (no Infinity literal)
+    assert j["metrics"]["acc"]["B"] == "inf"
+    assert REQUIRED_KEYS <= set(j)
+
+
+# ------------------------------------------------------------------------------------------------
+# ladder input, FDR, CLI
+
+
+def _ladder(with_se=True):
+    rows = []
+    sizes = [1e7, 3e7, 1e8, 3e8, 1e9, 3e9]
+    for j, n in enumerate(sizes):
+        for step in (1000, 2000):
+            acc = 0.25 + 0.05 * j * step / 2000
+            base = dict(model_id=f"s{j}@step{step}", family="toy", params=n, tokens=step * 1e6,
+                        compute=6 * n * step * 1e6, step=step, task="toy_task")
+            rows.append({**base, "metric": "acc", "value": acc})
+            if with_se:
+                rows.append({**base, "metric": "acc_stderr", "value": 0.01})
+    return pd.DataFrame(rows)
+
+
+def test_ladder_input_final_step_and_not_computed():
+    ti = em.from_ladder(_ladder(), "toy", "toy_task", chance={"acc": 0.25})
+    assert ti.n_models == 6 and all(m.endswith("@step2000") for m in ti.model_ids)
+    r = em.analyse(ti, B=300)
+    assert r["input"].startswith("aggregate") and "crossing_points" in r["not_computed"]
+    assert r["metrics"]["acc"]["ci"] is not None
+    r2 = em.analyse(em.from_ladder(_ladder(with_se=False), "toy", "toy_task"), B=300)
+    assert r2["metrics"]["acc"]["ci"] is None and any("no standard errors" in g for g in r2["guards"])
+    assert r2["verdict"] == "INSUFFICIENT_DATA"
+
+
+def test_scan_applies_bh():
+    reps = []
+    for s in range(3):
+        x, sc = _arrays(n=7, I=80, seed=s)
+        reps.append(em.from_arrays(f"t{s}", "f", [f"m{i}" for i in range(7)], 10**x, sc, n_choices=np.full(80, 2)))
+    out = em.scan(reps, B=200)
+    for r in out:
+        assert r["fdr"]["m_tests"] == 3 and r["fdr"]["q_sharp"] >= r["fdr"]["p_sharp"]
+    t = em.verdict_table(out)
+    assert list(t["task"]) == ["t0", "t1", "t2"] and set(t["verdict"]) <= set(em.VERDICTS)
+
+
+def test_cli_writes_schema_and_figures(tmp_path):
+    from capscale import store
+    from capscale.cli import main
+
+    df = planted_store("linear", n_models=7, n_items=60)
+    df.loc[0, "loglik"] = np.nan  # guard: the item is excluded and counted, not an error
+    path = tmp_path / "s.parquet"
+    df.to_parquet(path)
+    out = tmp_path / "out"
+    assert main(["emergence", str(path), "--family", "planted", "--task", "planted", "--out", str(out),
+                 "--B", "200", "--quiet"]) == 0
+    j = json.loads((out / "planted.json").read_text())
+    assert REQUIRED_KEYS <= set(j) and j["n_models"] == 7 and j["n_items"] == 59
+    assert j["exclusions"]["items_nonfinite_loglik"] == 1
+    assert (out / "verdicts.csv").exists() and (out / "figures" / "planted_P1_ladder.png").exists()
+    assert main(["emergence", str(path), "--task", "nope", "--out", str(out)]) == 2
+    assert store is not None
+
+
+@pytest.mark.shared_data
+def test_pythia_evals_scan(shared_data):
+    from capscale import datasets
+    from capscale.emergence.pythia import attach_stderr, pythia_stderr
+
+    path = shared_data / "pythia-evals"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    with pytest.warns(UserWarning):
+        lad = datasets.load_pythia_evals(path, params="non_embedding", families=("pythia-deduped",))
+    lad = attach_stderr(lad, pythia_stderr(path))
+    assert lad.loc[lad["metric"] == "acc", "stderr"].notna().all()
+    tis = [em.from_ladder(lad, "pythia-deduped", t, chance={"acc": datasets.chance_of(t)})
+           for t in ("lambada_openai", "sciq")]
+    out = em.scan(tis, B=300)
+    for r in out:
+        assert r["n_models"] == 8 and r["verdict"] in em.VERDICTS and r["metrics"]["acc"]["ci"] is not None
+    assert out[0]["continuous_metric"] == "logp_vocab"  # from LAMBADA's perplexity
