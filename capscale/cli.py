@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "capscale.commands.bench",  # bench NAME
     "capscale.commands.evaluation",  # eval, family scan, ingest lm-eval
     "capscale.commands.emergence",  # emergence
+    "capscale.commands.mass",  # mass, mass-sim
+    "capscale.commands.ladder",  # ladder train|export, synthetic generate
 ]
 
 
