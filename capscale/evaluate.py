@@ -115,7 +115,12 @@ class Shard:
 
 @dataclass
 class ShardResult:
-    """What running a shard produced (one entry of the run log)."""
+    """What running a shard produced (one entry of the run log).
+
+    ``tokens_per_s`` counts the tokens fed to the model (context once per distinct context plus the
+    continuations, without padding) for the capscale engine, and the scored continuation tokens for the
+    lm-eval backend; ``n_tokens_scored`` is the number of continuation tokens.
+    """
 
     model_id: str
     task: str
@@ -129,6 +134,8 @@ class ShardResult:
     items_per_s: float | None = None
     tokens_per_s: float | None = None
     n_tokens_scored: int = 0
+    tokens_fed: int | None = None
+    engine_stats: dict[str, Any] = field(default_factory=dict)
     task_source: str = ""
     num_fewshot: int | None = None
     dtype: str = ""
@@ -222,6 +229,7 @@ def score_items(model: Any, tokenizer: Any, items: Sequence[TaskItem], *, checkp
     _check_special_tokens(tokenizer, items, where)
     reqs = [scoring.Request(c, k) for it in items for c, k in it.requests]
     t0 = time.perf_counter()
+    engine_stats: dict[str, Any] = {}
     try:
         if options.backend == "lm-eval":
             bs = 1 if options.batch_size == "auto" else options.batch_size
@@ -230,7 +238,8 @@ def score_items(model: Any, tokenizer: Any, items: Sequence[TaskItem], *, checkp
         else:
             scores = scoring.score_requests(model, tokenizer, reqs, batch_size=options.batch_size,
                                             device=options.device, progress=options.progress,
-                                            add_bos_token=options.add_bos_token, desc=f"{checkpoint.model_id} {task}")
+                                            add_bos_token=options.add_bos_token, desc=f"{checkpoint.model_id} {task}",
+                                            stats=engine_stats)
     except (scoring.ScoringError, AssertionError, ValueError) as e:
         import re
 
@@ -264,8 +273,10 @@ def score_items(model: Any, tokenizer: Any, items: Sequence[TaskItem], *, checkp
         if df[col].isna().all():
             df = df.drop(columns=col)
     n_tok = int(sum(s.n_tokens for s in scores))
+    fed = engine_stats.get("unique_tokens")
     stats = {"wall_s": wall, "n_tokens_scored": n_tok, "items_per_s": len(items) / wall if wall > 0 else None,
-             "tokens_per_s": n_tok / wall if wall > 0 else None}
+             "tokens_per_s": (fed if fed is not None else n_tok) / wall if wall > 0 else None,
+             "tokens_fed": fed, "engine_stats": {k: v for k, v in engine_stats.items() if k != "batch_sizes"}}
     return df, stats
 
 
@@ -311,7 +322,8 @@ def run_shard(shard: Shard, options: EvalOptions, *, model: Any = None, tokenize
     return ShardResult(ck.model_id, t.name, "done", str(path), n_items=len(built.items), n_rows=len(df),
                        n_excluded=n_excl, excluded={k: [str(x) for x in v[:20]] for k, v in built.excluded.items()},
                        wall_s=st["wall_s"], items_per_s=st["items_per_s"], tokens_per_s=st["tokens_per_s"],
-                       n_tokens_scored=st["n_tokens_scored"], task_source=t.source, num_fewshot=built.num_fewshot,
+                       n_tokens_scored=st["n_tokens_scored"], tokens_fed=st["tokens_fed"],
+                       engine_stats=st["engine_stats"], task_source=t.source, num_fewshot=built.num_fewshot,
                        dtype=options.dtype_for(ck))
 
 
@@ -362,15 +374,23 @@ def _local_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Ca
     bar.close()
 
 
-#: Executors by name; each is ``fn(shards, options, on_result)``. A distributed executor registers here.
-EXECUTORS: dict[str, Callable[..., None]] = {"local": _local_executor}
+def _ray_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Callable[[ShardResult], None],
+                  **executor_options: Any) -> Any:
+    """Every shard one Ray task (issue 8): see :func:`capscale.executors.ray_executor`; Ray is optional."""
+    from .executors import ray_executor
+
+    return ray_executor(shards, options, on_result, **executor_options)
+
+
+#: Executors by name; each is ``fn(shards, options, on_result, **executor_options)``.
+EXECUTORS: dict[str, Callable[..., Any]] = {"local": _local_executor, "ray": _ray_executor}
 
 
 def evaluate(family: str | os.PathLike | FamilySpec, tasks: str | Sequence[str] | Sequence[TaskSpec],
              out: str | os.PathLike, *, executor: str = "local", data_dir: str | os.PathLike | None = None,
              include_path: Any = None, num_fewshot: int | None = None, limit: int | float | None = None,
              options: EvalOptions | None = None, model_ids: Sequence[str] | None = None,
-             **single: Any) -> list[ShardResult]:
+             executor_options: dict[str, Any] | None = None, **single: Any) -> list[ShardResult]:
     """Evaluate a family on tasks into a shard directory ``out``.
 
     Parameters
@@ -382,12 +402,15 @@ def evaluate(family: str | os.PathLike | FamilySpec, tasks: str | Sequence[str] 
     out : path
         Store directory (one Parquet shard per checkpoint x task, plus ``run_log.json``).
     executor : str
-        A key of :data:`EXECUTORS`.
+        A key of :data:`EXECUTORS`: ``"local"`` or ``"ray"``.
     data_dir, include_path, num_fewshot, limit
         As ``capscale eval``'s flags.
     options : EvalOptions
     model_ids : list of str, optional
         Evaluate only these checkpoints of the spec.
+    executor_options : dict, optional
+        Keyword arguments of the executor; for ``"ray"`` (:func:`capscale.executors.ray_executor`): ``address``,
+        ``gpus_per_shard``, ``write_from`` (``"driver"``/``"worker"``), ``max_retries``, ``num_cpus``.
     **single
         ``params``/``tokens``/... for a single checkpoint folder (see :func:`load_family`).
 
@@ -417,7 +440,7 @@ def evaluate(family: str | os.PathLike | FamilySpec, tasks: str | Sequence[str] 
         "run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(t0))}-{os.getpid()}",
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         "command": " ".join(sys.argv), "versions": _versions(), "family": spec.family,
-        "family_source": spec.source, "executor": executor,
+        "family_source": spec.source, "executor": executor, "executor_options": executor_options or {},
         "options": {**asdict(options)}, "limit": limit, "num_fewshot": num_fewshot,
         "data_dir": str(data_dir) if data_dir else os.environ.get("CAPSCALE_DATA"),
         "tasks": {s.task.name: s.task.source for s in shards}, "shards": [], "status": "running",
@@ -431,7 +454,7 @@ def evaluate(family: str | os.PathLike | FamilySpec, tasks: str | Sequence[str] 
 
     _write_log(outp, run)
     try:
-        EXECUTORS[executor](shards, options, on_result)
+        EXECUTORS[executor](shards, options, on_result, **(executor_options or {}))
     except BaseException as e:
         run["status"] = "failed"
         run["error"] = f"{type(e).__name__}: {e}"
