@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -50,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .evaluate import ShardResult
 
 __all__ = [
     "RAY_MISSING",
@@ -62,7 +65,13 @@ __all__ = [
     "shard_done",
     "resolve_gpus_per_shard",
     "run_ray",
+    "ShardPayload",
+    "EvalShardRunner",
+    "RayShardResult",
+    "ray_executor",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Message of the ImportError raised when Ray is not installed.
 RAY_MISSING = ("the Ray executor needs Ray, an optional dependency of capscale: pip install 'capscale[ray]' "
@@ -75,7 +84,7 @@ WRITE_FROM = ("driver", "worker")
 _FORWARDED_ENV_PREFIXES = ("HF_", "TRANSFORMERS_", "TOKENIZERS_", "CAPSCALE_")
 
 
-class ExecutorError(RuntimeError):
+class ExecutorError(ValueError):
     """The executor cannot run as asked (bad option, infeasible resource request, Ray not reachable)."""
 
 
@@ -284,6 +293,18 @@ def _atomic_bytes(data: bytes, path: Path) -> None:
         raise
 
 
+@dataclass
+class ShardPayload:
+    """A finished shard's file content, produced on a worker, plus anything to hand back to the driver.
+
+    ``run_fn`` may return this instead of a DataFrame or a path (e.g. after writing into a worker-local temporary
+    folder). ``meta`` travels back to the driver unchanged.
+    """
+
+    data: bytes
+    meta: Any = None
+
+
 def _execute(run_fn: Callable[[Any, Any], Any], shard: Any, options: Any, dest: str, write_from: str,
              write_fn: Callable[[pd.DataFrame, Path], None], check_fn: Callable[[pd.DataFrame, Path], None],
              ) -> dict[str, Any]:
@@ -292,6 +313,19 @@ def _execute(run_fn: Callable[[Any, Any], Any], shard: Any, options: Any, dest: 
     result = run_fn(shard, options)
     dest_p = Path(dest)
     out: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid()}
+    if isinstance(result, ShardPayload):
+        out["meta"] = result.meta
+        out["n_rows"] = getattr(result.meta, "n_rows", None)
+        if write_from == "driver":
+            out["bytes"] = result.data
+        else:
+            _atomic_bytes(result.data, dest_p)
+        out["seconds"] = time.perf_counter() - t0
+        return out
+    if hasattr(result, "path") and not isinstance(result, (str, os.PathLike, pd.DataFrame)):
+        # a result record (e.g. evaluate.ShardResult) of a function that wrote the shard itself
+        out["meta"] = result
+        result = result.path
     if isinstance(result, pd.DataFrame):
         check_fn(result, dest_p)
         out["n_rows"] = len(result)
@@ -311,7 +345,8 @@ def _execute(run_fn: Callable[[Any, Any], Any], shard: Any, options: Any, dest: 
         elif src.resolve() != dest_p.resolve():
             _atomic_bytes(src.read_bytes(), dest_p)
     else:
-        raise TypeError(f"run_shard must return a DataFrame or a path, got {type(result).__name__}")
+        raise TypeError(f"the shard function must return a DataFrame, a path, a ShardPayload or a record with a "
+                        f".path, got {type(result).__name__}")
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -435,6 +470,8 @@ def run_ray(
     skip_done: bool = True,
     write_fn: Callable[[pd.DataFrame, Path], None] | None = None,
     check_fn: Callable[[pd.DataFrame, Path], None] | None = None,
+    done_fn: Callable[[Path], bool] = shard_done,
+    on_outcome: Callable[[int, ShardOutcome, Any], None] | None = None,
     progress: bool | None = None,
     init_kwargs: dict[str, Any] | None = None,
 ) -> ExecutionReport:
@@ -470,10 +507,15 @@ def run_ray(
         Who writes a finished shard (see the module docstring): ``"worker"`` needs the store on a file system
         shared by all nodes.
     skip_done : bool, default True
-        Skip shards whose file is already complete in the store (:func:`shard_done`).
+        Skip shards whose file is already complete in the store (``done_fn``, default :func:`shard_done`).
     write_fn, check_fn : callable, optional
         ``(df, path) -> None``: write a shard atomically / validate its rows (default: :func:`store.write`
         and :func:`store.check`). Use the local executor's functions so both write identical files.
+    done_fn : callable, default :func:`shard_done`
+        ``path -> bool``: whether a shard's file counts as finished.
+    on_outcome : callable, optional
+        ``on_outcome(index, outcome, meta)``, called on the driver as each shard is skipped (``meta`` None),
+        finishes (``meta``: what ``run_fn`` handed back, if anything) or finally fails.
     progress : bool, optional
         Show a progress bar over shards (default: when stderr is a terminal).
     init_kwargs : dict, optional
@@ -502,10 +544,14 @@ def run_ray(
     outcomes = [ShardOutcome(key=k, status="pending", path=str(d)) for k, d in zip(keys, dests)]
     todo = []
     for i, d in enumerate(dests):
-        if skip_done and shard_done(d):
+        if skip_done and done_fn(d):
             outcomes[i].status = "skipped"
         else:
             todo.append(i)
+    notify = on_outcome or (lambda i, o, meta: None)
+    for i, o in enumerate(outcomes):
+        if o.status == "skipped":
+            notify(i, o, None)
     t0 = time.perf_counter()
     report = ExecutionReport(outcomes=outcomes, write_from=write_from, max_retries=max_retries,
                              address=address)
@@ -548,6 +594,7 @@ def run_ray(
                         else:
                             o.status = "failed"
                             bar.update(1)
+                            notify(i, o, None)
                         continue
                     try:
                         if "frame" in res:
@@ -558,10 +605,12 @@ def run_ray(
                         o.errors.append(f"writing {dests[i]} on the driver: {type(e).__name__}: {e}")
                         o.status = "failed"
                         bar.update(1)
+                        notify(i, o, res.get("meta"))
                         continue
                     o.status, o.n_rows, o.seconds, o.node = "done", res.get("n_rows"), res.get("seconds"), \
                         res.get("node")
                     bar.update(1)
+                    notify(i, o, res.get("meta"))
         except BaseException:
             for ref in pending:
                 with contextlib.suppress(Exception):
@@ -570,4 +619,166 @@ def run_ray(
         finally:
             bar.close()
     report.wall_seconds = time.perf_counter() - t0
+    return report
+
+
+# ----------------------------------------------------------------------------------------------- capscale eval
+
+#: Per worker process: the last checkpoint loaded and the tasks built (a cache; results do not depend on it).
+_WORKER_CACHE: dict[str, Any] = {"model_key": None, "model": None, "tasks": {}}
+_MAX_CACHED_TASKS = 64
+
+
+def _cached_task(spec: Any) -> Any:
+    from .tasks import build_items
+
+    tasks = _WORKER_CACHE["tasks"]
+    key = (spec, spec.source, repr(spec.config))
+    if key not in tasks:
+        if len(tasks) >= _MAX_CACHED_TASKS:
+            tasks.pop(next(iter(tasks)))
+        tasks[key] = build_items(spec)
+    return tasks[key]
+
+
+def _cached_model(ck: Any, options: Any) -> tuple[Any, Any]:
+    from . import evaluate as ev
+
+    key = (ck.model_id, ck.path, ck.revision, ck.gguf_file, ck.tokenizer, options.dtype_for(ck), options.device)
+    if _WORKER_CACHE["model_key"] != key:
+        _WORKER_CACHE["model_key"], _WORKER_CACHE["model"] = None, None  # free the previous one first
+        _WORKER_CACHE["model"] = ev._load(ck, options)
+        _WORKER_CACHE["model_key"] = key
+    return _WORKER_CACHE["model"]
+
+
+@dataclass(frozen=True)
+class EvalShardRunner:
+    """The shard function of ``capscale eval`` on a Ray worker: :func:`capscale.evaluate.run_shard`.
+
+    ``built`` holds the tasks' items, built once on the driver (as the local executor does), so workers need
+    neither lm-eval's task index nor the task data: only the checkpoints. With ``write_from="driver"`` the shard is written into a worker-local temporary folder and its bytes are
+    handed back (nothing is left on the worker); with ``"worker"`` ``run_shard`` writes it into the store (a
+    shared file system). A worker process keeps its last checkpoint and the tasks it built, so consecutive
+    shards of one checkpoint load it once (as the local executor does).
+    """
+
+    write_from: str = "driver"
+    built: dict[Any, Any] = field(default_factory=dict)
+
+    def __call__(self, shard: Any, options: Any) -> Any:
+        import dataclasses
+        import tempfile
+
+        from . import evaluate as ev
+
+        built = self.built.get(shard.task) or _cached_task(shard.task)
+        model, tok = _cached_model(shard.checkpoint, options)
+        if self.write_from == "worker":
+            return ev.run_shard(shard, options, model=model, tokenizer=tok, built=built)
+        with tempfile.TemporaryDirectory(prefix="capscale-shard-") as tmp:
+            res = ev.run_shard(dataclasses.replace(shard, out_dir=tmp), options, model=model, tokenizer=tok,
+                               built=built)
+            data = Path(res.path).read_bytes()
+        res.path = str(shard.path)
+        return ShardPayload(data=data, meta=res)
+
+
+@dataclass
+class RayShardResult(ShardResult):
+    """A :class:`capscale.evaluate.ShardResult` with the Ray executor's attempts, their errors and the node.
+
+    Attributes
+    ----------
+    executor : str
+        ``"ray"``.
+    attempts : int
+        Ray tasks submitted for the shard (0: skipped; > 1: retried).
+    attempt_errors : list of str
+        The error of every failed attempt, in order.
+    node : str or None
+        Host that ran the successful attempt.
+    """
+
+    executor: str = "ray"
+    attempts: int = 0
+    attempt_errors: list[str] = field(default_factory=list)
+    node: str | None = None
+
+
+def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any], None], *,
+                 address: str | None = None, gpus_per_shard: float | None = None, cpus_per_shard: float = 1.0,
+                 write_from: str = "driver", max_retries: int = 2, num_cpus: int | None = None,
+                 progress: bool | None = None, init_kwargs: dict[str, Any] | None = None) -> ExecutionReport:
+    """The ``"ray"`` executor of :func:`capscale.evaluate.evaluate`: every shard one Ray task.
+
+    Same signature as the local executor (``shards, options, on_result``) plus the Ray settings of
+    :func:`run_ray`. ``gpus_per_shard`` defaults to 1 with ``device="cuda"`` and 0 on CPU. ``on_result``
+    receives a ``ShardResult`` (with ``attempts``, ``attempt_errors`` and ``node`` added) for every shard as it
+    is skipped, finishes or finally fails, so the run log is written as the run goes.
+
+    Returns
+    -------
+    ExecutionReport
+
+    Raises
+    ------
+    capscale.evaluate.EvalError
+        After all other shards completed, when some shard failed ``max_retries + 1`` times; the message is
+        the report (every failed and retried shard with its errors).
+    """
+    import dataclasses
+
+    from . import evaluate as ev
+
+    device = str(options.device)
+    if device.startswith("cuda:"):  # Ray assigns the GPU; inside the task it is always "cuda"
+        log.warning("--device %s: the Ray executor assigns GPUs itself; using 'cuda' on the GPU Ray gives each "
+                    "shard", device)
+        options = dataclasses.replace(options, device="cuda")
+        device = "cuda"
+    if gpus_per_shard is None:
+        gpus_per_shard = 1.0 if device == "cuda" else 0.0
+    if device == "cuda" and gpus_per_shard <= 0:
+        raise ExecutorError("--device cuda with --gpus-per-shard 0: Ray hides the GPUs from tasks that do not "
+                            "request one; use --gpus-per-shard 1 (or a fraction to share a GPU)")
+    if device == "cpu" and gpus_per_shard > 0:
+        log.warning("--gpus-per-shard %g with --device cpu: shards reserve GPUs they do not use", gpus_per_shard)
+
+    def to_result(i: int, o: ShardOutcome, meta: Any) -> None:
+        s = shards[i]
+        ck, t = s.checkpoint, s.task
+        extra = {"attempts": o.attempts, "attempt_errors": list(o.errors), "node": o.node}
+        if o.status == "skipped":
+            base = ev.run_shard(s, options)  # returns "skipped" at once: the file exists
+        elif o.status == "done" and meta is not None:
+            base = meta
+        else:
+            base = ev.ShardResult(ck.model_id, t.name, o.status, o.path if o.status == "done" else None,
+                                  n_rows=o.n_rows or 0, task_source=t.source, dtype=options.dtype_for(ck),
+                                  error=" | ".join(o.errors) or None)
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(ev.ShardResult)}
+        if o.status == "done":
+            fields["path"] = str(s.path)
+        on_result(RayShardResult(**fields, **extra))
+
+    from tqdm.auto import tqdm
+
+    from .tasks import build_items
+
+    # Build every unfinished task's items here, once (task errors surface before any Ray task starts).
+    need = list(dict.fromkeys(s.task for s in shards if not s.done()))
+    built = {t: build_items(t) for t in tqdm(need, desc="building tasks", unit="task",
+                                             disable=not (options.progress and sys.stderr.isatty()))}
+    report = run_ray(shards, EvalShardRunner(write_from, built), options, shards[0].out_dir if shards else ".",
+                     shard_path=lambda s: s.path, shard_key=lambda s: s.key, address=address, num_cpus=num_cpus,
+                     gpus_per_shard=gpus_per_shard, cpus_per_shard=cpus_per_shard, max_retries=max_retries,
+                     write_from=write_from, done_fn=lambda p: Path(p).is_file(), on_outcome=to_result,
+                     progress=options.progress if progress is None else progress, init_kwargs=init_kwargs)
+    if report.failed:
+        raise ev.EvalError(report.summary())
+    if report.retried:
+        log.warning("%s", report.summary())
+    else:
+        log.info("%s", report.summary())
     return report
