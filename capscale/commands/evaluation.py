@@ -25,6 +25,26 @@ def _limit(v: str) -> int | float:
     return f if f < 1 else int(f)
 
 
+def _executor_options(args: argparse.Namespace) -> dict | None:
+    """Keyword arguments of the chosen executor (``--executor ray``: issue 8); None after printing an error."""
+    if args.executor != "ray":
+        ray_only = [f for f, v in (("--address", args.address), ("--gpus-per-shard", args.gpus_per_shard))
+                    if v is not None]
+        if ray_only:
+            print(f"error: {', '.join(ray_only)} only apply to --executor ray", file=sys.stderr)
+            return None
+        return {}
+    from ..executors import require_ray
+
+    try:
+        require_ray()
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    return {"address": args.address, "gpus_per_shard": args.gpus_per_shard, "write_from": args.write_from,
+            "max_retries": args.max_retries}
+
+
 def _eval(args: argparse.Namespace) -> int:
     import logging
 
@@ -33,6 +53,9 @@ def _eval(args: argparse.Namespace) -> int:
     from ..tasks import TaskError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    executor_options = _executor_options(args)
+    if executor_options is None:
+        return 2
     opts = EvalOptions(device=args.device, dtype=args.dtype, batch_size=args.batch_size, backend=args.backend,
                        progress=not args.no_progress, add_bos_token=args.add_bos_token,
                        trust_remote_code=args.trust_remote_code)
@@ -40,7 +63,8 @@ def _eval(args: argparse.Namespace) -> int:
         results = evaluate(args.family, args.tasks, args.out, data_dir=args.data_dir,
                            include_path=args.include_path or None, num_fewshot=args.num_fewshot, limit=args.limit,
                            options=opts, model_ids=args.model_id or None, params=args.params, tokens=args.tokens,
-                           step=args.step, tokens_per_step=args.tokens_per_step, family_name=args.family_name)
+                           step=args.step, tokens_per_step=args.tokens_per_step, family_name=args.family_name,
+                           executor=args.executor, executor_options=executor_options)
     except (EvalError, TaskError, FamilySpecError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -127,6 +151,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="force BOS on (true) or off (false); default: the tokenizer decides, as lm-eval")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Ray executor (issue 8; capscale/executors.py, docs/cluster.md)
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: one process here (default); ray: every (checkpoint, task) shard one Ray task")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: 'auto' (the one `ray start` runs on this node) or HOST:PORT; default: "
+                   "start a local Ray instance on this machine")
+    p.add_argument("--gpus-per-shard", type=float, default=None,
+                   help="GPUs each shard reserves (default: 1 with --device cuda, else 0; fractions share a GPU)")
+    p.add_argument("--write-from", default="driver", choices=["driver", "worker"],
+                   help="who writes a finished shard: driver (default; any cluster, the store need only be on "
+                   "this machine) or worker (the store must be on a file system shared by all nodes)")
+    p.add_argument("--max-retries", type=int, default=2,
+                   help="resubmissions of a failed shard before it is reported as failed (default 2)")
     p.set_defaults(func=_eval)
 
     f = sub.add_parser("family", help="family specs").add_subparsers(dest="family_cmd", metavar="CMD",
