@@ -24,15 +24,15 @@ REQUIRED_KEYS = {"task", "family", "n_models", "n_items", "metrics", "verdict", 
 # reference values (§2.4, §9.9)
 
 
-@pytest.mark.parametrize("y, I, B, L", [
+@pytest.mark.parametrize("y, interest, B, L", [
     (np.arange(8.0), 7, 7.0, 7.0),
     ([0, 0, 0, 0, 0, 0, 0, 1.0], 1, math.inf, 2.646),
     ([0, 0, 0, 0.5, 1, 1, 1, 1], 1, math.inf, 3.742),
     (7 - np.arange(8.0), -7, -7.0, -7.0),
     (1 / (1 + np.exp(-2 * (np.arange(8.0) - 5))), 0.982, 9.702, 4.661),
 ])
-def test_bigbench_table(y, I, B, L):
-    assert stats.interestingness(y) == pytest.approx(I, abs=5e-4)
+def test_bigbench_table(y, interest, B, L):
+    assert stats.interestingness(y) == pytest.approx(interest, abs=5e-4)
     assert stats.breakthroughness(y) == pytest.approx(B, abs=5e-4)
     assert stats.linearity(y) == pytest.approx(L, abs=5e-4)
 
@@ -203,11 +203,11 @@ def test_four_models_are_insufficient():
 
 def test_linear_accuracy_is_smooth():
     # item i is solved by model m iff m >= i // 100: accuracy rises in equal steps
-    n, I = 10, 1000
-    acc = (np.arange(n)[:, None] >= (np.arange(I) // 100)[None, :]).astype(float)
+    n, n_items = 10, 1000
+    acc = (np.arange(n)[:, None] >= (np.arange(n_items) // 100)[None, :]).astype(float)
     lo = np.where(acc > 0, 1.0, -1.0) + np.linspace(-3, 3, n)[:, None]
     ti = em.from_arrays("lin", "f", [f"m{i}" for i in range(n)], 10 ** np.linspace(20, 23, n),
-                        {"acc": acc, "choice_logodds": lo}, n_choices=np.full(I, 4))
+                        {"acc": acc, "choice_logodds": lo}, n_choices=np.full(n_items, 4))
     r = em.analyse(ti, B=300)
     assert r["verdict"] == "SMOOTH", r["reasons"]
 
@@ -228,10 +228,10 @@ def test_chain_test_vector_through_from_items():
 # guards (§9.8)
 
 
-def _arrays(n=6, I=60, seed=0):
+def _arrays(n=6, n_items=60, seed=0):
     rng = np.random.default_rng(seed)
     x = np.linspace(20, 23, n)
-    m = 1.5 * (x[:, None] - rng.normal(21.5, 0.5, I)[None, :]) + rng.normal(0, 0.5, (n, I))
+    m = 1.5 * (x[:, None] - rng.normal(21.5, 0.5, n_items)[None, :]) + rng.normal(0, 0.5, (n, n_items))
     return x, {"acc": (m > 0).astype(float), "choice_logodds": m, "margin": m}
 
 
@@ -258,7 +258,7 @@ def test_tied_compute_becomes_seeds():
 
 
 def test_nan_scores_and_too_few_items_and_missing_metrics():
-    x, sc = _arrays(I=60)
+    x, sc = _arrays(n_items=60)
     sc["choice_logodds"][2, 5] = np.nan
     sc["acc"][0, 7] = np.inf
     ti = em.from_arrays("t", "f", [f"m{i}" for i in range(6)], 10**x, sc)
@@ -331,7 +331,7 @@ def test_ladder_input_final_step_and_not_computed():
 def test_scan_applies_bh():
     reps = []
     for s in range(3):
-        x, sc = _arrays(n=7, I=80, seed=s)
+        x, sc = _arrays(n=7, n_items=80, seed=s)
         reps.append(em.from_arrays(f"t{s}", "f", [f"m{i}" for i in range(7)], 10**x, sc, n_choices=np.full(80, 2)))
     out = em.scan(reps, B=200)
     for r in out:

@@ -12,6 +12,7 @@ import importlib
 BENCHMARKS = [
     "chain",
     "scoring",
+    "emergence",
 ]
 
 

@@ -36,7 +36,8 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
     x_range : (lo, hi)
         log10 compute (FLOPs) of the smallest and largest model; models are evenly spaced in x.
     x_center, spread : float
-        Crossing points x*_i ~ N(x_center, spread) decades (default centre: middle of the range).
+        Crossing points x*_i ~ N(x_center, spread) decades (default centre: middle of the range;
+        ``x_kink + 0.5`` for ``kind="kink"``, so accuracy is near 0 below the kink).
     slope, noise : float
         Latent slope β (logits per decade; per item β_i = slope·exp(N(0, 0.15))) and per-model noise SD.
     x_kink, slope_lo, slope_hi : float
@@ -47,7 +48,10 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
         raise ValueError(f"kind must be 'linear', 'kink' or 'flat', got {kind!r}")
     rng = np.random.default_rng(seed)
     x = np.linspace(x_range[0], x_range[1], n_models)
-    xc = float(np.mean(x_range)) if x_center is None else x_center
+    if x_center is None:
+        xc = x_kink + 0.5 if kind == "kink" else float(np.mean(x_range))
+    else:
+        xc = x_center
     beta = slope * np.exp(rng.normal(0, 0.15, n_items))
     if kind == "flat":
         span = x_range[1] - x_range[0]
@@ -67,24 +71,22 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
     gaps = np.concatenate([np.zeros((n_items, 1)), rng.exponential(1.0, (n_items, n_choices - 2))], axis=1)
     base = -(8.0 + rng.gamma(4.0, 1.0, n_items))[None, :] * 10 ** (-0.15 * (X - x_range[0]))
     gold_idx = rng.integers(0, n_choices, n_items)
-    rows = []
     C = 10**x
     params = np.sqrt(C / 120.0).astype(np.int64)  # D = 20 N  =>  C = 6 N D = 120 N^2
     tokens = (20 * params).astype(np.int64)
-    for m in range(n_models):
-        ll = np.empty((n_items, n_choices))
-        d_ll = (base[m] - margin[m])[:, None] - gaps  # distractor log-likelihoods, best = gold − margin
-        for i in range(n_items):
-            g = gold_idx[i]
-            others = [c for c in range(n_choices) if c != g]
-            ll[i, others] = d_ll[i]
-            ll[i, g] = base[m, i]
-        doc = np.repeat(np.arange(n_items), n_choices)
-        ch = np.tile(np.arange(n_choices), n_items)
-        rows.append(pd.DataFrame({
-            "model_id": f"{family}-{m:02d}", "family": family, "params": params[m], "tokens": tokens[m],
-            "task": task, "doc_id": doc, "choice_idx": ch, "is_correct": ch == np.repeat(gold_idx, n_choices),
-            "loglik": ll.ravel(), "compute": float(6.0 * params[m] * tokens[m]),
-            "n_chars": 10, "n_bytes": 10,
-        }))
-    return pd.concat(rows, ignore_index=True)
+    # distractor log-likelihoods: the best sits `margin` below the gold, the others fixed gaps lower
+    dist = (base - margin)[:, :, None] - gaps[None, :, :]  # (n_models, n_items, n_choices - 1)
+    ll = np.empty((n_models, n_items, n_choices))
+    slot = np.arange(n_choices)[None, :] != gold_idx[:, None]  # (n_items, n_choices): distractor slots
+    ll[:, slot] = dist.reshape(n_models, -1)
+    ll[:, np.arange(n_items), gold_idx] = base
+    nr = n_items * n_choices
+    m_idx = np.repeat(np.arange(n_models), nr)
+    ch = np.tile(np.arange(n_choices), n_models * n_items)
+    return pd.DataFrame({
+        "model_id": np.array([f"{family}-{m:02d}" for m in range(n_models)])[m_idx], "family": family,
+        "params": params[m_idx], "tokens": tokens[m_idx], "task": task,
+        "doc_id": np.tile(np.repeat(np.arange(n_items), n_choices), n_models), "choice_idx": ch,
+        "is_correct": ch == np.tile(np.repeat(gold_idx, n_choices), n_models), "loglik": ll.ravel(),
+        "compute": (6.0 * params * tokens).astype(float)[m_idx], "n_chars": 10, "n_bytes": 10,
+    })
