@@ -33,8 +33,10 @@ Tasks (all cloze-style: ``context`` is the prefix of a corpus sentence, a choice
 ``synth_twohop``  composition: "X works for a company headquartered in" -> the city. Each item's two
                   facts (X's employer, the employer's headquarters) are in the corpus, the composed
                   sentence is not (it is for the other ``two_hop_train_frac`` of the people).
+                  Distractors are headquarters cities of other companies.
 ``synth_birthdate`` multi-token answers: the full birth date "month day year" (3 words). Distractors
-                  differ from the gold in all three words. Exact match (greedy generation of all 3
+                  are other people's birth dates that differ from the gold in all three words (so
+                  that word-pair statistics of the corpus cannot tell the gold apart). Exact match (greedy generation of all 3
                   words) needs every word right, so it looks sharp, while the summed log-likelihood
                   improves smoothly.
 
@@ -250,28 +252,32 @@ def make_tasks(world: World) -> dict[str, list[dict]]:
         out["synth_onehop"].append(dict(doc_id=doc_id, context=_prefix(tpl, n=row["name"]), choices=ch,
                                         gold=gold, attribute=a))
 
+    # distractors: headquarters cities of other companies (a city that is no company's headquarters
+    # could be ruled out without knowing the person)
+    hq_cities = sorted(set(hq.values()))
+    if len(hq_cities) < cfg.k:
+        raise ValueError(f"only {len(hq_cities)} distinct headquarters cities, fewer than k = {cfg.k}: raise "
+                         "n_companies or n_cities")
     test = np.flatnonzero(~ppl["two_hop_in_corpus"].to_numpy())
     idx = rng.choice(test, size=min(cfg.n_items, len(test)), replace=False)
     for doc_id, i in enumerate(idx):
         row = ppl.iloc[i]
-        ch, gold = _choices(rng, hq[row["employer"]], world.pools["birth_city"], cfg.k)
+        ch, gold = _choices(rng, hq[row["employer"]], hq_cities, cfg.k)
         out["synth_twohop"].append(dict(doc_id=doc_id, context=_prefix(TWO_HOP_TEMPLATE, n=row["name"]),
                                         choices=ch, gold=gold, attribute="employer_hq"))
 
+    # distractors: birth dates of other people that differ from the gold in all three words, so every
+    # choice (and every word pair in it) is a date the corpus states; only knowing the person helps
     idx = rng.choice(len(ppl), size=min(cfg.n_items, len(ppl)), replace=False)
-    years = list(range(1950, 1950 + cfg.n_years))
+    dates = [d.split() for d in ppl["birth_date"]]
     for doc_id, i in enumerate(idx):
         row = ppl.iloc[i]
-        gm, gd, gy = row["birth_date"].split()
-        months = [m for m in MONTHS if m != gm]
-        days = [str(d) for d in range(1, 29) if str(d) != gd]
-        yrs = [str(y) for y in years if str(y) != gy]
-        mi = rng.choice(len(months), cfg.k - 1, replace=False)
-        di = rng.choice(len(days), cfg.k - 1, replace=False)
-        yi = rng.choice(len(yrs), cfg.k - 1, replace=False)
-        distract = [f"{months[a]} {days[b]} {yrs[c]}" for a, b, c in zip(mi, di, yi)]
-        pos = int(rng.integers(cfg.k))
-        ch = distract[:pos] + [row["birth_date"]] + distract[pos:]
+        g = dates[i]
+        cands = sorted({" ".join(d) for d in dates if all(a != b for a, b in zip(d, g))})
+        if len(cands) < cfg.k - 1:
+            raise ValueError(f"person {row['name']!r}: fewer than k - 1 = {cfg.k - 1} other birth dates differ "
+                             "from theirs in every word; raise n_people")
+        ch, pos = _choices(rng, row["birth_date"], cands + [row["birth_date"]], cfg.k)
         tpl = TEMPLATES["birth_date"][rng.integers(len(TEMPLATES["birth_date"]))]
         out["synth_birthdate"].append(dict(doc_id=doc_id, context=_prefix(tpl, n=row["name"]), choices=ch,
                                            gold=pos, attribute="birth_date"))

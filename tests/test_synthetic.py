@@ -159,3 +159,16 @@ def test_random_worlds_give_valid_items(n_people, k, seed):
             else None
         if row is not None:
             assert it["choices"][it["gold"]] == row["birth_city"]
+
+
+def test_distractors_are_real_values_of_the_same_kind(world, tasks):
+    """Choices the corpus never pairs the same way cannot be ruled out by word statistics alone."""
+    dates = set(world.people["birth_date"])
+    hq = set(world.companies["hq_city"])
+    for it in tasks["synth_birthdate"]:
+        assert set(it["choices"]) <= dates
+    for it in tasks["synth_twohop"]:
+        assert set(it["choices"]) <= hq
+    for it in tasks["synth_onehop"]:
+        pool = set(world.pools[it["attribute"]])
+        assert set(it["choices"]) <= pool
