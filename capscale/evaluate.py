@@ -344,6 +344,11 @@ def _write_log(out: Path, run: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _failed(shard: Shard, options: EvalOptions, err: BaseException) -> ShardResult:
+    return ShardResult(shard.checkpoint.model_id, shard.task.name, "failed", task_source=shard.task.source,
+                       dtype=options.dtype_for(shard.checkpoint), error=str(err))
+
+
 def _local_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Callable[[ShardResult], None]) -> None:
     """Loop over checkpoints; load each once (only if it has unfinished shards) and run all its tasks."""
     from tqdm.auto import tqdm
@@ -364,9 +369,17 @@ def _local_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Ca
         for s in todo:  # build tasks before loading the model: task errors come first and cheaply
             if s.task not in built_cache:
                 built_cache[s.task] = build_items(s.task)
-        model, tok = _load(todo[0].checkpoint, options)
+        try:
+            model, tok = _load(todo[0].checkpoint, options)
+        except EvalError as e:
+            on_result(_failed(todo[0], options, e))
+            raise
         for s in todo:
-            r = run_shard(s, options, model=model, tokenizer=tok, built=built_cache[s.task])
+            try:
+                r = run_shard(s, options, model=model, tokenizer=tok, built=built_cache[s.task])
+            except EvalError as e:
+                on_result(_failed(s, options, e))
+                raise
             on_result(r)
             bar.update(1)
             bar.set_postfix_str(f"{s.key}: {r.items_per_s or 0:.1f} items/s, {r.tokens_per_s or 0:.0f} tok/s")

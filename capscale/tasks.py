@@ -43,6 +43,16 @@ FEWSHOT_SEED = 1234  # lm-eval's simple_evaluate default fewshot_random_seed
 log = logging.getLogger("capscale.tasks")
 
 
+class _QuietCustomDataset(logging.Filter):
+    """Drop lm-eval's per-task hint about ``--metadata`` (printed for every custom_dataset task)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomDataset())
+
+
 class TaskError(ValueError):
     """A task cannot be used; the message names the task."""
 

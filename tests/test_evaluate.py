@@ -152,6 +152,18 @@ def test_bad_input_errors_name_checkpoint_or_task(family, mc_data, tmp_path):
     with pytest.raises(EvalError, match="checkpoint 'm', task 'pairs'.*neither bos_token nor eos_token"):
         evaluate_items(model, [{"context": "", "choices": ["a cat", "cat a"], "gold": 0}], "pairs",
                        tokenizer=nospecial, checkpoint=ck, options=OPTS)
+    # a failing shard (empty context, tokenizer without BOS/EOS) is recorded in the run log; earlier shards stay
+    nospecial.save_pretrained(tmp_path / "nobos")
+    model.save_pretrained(tmp_path / "nobos")
+    (tmp_path / "nb.yaml").write_text(f"family: nb\ncheckpoints:\n  - {{path: {tmp_path / 'nobos'}, params: 5, "
+                                      "tokens: 7}\n")
+    with pytest.raises(EvalError, match="checkpoint 'nobos', task 'blimp_adjunct_island'.*bos_token"):
+        evaluate(tmp_path / "nb.yaml", "piqa,blimp_adjunct_island", tmp_path / "o4", data_dir=mc_data, limit=1,
+                 options=OPTS)
+    assert [p.name for p in (tmp_path / "o4").glob("*.parquet")] == ["nobos__piqa.parquet"]
+    run = json.loads((tmp_path / "o4" / ev.RUN_LOG).read_text())["runs"][-1]
+    assert run["status"] == "failed" and [s["status"] for s in run["shards"]] == ["done", "failed"]
+    assert "bos_token" in run["shards"][1]["error"]
     # a single checkpoint folder without D
     with pytest.raises(Exception, match=r"tokens \(D\)"):
         evaluate(family.parent / "tiny" / "step100", "piqa", tmp_path / "o2", data_dir=mc_data, limit=1,
