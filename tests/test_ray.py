@@ -5,6 +5,7 @@ One local Ray instance (2 CPUs, no dashboard) serves the whole module and is shu
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -227,3 +228,131 @@ def test_infeasible_gpu_request_is_an_error(ray_local, tmp_path):
     with pytest.raises(executors.ExecutorError, match="gpus-per-shard 1 cannot be met"):
         executors.run_ray(SHARDS[:1], fake_run, {}, tmp_path, gpus_per_shard=1)
     assert executors.resolve_gpus_per_shard(ray_local, None) == 0.0  # default on a CPU-only cluster
+
+
+# ---------------------------------------------------------------------------------------------- capscale eval
+
+TASK_YAML = ("task: {name}\noutput_type: multiple_choice\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+             "    test: {name}.jsonl\ntest_split: test\ndoc_to_text: \"{{{{context}}}}\"\n"
+             "doc_to_choice: \"{{{{choices}}}}\"\ndoc_to_target: \"{{{{gold}}}}\"\ntarget_delimiter: \" \"\n"
+             "metadata:\n  version: 1.0\n")
+
+
+@pytest.fixture(scope="module")
+def eval_setup(tmp_path_factory):
+    """8 tiny random-init checkpoints (2 layers, hidden 32) and 2 include-path tasks of 4 items."""
+    from helpers_models import save_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("rayfam")
+    lines = ["family: tiny", "checkpoints:"]
+    for i in range(8):
+        save_tiny_checkpoint(root / f"m{i:02d}", seed=i)
+        lines.append(f"  - {{path: m{i:02d}, model_id: m{i:02d}, params: {60000 + i}, tokens: {10**6 * (i + 1)}}}")
+    (root / "family.yaml").write_text("\n".join(lines) + "\n")
+    tasks = root / "tasks"
+    tasks.mkdir()
+    for name, noun in (("colour", "colour"), ("shape", "shape")):
+        recs = [{"doc_id": i, "context": f"Item {i} has the {noun}", "choices": ["red", "blue", "light green"],
+                 "gold": i % 3} for i in range(4)]
+        (tasks / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (tasks / f"{name}.yaml").write_text(TASK_YAML.format(name=name))
+    return root / "family.yaml", tasks
+
+
+@pytest.fixture
+def _private_datasets_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf_datasets"))
+
+
+def kill_when_running(title: str, killed: list[int], timeout: float = 120) -> threading.Thread:
+    """Start a thread that SIGKILLs the Ray worker process whose title is ``ray::<title>`` once, when it runs."""
+    want = f"ray::{title}".encode()
+
+    def run() -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not killed:
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        cmd = fh.read()
+                except OSError:
+                    continue
+                if cmd.startswith(want):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+            time.sleep(0.01)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finding the worker process needs /proc (Linux)")
+@pytest.mark.usefixtures("_private_datasets_cache")
+def test_eval_ray_with_killed_worker_gives_local_store(ray_local, eval_setup, tmp_path, caplog):
+    """8 checkpoints x 2 tasks on 2 Ray workers; one worker is SIGKILLed mid-shard: the shard is retried, the
+    store is complete and identical to --executor local, and the report names the retried shard."""
+    from capscale.evaluate import RUN_LOG, EvalOptions, evaluate
+
+    family, tasks = eval_setup
+    opts = EvalOptions(progress=False, batch_size=4)
+    local = evaluate(family, "colour,shape", tmp_path / "local", include_path=tasks, options=opts)
+    assert len(local) == 16 and all(r.status == "done" for r in local)
+
+    killed: list[int] = []
+    th = kill_when_running("capscale-shard m00/colour", killed)
+    res = evaluate(family, "colour,shape", tmp_path / "ray", include_path=tasks, options=opts, executor="ray",
+                   executor_options={"max_retries": 2})
+    th.join(timeout=5)
+    assert killed, "the worker running m00/colour was never seen"
+    assert len(res) == 16 and all(r.status == "done" for r in res)
+    by_key = {f"{r.model_id}/{r.task}": r for r in res}
+    victim = by_key["m00/colour"]
+    assert victim.attempts == 2 and len(victim.attempt_errors) == 1
+    assert "WorkerCrashedError" in victim.attempt_errors[0]
+    assert "retried m00/colour: done after 2 attempts" in caplog.text
+    log = json.loads((tmp_path / "ray" / RUN_LOG).read_text())["runs"][-1]
+    assert log["status"] == "done" and log["executor"] == "ray"
+    entry = next(s for s in log["shards"] if (s["model_id"], s["task"]) == ("m00", "colour"))
+    assert entry["attempts"] == 2 and "WorkerCrashedError" in entry["attempt_errors"][0]
+
+    assert_same_store(tmp_path / "local", tmp_path / "ray")
+    for p in (tmp_path / "local").glob("*.parquet"):
+        assert p.read_bytes() == (tmp_path / "ray" / p.name).read_bytes(), p.name
+
+
+@pytest.mark.usefixtures("_private_datasets_cache")
+def test_eval_cli_ray_worker_writes_skips_finished(ray_local, eval_setup, tmp_path, capsys):
+    import shutil
+
+    from capscale.cli import main
+
+    family, tasks = eval_setup
+    base = ["eval", "--family", str(family), "--tasks", "colour,shape", "--include-path", str(tasks),
+            "--model-id", "m01", "--model-id", "m02", "--batch-size", "4", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "local")]) == 0
+    out = tmp_path / "ray"
+    out.mkdir()
+    shutil.copy(tmp_path / "local" / "m01__colour.parquet", out)  # finished before: skipped
+    capsys.readouterr()
+    assert main([*base, "--out", str(out), "--executor", "ray", "--write-from", "worker"]) == 0
+    text = capsys.readouterr().out
+    assert "3 shard(s) written, 1 already finished (skipped)" in text
+    assert_same_store(tmp_path / "local", out)
+    # Ray-only flags with the local executor, and a GPU request a CPU-only cluster cannot meet
+    assert main([*base, "--out", str(out), "--address", "auto"]) == 2
+    assert "only apply to --executor ray" in capsys.readouterr().err
+    (out / "m02__shape.parquet").unlink()
+    assert main([*base, "--out", str(out), "--executor", "ray", "--gpus-per-shard", "1"]) == 2
+    assert "cannot be met" in capsys.readouterr().err
+
+
+def test_eval_cli_without_ray_says_how_to_install(monkeypatch, capsys):
+    from capscale.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    rc = main(["eval", "--family", "x.yaml", "--tasks", "t", "--out", "o", "--executor", "ray"])
+    assert rc == 2 and "pip install 'capscale[ray]'" in capsys.readouterr().err
