@@ -18,6 +18,7 @@ continuation's tokens after lm-eval's boundary rule.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 RUN_LOG = "run_log.json"
+log = logging.getLogger("capscale.evaluate")
 
 
 class EvalError(RuntimeError):
@@ -140,6 +142,7 @@ class ShardResult:
     num_fewshot: int | None = None
     dtype: str = ""
     error: str | None = None
+    note: str | None = None
 
 
 # -------------------------------------------------------------------------------------------------- planning
@@ -296,6 +299,28 @@ def _load(ck: Checkpoint, options: EvalOptions) -> tuple[Any, Any]:
     return model, tok
 
 
+def _existing_mismatch(shard: Shard, options: EvalOptions) -> str | None:
+    """Say how a finished shard differs from what this run would write (it is kept, never overwritten)."""
+    import pyarrow.parquet as pq
+
+    want = {"dtype": options.dtype_for(shard.checkpoint), "backend": options.backend,
+            "task_source": shard.task.source}
+    try:
+        have_cols = set(pq.read_schema(shard.path).names)
+        cols = [c for c in want if c in have_cols]
+        got = pd.read_parquet(shard.path, columns=cols) if cols else pd.DataFrame()
+    except Exception as e:  # noqa: BLE001 - an unreadable shard is reported, not fatal here
+        return f"existing shard unreadable ({e}); delete it to recompute"
+    diffs = [f"{c}={sorted(map(str, got[c].unique()))} (this run: {want[c]})" for c in cols
+             if set(map(str, got[c].unique())) != {str(want[c])}]
+    if not diffs:
+        return None
+    msg = (f"shard {shard.path.name} was kept from an earlier run with different settings: {'; '.join(diffs)}; "
+           "delete it (or use another --out) to recompute")
+    log.warning(msg)
+    return msg
+
+
 def run_shard(shard: Shard, options: EvalOptions, *, model: Any = None, tokenizer: Any = None,
               built: BuiltTask | None = None) -> ShardResult:
     """Score one shard and write it atomically; a pure function of (shard, options).
@@ -307,7 +332,7 @@ def run_shard(shard: Shard, options: EvalOptions, *, model: Any = None, tokenize
     ck, t = shard.checkpoint, shard.task
     if shard.done():
         return ShardResult(ck.model_id, t.name, "skipped", str(shard.path), task_source=t.source,
-                           dtype=options.dtype_for(ck))
+                           dtype=options.dtype_for(ck), note=_existing_mismatch(shard, options))
     if built is None:
         built = build_items(t)
     if model is None:

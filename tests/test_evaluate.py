@@ -70,6 +70,11 @@ def test_eval_cli_writes_valid_shards_and_run_log(family, mc_data, tmp_path, cap
     res = evaluate(family, "arc_easy,winogrande", out, data_dir=mc_data, limit=3, options=OPTS)
     assert [r.status for r in res] == ["skipped"] * 4
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == mtimes
+    assert all(r.note is None for r in res)
+    # a rerun with other settings keeps the finished shards and says so
+    res = evaluate(family, "arc_easy", out, data_dir=mc_data, limit=3,
+                   options=EvalOptions(progress=False, dtype="bfloat16"))
+    assert all(r.status == "skipped" and "dtype=['float32'] (this run: bfloat16)" in r.note for r in res)
 
 
 def test_interrupted_run_keeps_finished_shards_and_resumes(family, mc_data, tmp_path, monkeypatch):

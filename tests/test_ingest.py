@@ -9,6 +9,8 @@ import shutil
 import numpy as np
 import pytest
 from helpers_models import tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capscale import store
 from capscale.cli import main
@@ -127,3 +129,26 @@ def test_in_memory_samples_and_value_forms(lm_eval_run):
     assert list(d.is_correct) == [False, True] and list(d.loglik) == [-2.0, -1.0] and list(d.n_chars) == [1, 1]
     with pytest.raises(IngestError, match="t doc_id=0: 2 arguments but 1 responses"):
         samples_to_rows([{**s, "resps": [[["-1", "False"]]]}], task="t", checkpoint=ck)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_samples_roundtrip_property(data):
+    """Any logged MC sample, in the on-disk (strings) or in-memory form, gives back its logliks and gold."""
+    k = data.draw(st.integers(1, 6))
+    lls = data.draw(st.lists(st.floats(-1e4, 0, allow_nan=False), min_size=k, max_size=k))
+    greedy = data.draw(st.lists(st.booleans(), min_size=k, max_size=k))
+    gold = data.draw(st.integers(0, k - 1))
+    choices = [f"choice {j} é" for j in range(k)]
+    mem = {"doc_id": 3, "target": gold, "arguments": [("Q: x\nA:", " " + c) for c in choices],
+           "filtered_resps": list(zip(lls, greedy, strict=True)), "filter": "none"}
+    disk = {**mem, "target": str(gold),
+            "arguments": {f"gen_args_{j}": {"arg_0": a, "arg_1": b} for j, (a, b) in enumerate(mem["arguments"])},
+            "filtered_resps": [[repr(ll), str(g)] for ll, g in mem["filtered_resps"]]}
+    ck = Checkpoint("m", "x", 5, 6, family="f")
+    for s in (mem, disk):
+        df = samples_to_rows([s], task="t", checkpoint=ck)
+        assert df.loglik.tolist() == lls and df.is_greedy.tolist() == greedy
+        assert df.is_correct.tolist() == [j == gold for j in range(k)]
+        assert df.n_chars.tolist() == [len(c) for c in choices] and df.n_bytes.tolist() == [len(c.encode())
+                                                                                            for c in choices]

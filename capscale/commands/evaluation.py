@@ -73,6 +73,9 @@ def _eval(args: argparse.Namespace) -> int:
     excl = sum(r.n_excluded for r in done)
     print(f"{args.out}: {len(done)} shard(s) written, {len(skipped)} already finished (skipped)"
           + (f", {excl} item(s) excluded (see run_log.json)" if excl else ""))
+    for r in skipped:
+        if r.note:
+            print(f"  warning: {r.note}", file=sys.stderr)
     for r in done:
         print(f"  {r.model_id} {r.task}: {r.n_items} items, {r.n_rows} rows, {r.wall_s:.1f} s "
               f"({r.items_per_s or 0:.1f} items/s, {r.tokens_per_s or 0:.0f} tokens/s)")
