@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "score_items",
     "evaluate",
     "evaluate_items",
+    "evaluate_item_sets",
     "load_family",
     "RUN_LOG",
     "EXECUTORS",
@@ -528,7 +529,6 @@ def evaluate_items(model_or_spec: Any, items: Any, task_name: str, *, tokenizer:
     """
     options = options or EvalOptions(progress=False)
     task_items = items_from_records(items, task=task_name, target_delimiter=target_delimiter)
-    frames = []
     if tokenizer is not None or (not isinstance(model_or_spec, (str, os.PathLike, FamilySpec))):
         if checkpoint is None:
             raise ValueError("evaluate_items with a loaded model needs checkpoint=Checkpoint(model_id, path, "
@@ -538,19 +538,51 @@ def evaluate_items(model_or_spec: Any, items: Any, task_name: str, *, tokenizer:
         if out is not None:
             store.write_shard(df, out)
         return df
-    spec = load_family(model_or_spec)
+    return evaluate_item_sets(model_or_spec, {task_name: task_items}, out=out, options=options,
+                              task_source=task_source)
+
+
+def evaluate_item_sets(family: str | os.PathLike | FamilySpec, tasks: Mapping[str, Any], *,
+                       out: str | os.PathLike | None = None, options: EvalOptions | None = None,
+                       target_delimiter: str = " ", task_source: str = "items",
+                       model_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Score several item sets (``{task_name: items}``) for every checkpoint, loading each checkpoint once.
+
+    ``items`` per task: a list of dicts / DataFrame of ``{"doc_id", "context", "choices", "gold"}`` records or a
+    list of :class:`~capscale.tasks.TaskItem` (e.g. ``capscale.synthetic.load_tasks(dir)``). With ``out``, one
+    shard per (checkpoint, task) is written atomically and existing shards are read back instead of rescored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Store rows of every checkpoint and task.
+    """
+    options = options or EvalOptions(progress=False)
+    built = {t: (list(v) if isinstance(v, list) and v and isinstance(v[0], TaskItem)
+                 else items_from_records(v, task=t, target_delimiter=target_delimiter)) for t, v in tasks.items()}
+    spec = load_family(family)
+    if model_ids:
+        spec = spec.select(model_ids)
     for ck in spec.checkpoints:
         ck.check_location()
-        path = Path(out) / store.shard_name(ck.model_id, task_name) if out is not None else None
-        if path is not None and path.is_file():
-            frames.append(pd.read_parquet(path))
+    frames = []
+    for ck in spec.checkpoints:
+        todo = []
+        for t in built:
+            path = Path(out) / store.shard_name(ck.model_id, t) if out is not None else None
+            if path is not None and path.is_file():
+                frames.append(pd.read_parquet(path))
+            else:
+                todo.append(t)
+        if not todo:
             continue
         model, tok = _load(ck, options)
-        df, _ = score_items(model, tok, task_items, checkpoint=ck, task=task_name, options=options,
-                            task_source=task_source)
-        if out is not None:
-            store.write_shard(df, out)
-        frames.append(df)
+        for t in todo:
+            df, _ = score_items(model, tok, built[t], checkpoint=ck, task=t, options=options,
+                                task_source=task_source)
+            if out is not None:
+                store.write_shard(df, out)
+            frames.append(df)
         del model, tok
     return pd.concat(frames, ignore_index=True)
 

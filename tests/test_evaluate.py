@@ -14,7 +14,7 @@ from helpers_models import save_tiny_checkpoint, tiny_model
 from capscale import evaluate as ev
 from capscale import store
 from capscale.cli import main
-from capscale.evaluate import EvalError, EvalOptions, evaluate, evaluate_items
+from capscale.evaluate import EvalError, EvalOptions, evaluate, evaluate_item_sets, evaluate_items
 from capscale.family import Checkpoint, load_spec
 
 OPTS = EvalOptions(progress=False, batch_size=4)
@@ -137,6 +137,11 @@ def test_include_path_task_and_items_fast_path_agree(family, tmp_path):
     assert (m.is_correct == m.is_correct_fast).all() and (m.n_chars == m.n_chars_fast).all()
     assert via_lm_eval.task_source.iloc[0].startswith("include:")
     assert len(store.read(tmp_path / "s2")) == 24
+    # several item sets at once (each checkpoint loaded once); existing shards are read back, not rescored
+    both = evaluate_item_sets(family, {"colour": recs, "colour2": recs[:2]}, out=tmp_path / "s2", options=OPTS)
+    assert sorted(both.groupby("task").size().to_dict().items()) == [("colour", 24), ("colour2", 12)]
+    c2 = both[both.task == "colour2"].merge(fast, on=key, suffixes=("", "_one"))
+    assert np.array_equal(c2.loglik.to_numpy(), c2.loglik_one.to_numpy())
 
 
 def test_bad_input_errors_name_checkpoint_or_task(family, mc_data, tmp_path):
