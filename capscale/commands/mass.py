@@ -1,0 +1,330 @@
+"""``capscale mass``: correct vs incorrect probability mass with scale (see :mod:`capscale.mass`).
+
+``capscale mass STORE --family F --task T --out DIR`` fits the per-item laws of every task (or of
+``--task``), writes the fits, co-variation statistics, predicted vs observed metrics and figures, and
+optionally (``--backtest``) a leave-largest-out comparison with other ``capscale.predict`` methods.
+``capscale mass-sim OUT`` writes a simulated store with planted per-item laws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+#: Simulation scenarios of ``capscale mass-sim`` (keyword arguments of ``mass.simulate_store``).
+SCENARIOS: dict[str, dict] = {
+    "linear": {},
+    "saturating": {"saturation": 0.6},
+    "incorrect_fast": {"slope_correct": (1.0, 0.6), "slope_incorrect": (1.0, 0.6)},
+    "inverse": {"slope_correct": (0.6, 0.4), "slope_incorrect": (1.0, 0.4)},
+    "emergent": {"slope_correct": (2.0, 0.3), "slope_incorrect": (0.6, 0.3), "intercept_sd": 0.8},
+    "model_noise": {"model_sd": 0.2},
+    "noisy_items": {"item_sd": 0.6, "choice_sd": 0.5},
+    "few_items": {"n_items": 100},
+}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _mass(args: argparse.Namespace) -> int:
+    import json
+    import math
+    import os
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from .. import chain, mass, store
+
+    try:
+        df = store.read(args.store, validate_store=False)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    problems = store.validate(df, multi_gold=True)
+    if problems:
+        print(str(store.StoreValidationError(problems, args.store)), file=sys.stderr)
+        return 1
+    df = store.normalize(df)
+    fams = sorted(df["family"].astype(str).unique())
+    fam = args.family
+    if fam is None:
+        if len(fams) > 1:
+            print(f"error: {args.store} holds several families {fams}; choose one with --family", file=sys.stderr)
+            return 2
+        fam = fams[0]
+    if fam not in fams:
+        print(f"error: family {fam!r} not in {args.store} (families: {fams})", file=sys.stderr)
+        return 2
+    df = df[df["family"] == fam]
+    tasks = args.task or sorted(df["task"].unique())
+    missing = [t for t in tasks if t not in set(df["task"])]
+    if missing:
+        print(f"error: task(s) {missing} not in family {fam!r} (tasks: {sorted(df['task'].unique())})",
+              file=sys.stderr)
+        return 2
+    df = df[df["task"].isin(tasks)]
+    if args.final_only and "step" in df.columns:
+        df = _final_checkpoints(df)
+    cfg = mass.MassConfig(n_draws=args.draws, seed=args.seed, allow_saturating=not args.linear_only)
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    items = chain.compute(df)
+    models = (items[["model_id", "params", "tokens", "compute"]].drop_duplicates("model_id")
+              .sort_values(["compute", "model_id"], kind="stable"))
+    if models["compute"].nunique() < 2:
+        print(f"error: family {fam!r} has {models['compute'].nunique()} distinct compute value(s); the per-item "
+              "laws need at least 2 (3 or more recommended)", file=sys.stderr)
+        return 2
+    _log(f"mass: family {fam!r}, {len(models)} models, {len(tasks)} task(s)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fits = mass.fit(df, items=items, config=cfg)
+    largest = models["model_id"].iloc[-1]
+    train_ids = models["model_id"].iloc[:-1]
+    fits_ho = None
+    if len(models) >= 3 and models["compute"].iloc[:-1].nunique() >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fits_ho = mass.fit(df[df["model_id"].isin(train_ids)], config=cfg)
+
+    summary: dict = {"store": str(args.store), "family": fam, "n_models": int(len(models)),
+                     "models": models.assign(log10_compute=np.log10(models["compute"])).to_dict("records"),
+                     "tasks": {}, "multiple_input_tasks": {}}
+    fit_tabs, pred_rows = [], []
+    for t, tf in fits.items():
+        fit_tabs.append(mass.fits_table(tf))
+        cov = mass.covariation(tf)
+        it = items[items["task"] == t]
+        obs = it.groupby("model_id")[["acc", "p_choices_correct", "brier"]].mean()
+        rows = []
+        for m in models.itertuples(index=False):
+            x = math.log10(m.compute)
+            pr = mass.predict_task(tf, x)
+            rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "in-sample", pr, obs))
+        if fits_ho is not None and t in fits_ho:
+            m = models.iloc[-1]
+            x = math.log10(m["compute"])
+            pr = mass.predict_task(fits_ho[t], x)
+            rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "held-out", pr, obs))
+        pred_rows += rows
+        section = "multiple_input_tasks" if tf.multiple_input else "tasks"
+        summary[section][t] = {"covariation": cov,
+                               "held_out": next((r for r in rows if r["kind"] == "held-out"), None)}
+        if not args.no_figures:
+            safe = t.replace("/", "_")
+            mass.plot_mass_scatter(it, os.path.join(out, f"mass_scatter_{safe}.png"),
+                                   title=f"{fam} / {t}" + (" (multiple input)" if tf.multiple_input else ""))
+            mass.plot_slope_scatter(tf, os.path.join(out, f"mass_slopes_{safe}.png"))
+            acc_tab = pd.DataFrame([{"log10_compute": r["log10_compute"], "observed": r["acc_observed"],
+                                     "predicted": r["acc_predicted"], "lower": r["acc_lower"],
+                                     "upper": r["acc_upper"], "kind": r["kind"]} for r in rows])
+            mass.plot_predicted_vs_observed(acc_tab, os.path.join(out, f"mass_pred_{safe}.png"),
+                                            title=f"{fam} / {t}: accuracy from per-item mass laws"
+                                            + (f" (held out: {largest})" if fits_ho is not None else ""))
+    fits_df = pd.concat(fit_tabs, ignore_index=True)
+    pred_df = pd.DataFrame(pred_rows)
+    cov_df = mass.covariation_table(fits)
+    _write_csv(fits_df, os.path.join(out, "mass_fits.csv"))
+    _write_csv(pred_df, os.path.join(out, "mass_predictions.csv"))
+    _write_csv(cov_df, os.path.join(out, "mass_covariation.csv"))
+    if args.backtest:
+        methods = ["mass"] + [m for m in args.backtest.split(",") if m and m != "mass"]
+        bt = _backtest(df, tasks, methods, fam, args)
+        _write_csv(bt, os.path.join(out, "mass_backtest.csv"))
+        summary["backtest"] = _backtest_summary(bt)
+        _write_text(os.path.join(out, "mass_backtest.md"), _backtest_markdown(bt, fam, args))
+        print(_backtest_markdown(bt, fam, args))
+    _write_text(os.path.join(out, "mass_summary.json"), json.dumps(_jsonable(summary), indent=1) + "\n")
+    for section, title in (("tasks", "tasks"), ("multiple_input_tasks", "multiple-input tasks (reported apart)")):
+        sub = cov_df[cov_df["multiple_input"] == (section != "tasks")]
+        if len(sub):
+            print(f"# {title}")
+            cols = ["task", "n_items", "slope_corr_pearson", "share_incorrect_faster", "share_both_increasing",
+                    "median_slope_correct", "median_slope_lse_incorrect", "n_excluded_or_flagged"]
+            print(sub[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    ho = pred_df[pred_df["kind"] == "held-out"]
+    if len(ho):
+        print("# held-out largest model: accuracy predicted from the other models' per-item laws")
+        print(ho[["task", "model_id", "acc_observed", "acc_predicted", "acc_lower", "acc_upper"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _log(f"wrote {out}/mass_fits.csv, mass_predictions.csv, mass_covariation.csv, mass_summary.json"
+         + ("" if args.no_figures else " and figures"))
+    return 0
+
+
+def _final_checkpoints(df):
+    """Keep, per (params) size, the checkpoint with the most tokens (ties: largest step)."""
+    m = df[["model_id", "params", "tokens", "step"]].drop_duplicates("model_id")
+    last = m.sort_values(["params", "tokens", "step"]).groupby("params").tail(1)["model_id"]
+    return df[df["model_id"].isin(set(last))]
+
+
+def _pred_row(task, fam, mi, m, x, kind, pr, obs) -> dict:
+    mid = m.model_id if hasattr(m, "model_id") else m["model_id"]
+    row = {"task": task, "family": fam, "multiple_input": mi, "model_id": mid, "log10_compute": x, "kind": kind}
+    for key, col in (("acc", "acc"), ("acc_pair", "acc"), ("p_choices", "p_choices_correct"), ("brier", "brier")):
+        p = pr[key]
+        row[f"{key}_observed"] = float(obs.loc[mid, col]) if mid in obs.index else float("nan")
+        row[f"{key}_predicted"], row[f"{key}_lower"], row[f"{key}_upper"] = p.value, p.lower, p.upper
+    row["warnings"] = "; ".join(pr["acc"].warnings)
+    return row
+
+
+def _backtest(df, tasks, methods, fam, args):
+    """Leave-largest-out with capscale.predict on the ladder built from the store."""
+    import time
+    import warnings
+
+    import pandas as pd
+
+    from .. import datasets, laws, predict
+
+    lad = datasets.ladder_from_store(df)
+    if args.run_from_params:
+        # checkpoints of one size form one run (so the largest size's checkpoints are all held out)
+        lad = lad.assign(run=lad["params"].map(lambda p: f"{fam}-N{int(p)}"))
+    rows = []
+    for t in tasks:
+        for m in methods:
+            t0 = time.time()
+            kw = {"bootstrap": args.baseline_bootstrap} if m != "mass" else {"seed": args.seed, "n_draws": args.draws}
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = predict.backtest(lad, t, m, holdout="largest", store=df, **kw)
+                for r in res:
+                    rows.append({k: r.get(k) for k in ("task", "method", "heldout_model", "predicted", "actual",
+                                                       "abs_err", "lower", "upper", "covered")}
+                                | {"error": "", "seconds": round(time.time() - t0, 1)})
+            except (predict.MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError) as e:
+                rows.append({"task": t, "method": m, "heldout_model": None, "predicted": float("nan"),
+                             "actual": float("nan"), "abs_err": float("nan"), "lower": float("nan"),
+                             "upper": float("nan"), "covered": None, "error": f"{type(e).__name__}: {e}"[:200],
+                             "seconds": round(time.time() - t0, 1)})
+            _log(f"backtest {t} {m}: {rows[-1]['abs_err']:.4f} ({rows[-1]['seconds']} s)"
+                 if rows[-1]["error"] == "" else f"backtest {t} {m}: {rows[-1]['error']}")
+    return pd.DataFrame(rows)
+
+
+def _backtest_summary(bt) -> dict:
+    ok = bt[bt["error"] == ""]
+    per_task = ok.groupby(["task", "method"])["abs_err"].mean().unstack()
+    med = per_task.median().to_dict()
+    wins = (per_task.idxmin(axis=1).value_counts().to_dict()) if len(per_task) else {}
+    return {"median_abs_err": med, "n_tasks_best": wins, "per_task": per_task.to_dict()}
+
+
+def _backtest_markdown(bt, fam, args) -> str:
+    ok = bt[bt["error"] == ""]
+    per_task = ok.groupby(["task", "method"])["abs_err"].mean().unstack()
+    methods = list(dict.fromkeys(bt["method"]))
+    per_task = per_task.reindex(columns=[m for m in methods if m in per_task.columns])
+    lines = [f"Leave-largest-out backtest, family `{fam}`: absolute error of the predicted accuracy of the "
+             "held-out largest model (mean over held-out models of a task; points).", "",
+             "| task | " + " | ".join(per_task.columns) + " | best |",
+             "|---|" + "---|" * (len(per_task.columns) + 1)]
+    for t, r in per_task.iterrows():
+        best = r.idxmin() if r.notna().any() else "-"
+        lines.append(f"| {t} | " + " | ".join("n/a" if v != v else f"{100 * v:.2f}" for v in r) + f" | {best} |")
+    med = per_task.median()
+    lines.append("| **median** | " + " | ".join("n/a" if v != v else f"**{100 * v:.2f}**" for v in med)
+                 + f" | {med.idxmin() if med.notna().any() else '-'} |")
+    errs = bt[bt["error"] != ""]
+    if len(errs):
+        lines += ["", "Methods that could not run:"]
+        for r in errs.itertuples(index=False):
+            lines.append(f"- {r.task} / {r.method}: {r.error}")
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(o):
+    import math
+
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating | float):
+        f = float(o)
+        return f if math.isfinite(f) else ("inf" if f > 0 else "-inf" if f < 0 else None)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def _write_text(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_csv(df, path: str) -> None:
+    _write_text(path, df.to_csv(index=False))
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .. import mass, store
+
+    names = args.scenario or list(SCENARIOS)
+    bad = [n for n in names if n not in SCENARIOS]
+    if bad:
+        print(f"error: unknown scenario(s) {bad}; known: {list(SCENARIOS)}", file=sys.stderr)
+        return 2
+    frames = []
+    for i, n in enumerate(names):
+        kw = dict(SCENARIOS[n])
+        frames.append(mass.simulate_store(task=f"sim_{n}", family=args.family, seed=args.seed + i, **kw))
+    df = store.normalize(pd.concat(frames, ignore_index=True))
+    store.write(df, args.out)
+    print(f"wrote {args.out}: {len(df)} rows, scenarios {names}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mass", help="correct vs incorrect probability mass: per-item laws, accuracy from masses",
+                       description="Fit per-item laws of the correct and incorrect choices' log-likelihoods "
+                       "against log10 compute (partially pooled across items), predict accuracy, p_choices and "
+                       "Brier from them, and report how the correct and incorrect masses co-vary.")
+    p.add_argument("store", help="score store: .parquet, .csv, or a directory of shards")
+    p.add_argument("--family", help="model family (required when the store holds several)")
+    p.add_argument("--task", action="append", help="task to analyse (repeatable; default: every task)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--final-only", action="store_true",
+                   help="use only the last checkpoint of each model size (by params)")
+    p.add_argument("--linear-only", action="store_true", help="never use the saturating form")
+    p.add_argument("--draws", type=int, default=400, help="Monte Carlo draws (default 400)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--backtest", metavar="METHODS", nargs="?", const="loglinear,sigmoid,direct,gadre,ladder,ladder_c",
+                   help="also run capscale.predict's leave-largest-out backtest of 'mass' and these methods "
+                   "(comma-separated; default loglinear,sigmoid,direct,gadre,ladder,ladder_c)")
+    p.add_argument("--baseline-bootstrap", type=int, default=20,
+                   help="bootstrap resamples of the other methods in --backtest (their point predictions do not "
+                   "depend on it; default 20)")
+    p.add_argument("--run-from-params", action="store_true",
+                   help="in --backtest, treat all checkpoints of one size (params) as one run")
+    p.set_defaults(func=_mass)
+
+    s = sub.add_parser("mass-sim", help="write a simulated score store with planted per-item laws",
+                       description="Write a score store whose per-item correct and incorrect log-likelihoods follow "
+                       "known laws in log10 compute, one task per scenario: " + ", ".join(SCENARIOS) + ".")
+    s.add_argument("out", help="output store (.parquet or .csv)")
+    s.add_argument("--scenario", action="append", help="scenario (repeatable; default: all)")
+    s.add_argument("--family", default="sim")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_simulate)
