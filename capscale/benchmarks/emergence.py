@@ -146,11 +146,18 @@ def run(args: argparse.Namespace) -> int:
         a1.set_ylabel("cumulative wall time (s)")
         a1.legend(fontsize=8)
         a1.set_title(f"scan: {args.models} models x {args.items} items, B = {args.B}", fontsize=10)
-        a2.bar(["chain", "inputs", "analyse+BH+JSON", "peer (extrap.)"], [t_chain, t_inputs, t_scan, t_peer],
-               color=["C0", "C0", "C0", "C7"])
+        labels = ["chain", "inputs", "analyse\n+BH+JSON", "peer\n(extrap.)"]
+        pos = np.arange(4)
+        a2.bar(pos - 0.2, [t_chain, t_inputs, t_scan, t_peer], width=0.4, color=["C0", "C0", "C0", "C7"],
+               label="wall")
+        a2.bar(pos[:3] + 0.2, [c_chain, c_inputs, c_scan], width=0.4, color="C1", label="process CPU")
+        a2.set_xticks(pos)
+        a2.set_xticklabels(labels, fontsize=8)
         a2.set_yscale("log")
         a2.set_ylabel("seconds (log)")
-        a2.set_title(f"total {total:.1f} s vs peer {t_peer:.0f} s", fontsize=10)
+        a2.legend(fontsize=8)
+        a2.set_title(f"wall {total:.0f} s (load avg {os.getloadavg()[0]:.0f} on {os.cpu_count()} cores), "
+                     f"CPU {cpu:.0f} s; peer {t_peer:.0f} s", fontsize=9)
         fig.tight_layout()
         os.makedirs(os.path.dirname(os.path.abspath(args.figure)), exist_ok=True)
         fig.savefig(args.figure, dpi=110)

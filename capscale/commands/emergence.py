@@ -106,6 +106,23 @@ def _inputs(args: argparse.Namespace):
     return out, notes
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (recorded in every JSON)."""
+    parts = ["capscale emergence", str(args.input)]
+    if args.family:
+        parts.append(f"--family {args.family}")
+    parts.append("--all-tasks" if args.all_tasks else f"--task {args.task}")
+    parts.append(f"--out {args.out}")
+    defaults = {"format": "auto", "B": 2000, "seed": 0, "alpha": 0.05, "min_items": 20, "steps": "final",
+                "ties": "first"}
+    for k, v in defaults.items():
+        if getattr(args, k) != v:
+            parts.append(f"--{k.replace('_', '-')} {getattr(args, k)}")
+    if args.no_fdr:
+        parts.append("--no-fdr")
+    return " ".join(parts)
+
+
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -129,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     n_fig = 0
     for r in reports:
         r.setdefault("guards", []).extend(notes)
-        r["command"] = "capscale emergence " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+        r["command"] = _command(args)
         emergence.write_json(r, out / f"{emergence.safe_name(r['task'])}.json")
         if keep and (args.figures == "all" or r["verdict"] in ("METRIC_INDUCED", "GENUINE_TRANSITION_CANDIDATE")
                      or len(reports) <= 12):
