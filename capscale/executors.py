@@ -561,7 +561,9 @@ def run_ray(
     out_p.mkdir(parents=True, exist_ok=True)
     with ray_session(address, num_cpus=num_cpus, init_kwargs=init_kwargs) as ray:
         gpus = resolve_gpus_per_shard(ray, gpus_per_shard)
-        remote = ray.remote(_execute)
+        # max_calls=0: worker processes are reused across shards (Ray otherwise starts a fresh process for every
+        # GPU task, and each shard would import torch and load its checkpoint again).
+        remote = ray.remote(max_calls=0)(_execute)
         # Large or shared arguments go to the object store once, not once per shard.
         fn_ref, opt_ref, write_ref, check_ref = (ray.put(x) for x in (run_fn, options, write_fn, check_fn))
 
@@ -652,19 +654,40 @@ def _cached_model(ck: Any, options: Any) -> tuple[Any, Any]:
     return _WORKER_CACHE["model"]
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def _warm_up(threads: int | None) -> int:
+    """Import what a shard needs (torch, transformers, the scoring engine) in a Ray worker; returns its pid."""
+    _set_threads(threads)
+    import transformers  # noqa: F401
+
+    from . import evaluate, scoring  # noqa: F401
+
+    return os.getpid()
+
+
 @dataclass(frozen=True)
 class EvalShardRunner:
     """The shard function of ``capscale eval`` on a Ray worker: :func:`capscale.evaluate.run_shard`.
 
     ``built`` holds the tasks' items, built once on the driver (as the local executor does), so workers need
-    neither lm-eval's task index nor the task data: only the checkpoints. With ``write_from="driver"`` the shard is written into a worker-local temporary folder and its bytes are
-    handed back (nothing is left on the worker); with ``"worker"`` ``run_shard`` writes it into the store (a
-    shared file system). A worker process keeps its last checkpoint and the tasks it built, so consecutive
-    shards of one checkpoint load it once (as the local executor does).
+    neither lm-eval's task index nor the task data: only the checkpoints. With ``write_from="driver"`` the
+    shard is written into a worker-local temporary folder and its bytes are handed back (nothing is left on the
+    worker); with ``"worker"`` ``run_shard`` writes it into the store (a shared file system). A worker process
+    keeps its last checkpoint and the tasks it built, so consecutive shards of one checkpoint load it once (as
+    the local executor does). ``threads`` sets torch's intra-op threads (float32 sums over several threads can
+    differ in the last bits from sums over one, so matching the local run's count makes the stores identical).
     """
 
     write_from: str = "driver"
     built: dict[Any, Any] = field(default_factory=dict)
+    threads: int | None = None
 
     def __call__(self, shard: Any, options: Any) -> Any:
         import dataclasses
@@ -672,6 +695,7 @@ class EvalShardRunner:
 
         from . import evaluate as ev
 
+        _set_threads(self.threads)
         built = self.built.get(shard.task) or _cached_task(shard.task)
         model, tok = _cached_model(shard.checkpoint, options)
         if self.write_from == "worker":
@@ -709,13 +733,20 @@ class RayShardResult(ShardResult):
 def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any], None], *,
                  address: str | None = None, gpus_per_shard: float | None = None, cpus_per_shard: float = 1.0,
                  write_from: str = "driver", max_retries: int = 2, num_cpus: int | None = None,
-                 progress: bool | None = None, init_kwargs: dict[str, Any] | None = None) -> ExecutionReport:
+                 threads_per_shard: int | None = None, warm_up: bool = True, progress: bool | None = None,
+                 init_kwargs: dict[str, Any] | None = None) -> ExecutionReport:
     """The ``"ray"`` executor of :func:`capscale.evaluate.evaluate`: every shard one Ray task.
 
     Same signature as the local executor (``shards, options, on_result``) plus the Ray settings of
     :func:`run_ray`. ``gpus_per_shard`` defaults to 1 with ``device="cuda"`` and 0 on CPU. ``on_result``
     receives a ``ShardResult`` (with ``attempts``, ``attempt_errors`` and ``node`` added) for every shard as it
     is skipped, finishes or finally fails, so the run log is written as the run goes.
+
+    The Ray session is started (or joined) first; with ``warm_up`` one task per shard slot imports torch and
+    transformers on the workers while the driver builds the tasks' items. ``threads_per_shard`` (torch
+    intra-op threads in a shard; default: the driver's own ``torch.get_num_threads()``, i.e. what the local
+    executor uses on this machine) keeps float32 sums in the same order as a local run, so both executors write
+    byte-identical stores on the same machine.
 
     Returns
     -------
@@ -766,15 +797,34 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
 
     from .tasks import build_items
 
-    # Build every unfinished task's items here, once (task errors surface before any Ray task starts).
-    need = list(dict.fromkeys(s.task for s in shards if not s.done()))
-    built = {t: build_items(t) for t in tqdm(need, desc="building tasks", unit="task",
-                                             disable=not (options.progress and sys.stderr.isatty()))}
-    report = run_ray(shards, EvalShardRunner(write_from, built), options, shards[0].out_dir if shards else ".",
-                     shard_path=lambda s: s.path, shard_key=lambda s: s.key, address=address, num_cpus=num_cpus,
-                     gpus_per_shard=gpus_per_shard, cpus_per_shard=cpus_per_shard, max_retries=max_retries,
-                     write_from=write_from, done_fn=lambda p: Path(p).is_file(), on_outcome=to_result,
-                     progress=options.progress if progress is None else progress, init_kwargs=init_kwargs)
+    if threads_per_shard is None:
+        import torch
+
+        threads_per_shard = torch.get_num_threads()
+    todo = [s for s in shards if not s.done()]
+    warm_refs: list[Any] = []  # held until the run ends; nothing waits on them
+    with contextlib.ExitStack() as stack:
+        if todo:
+            ray = stack.enter_context(ray_session(address, num_cpus=num_cpus, init_kwargs=init_kwargs))
+            gpus = resolve_gpus_per_shard(ray, gpus_per_shard)
+            if warm_up:
+                res = ray.cluster_resources()
+                slots = int(res.get("CPU", 1) // cpus_per_shard) if cpus_per_shard > 0 else len(todo)
+                if gpus > 0:
+                    slots = min(slots, int(res.get("GPU", 0) // gpus))
+                warm = ray.remote(max_calls=0)(_warm_up).options(num_cpus=cpus_per_shard, num_gpus=gpus,
+                                                                 name="capscale-warm-up")
+                warm_refs += [warm.remote(threads_per_shard) for _ in range(max(1, min(slots, len(todo))))]
+        # Build every unfinished task's items here, once (task errors surface before any shard starts).
+        need = list(dict.fromkeys(s.task for s in todo))
+        built = {t: build_items(t) for t in tqdm(need, desc="building tasks", unit="task",
+                                                 disable=not (options.progress and sys.stderr.isatty()))}
+        report = run_ray(shards, EvalShardRunner(write_from, built, threads_per_shard), options,
+                         shards[0].out_dir if shards else ".", shard_path=lambda s: s.path,
+                         shard_key=lambda s: s.key, address=address, num_cpus=num_cpus,
+                         gpus_per_shard=gpus_per_shard, cpus_per_shard=cpus_per_shard, max_retries=max_retries,
+                         write_from=write_from, done_fn=lambda p: Path(p).is_file(), on_outcome=to_result,
+                         progress=options.progress if progress is None else progress, init_kwargs=init_kwargs)
     if report.failed:
         raise ev.EvalError(report.summary())
     if report.retried:

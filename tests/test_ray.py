@@ -232,31 +232,15 @@ def test_infeasible_gpu_request_is_an_error(ray_local, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- capscale eval
 
-TASK_YAML = ("task: {name}\noutput_type: multiple_choice\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-             "    test: {name}.jsonl\ntest_split: test\ndoc_to_text: \"{{{{context}}}}\"\n"
-             "doc_to_choice: \"{{{{choices}}}}\"\ndoc_to_target: \"{{{{gold}}}}\"\ntarget_delimiter: \" \"\n"
-             "metadata:\n  version: 1.0\n")
+TASKS = "bench_colour,bench_size"
 
 
 @pytest.fixture(scope="module")
 def eval_setup(tmp_path_factory):
-    """8 tiny random-init checkpoints (2 layers, hidden 32) and 2 include-path tasks of 4 items."""
-    from helpers_models import save_tiny_checkpoint
+    """8 tiny random-init checkpoints (GPT-NeoX, 2 layers, hidden 32) and 2 include-path tasks of 4 items."""
+    from capscale.benchmarks.ray_executor import make_setup
 
-    root = tmp_path_factory.mktemp("rayfam")
-    lines = ["family: tiny", "checkpoints:"]
-    for i in range(8):
-        save_tiny_checkpoint(root / f"m{i:02d}", seed=i)
-        lines.append(f"  - {{path: m{i:02d}, model_id: m{i:02d}, params: {60000 + i}, tokens: {10**6 * (i + 1)}}}")
-    (root / "family.yaml").write_text("\n".join(lines) + "\n")
-    tasks = root / "tasks"
-    tasks.mkdir()
-    for name, noun in (("colour", "colour"), ("shape", "shape")):
-        recs = [{"doc_id": i, "context": f"Item {i} has the {noun}", "choices": ["red", "blue", "light green"],
-                 "gold": i % 3} for i in range(4)]
-        (tasks / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-        (tasks / f"{name}.yaml").write_text(TASK_YAML.format(name=name))
-    return root / "family.yaml", tasks
+    return make_setup(tmp_path_factory.mktemp("rayfam"), n_checkpoints=8, n_items=4, hidden=32)
 
 
 @pytest.fixture
@@ -299,24 +283,24 @@ def test_eval_ray_with_killed_worker_gives_local_store(ray_local, eval_setup, tm
 
     family, tasks = eval_setup
     opts = EvalOptions(progress=False, batch_size=4)
-    local = evaluate(family, "colour,shape", tmp_path / "local", include_path=tasks, options=opts)
+    local = evaluate(family, TASKS, tmp_path / "local", include_path=tasks, options=opts)
     assert len(local) == 16 and all(r.status == "done" for r in local)
 
     killed: list[int] = []
-    th = kill_when_running("capscale-shard m00/colour", killed)
-    res = evaluate(family, "colour,shape", tmp_path / "ray", include_path=tasks, options=opts, executor="ray",
-                   executor_options={"max_retries": 2})
+    th = kill_when_running("capscale-shard m00/bench_colour", killed)
+    res = evaluate(family, TASKS, tmp_path / "ray", include_path=tasks, options=opts, executor="ray",
+                   executor_options={"max_retries": 2, "warm_up": False})  # slow first shard: easy to catch
     th.join(timeout=5)
-    assert killed, "the worker running m00/colour was never seen"
+    assert killed, "the worker running m00/bench_colour was never seen"
     assert len(res) == 16 and all(r.status == "done" for r in res)
     by_key = {f"{r.model_id}/{r.task}": r for r in res}
-    victim = by_key["m00/colour"]
+    victim = by_key["m00/bench_colour"]
     assert victim.attempts == 2 and len(victim.attempt_errors) == 1
     assert "WorkerCrashedError" in victim.attempt_errors[0]
-    assert "retried m00/colour: done after 2 attempts" in caplog.text
+    assert "retried m00/bench_colour: done after 2 attempts" in caplog.text
     log = json.loads((tmp_path / "ray" / RUN_LOG).read_text())["runs"][-1]
     assert log["status"] == "done" and log["executor"] == "ray"
-    entry = next(s for s in log["shards"] if (s["model_id"], s["task"]) == ("m00", "colour"))
+    entry = next(s for s in log["shards"] if (s["model_id"], s["task"]) == ("m00", "bench_colour"))
     assert entry["attempts"] == 2 and "WorkerCrashedError" in entry["attempt_errors"][0]
 
     assert_same_store(tmp_path / "local", tmp_path / "ray")
@@ -331,12 +315,12 @@ def test_eval_cli_ray_worker_writes_skips_finished(ray_local, eval_setup, tmp_pa
     from capscale.cli import main
 
     family, tasks = eval_setup
-    base = ["eval", "--family", str(family), "--tasks", "colour,shape", "--include-path", str(tasks),
+    base = ["eval", "--family", str(family), "--tasks", TASKS, "--include-path", str(tasks),
             "--model-id", "m01", "--model-id", "m02", "--batch-size", "4", "--no-progress"]
     assert main([*base, "--out", str(tmp_path / "local")]) == 0
     out = tmp_path / "ray"
     out.mkdir()
-    shutil.copy(tmp_path / "local" / "m01__colour.parquet", out)  # finished before: skipped
+    shutil.copy(tmp_path / "local" / "m01__bench_colour.parquet", out)  # finished before: skipped
     capsys.readouterr()
     assert main([*base, "--out", str(out), "--executor", "ray", "--write-from", "worker"]) == 0
     text = capsys.readouterr().out
@@ -345,7 +329,7 @@ def test_eval_cli_ray_worker_writes_skips_finished(ray_local, eval_setup, tmp_pa
     # Ray-only flags with the local executor, and a GPU request a CPU-only cluster cannot meet
     assert main([*base, "--out", str(out), "--address", "auto"]) == 2
     assert "only apply to --executor ray" in capsys.readouterr().err
-    (out / "m02__shape.parquet").unlink()
+    (out / "m02__bench_size.parquet").unlink()
     assert main([*base, "--out", str(out), "--executor", "ray", "--gpus-per-shard", "1"]) == 2
     assert "cannot be met" in capsys.readouterr().err
 

@@ -1,0 +1,161 @@
+"""Ray executor driver overhead: ``capscale eval --executor ray`` vs ``--executor local``, wall time.
+
+Builds N tiny random-init checkpoints (GPT-NeoX, 2 layers, hidden 32, a BPE tokenizer trained on the fly; no
+download) and two multiple-choice tasks (lm-eval include-path YAML + JSONL, ``--items`` items of 4 choices),
+then times ``capscale eval`` on them with each executor, each run a fresh process (cold imports and, for Ray,
+starting a local Ray instance with all this machine's cores count in its wall time), alternating the executors
+``--repeats`` times into fresh stores. It checks that every store is complete and that the Ray stores are
+byte-identical to the local one, and reports the median wall time of each executor and their ratio (issue 8
+target: Ray <= 1.5x local for 8 checkpoints x 2 tasks on 2 cores).
+
+The machine's load average is printed beside every run: on a shared machine the timings move with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TASK_YAML = ("task: {name}\noutput_type: multiple_choice\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+             "    test: {name}.jsonl\ntest_split: test\ndoc_to_text: \"{{{{context}}}}\"\n"
+             "doc_to_choice: \"{{{{choices}}}}\"\ndoc_to_target: \"{{{{gold}}}}\"\ntarget_delimiter: \" \"\n"
+             "metadata:\n  version: 1.0\n")
+_WORDS = ["red", "blue", "green", "yellow", "round", "square", "small", "large", "light", "heavy", "warm", "cold"]
+
+
+def make_setup(root: Path, n_checkpoints: int, n_items: int, *, hidden: int = 32) -> tuple[Path, Path]:
+    """Write ``n_checkpoints`` tiny checkpoints, a family spec and two tasks under ``root``.
+
+    Returns
+    -------
+    (Path, Path)
+        The family spec and the task folder (for ``--include-path``).
+    """
+    from .scoring import random_model, train_bpe_tokenizer
+
+    tok = train_bpe_tokenizer(vocab_size=600)
+    lines = ["family: tiny", "checkpoints:"]
+    for i in range(n_checkpoints):
+        model = random_model("pythia-tiny", vocab_size=len(tok), seed=i, hidden_size=hidden,
+                             intermediate_size=2 * hidden)
+        path = root / f"m{i:02d}"
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        params = sum(p.numel() for p in model.parameters())
+        lines.append(f"  - {{path: m{i:02d}, model_id: m{i:02d}, params: {params}, tokens: {10**6 * 2**i}}}")
+    spec = root / "family.yaml"
+    spec.write_text("\n".join(lines) + "\n")
+    tasks = root / "tasks"
+    tasks.mkdir(exist_ok=True)
+    for t, noun in (("bench_colour", "colour"), ("bench_size", "size")):
+        recs = []
+        for d in range(n_items):
+            choices = [_WORDS[(d + j * 3) % len(_WORDS)] + ("" if j < 3 else " one") for j in range(4)]
+            recs.append({"doc_id": d, "context": f"Question {d}: the {noun} of object {d} is",
+                         "choices": choices, "gold": d % 4})
+        (tasks / f"{t}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (tasks / f"{t}.yaml").write_text(TASK_YAML.format(name=t))
+    return spec, tasks
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return wall, p.stdout + p.stderr
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoints", type=int, default=8, help="tiny checkpoints (default 8)")
+    p.add_argument("--items", type=int, default=40, help="items per task (default 40; 2 tasks)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each executor, alternating (default 3)")
+    p.add_argument("--write-from", default="driver", choices=["driver", "worker"], help="Ray write mode")
+    p.add_argument("--out", default=None, help="also write the report to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import store
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+    exe = [sys.executable, "-m", "capscale.cli"]
+    with tempfile.TemporaryDirectory(prefix="capscale-bench-ray-") as tmp:
+        root = Path(tmp)
+        env["HF_DATASETS_CACHE"] = str(root / "hf_datasets")
+        spec, tasks = make_setup(root, args.checkpoints, args.items)
+        base = [*exe, "eval", "--family", str(spec), "--tasks", "bench_colour,bench_size", "--include-path",
+                str(tasks), "--batch-size", "auto", "--no-progress"]
+        walls: dict[str, list[float]] = {"local": [], "ray": []}
+        runs = []
+        for r in range(args.repeats):
+            for ex in ("local", "ray"):
+                out = root / f"store-{ex}-{r}"
+                cmd = [*base, "--out", str(out), "--executor", ex]
+                if ex == "ray":
+                    cmd += ["--write-from", args.write_from]
+                load0 = os.getloadavg()[0]
+                wall, _ = _run(cmd, env)
+                walls[ex].append(wall)
+                runs.append(f"run {r + 1} {ex:5s}: {wall:6.1f} s  (load average before {load0:.1f}, "
+                            f"after {os.getloadavg()[0]:.1f})")
+                print(runs[-1], flush=True)
+        # every store complete; Ray's byte-identical to local's
+        ref = root / "store-local-0"
+        names = sorted(p.name for p in ref.glob("*.parquet"))
+        expected = args.checkpoints * 2
+        identical = True
+        for r in range(args.repeats):
+            for ex in ("local", "ray"):
+                d = root / f"store-{ex}-{r}"
+                got = sorted(p.name for p in d.glob("*.parquet"))
+                if len(got) != expected or got != names:
+                    raise RuntimeError(f"{d}: {len(got)} shards, expected {expected}")
+                identical &= all((d / n).read_bytes() == (ref / n).read_bytes() for n in names)
+        rows = len(store.read(ref))
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    ratio = med["ray"] / med["local"]
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:  # pragma: no cover
+        ray_version = "not installed"
+    import torch
+
+    lines = [
+        "# capscale bench ray_executor",
+        f"# command: capscale bench ray_executor --checkpoints {args.checkpoints} --items {args.items} "
+        f"--repeats {args.repeats} --write-from {args.write_from}",
+        f"# machine: {platform.machine()} cores={os.cpu_count()} python={platform.python_version()} "
+        f"torch={torch.__version__} ray={ray_version}; shared machine, load average shown per run",
+        f"# setup: {args.checkpoints} tiny random-init GPT-NeoX checkpoints (2 layers, hidden 32) x 2 tasks x "
+        f"{args.items} items x 4 choices = {rows} store rows; each run a fresh `capscale eval` process "
+        "(--executor ray starts a local Ray instance with all cores: wall includes Ray start-up)",
+        *runs,
+        f"median wall: local {med['local']:.1f} s, ray {med['ray']:.1f} s; ray/local = {ratio:.2f}",
+        f"stores complete ({expected} shards each); ray stores byte-identical to local: {identical}",
+        f"target (ray <= 1.5x local): {'met' if ratio <= 1.5 else 'NOT met'}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    ap = argparse.ArgumentParser(description=__doc__)
+    add_arguments(ap)
+    sys.exit(run(ap.parse_args()))
