@@ -13,6 +13,7 @@ BENCHMARKS = [
     "chain",
     "scoring",
     "emergence",
+    "ray_executor",
 ]
 
 
