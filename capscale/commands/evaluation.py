@@ -72,7 +72,7 @@ def _eval(args: argparse.Namespace) -> int:
     skipped = [r for r in results if r.status == "skipped"]
     excl = sum(r.n_excluded for r in done)
     print(f"{args.out}: {len(done)} shard(s) written, {len(skipped)} already finished (skipped)"
-          + (f", {excl} item(s) excluded (see run_log.json)" if excl else ""))
+          + (f", {excl} item(s) excluded" if excl else "") + f"; run log {args.out}/run_log.json")
     for r in skipped:
         if r.note:
             print(f"  warning: {r.note}", file=sys.stderr)
