@@ -104,9 +104,9 @@ def test_vectorised_tau_b_matches_scipy(y):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=3, max_size=9))
+@given(st.lists(st.integers(-50, 50), min_size=3, max_size=9))
 def test_breakthroughness_bounds_and_affine_invariance(y):
-    y = np.asarray(y)
+    y = np.asarray(y, dtype=float) / 10  # exact after the affine map: no rounding-made ties
     n = len(y)
     L = stats.linearity(y)
     assert abs(L) <= (n - 1) + 1e-9
