@@ -255,6 +255,8 @@ def test_tied_compute_becomes_seeds():
     assert ti.n_models == 6 and "+" in ti.model_ids[2]
     r = em.analyse(ti, B=200)
     assert r["n_models"] == 6 and any("tied compute" in g for g in r["guards"])
+    assert r["seed_variance"]["n_seeds"] == [1, 1, 2, 1, 1, 1]
+    assert r["seed_variance"]["acc"][2] == 0.0 and r["seed_variance"]["acc"][0] is None  # identical seeds
 
 
 def test_nan_scores_and_too_few_items_and_missing_metrics():

@@ -62,9 +62,10 @@ Where this implementation deviates from emergence.md §9, and why
   from the reported standard errors (conservative for steps). Per-item τ, crossing points, PassUntil, Wilson
   CIs and every continuous metric except ``logp_vocab`` from a perplexity are unavailable and listed under
   ``not_computed``.
-* **Seeds**: tied compute is averaged per size and resampled hierarchically (seeds, then items); seed variance
-  itself is not reported separately.
-* The loss view (§9.4-H) and plots P3, P8, P9 are not implemented (no ``val_loss`` in the score store).
+* **Seeds**: tied compute is averaged per size and resampled hierarchically (seeds, then items); the seed SD of
+  every aggregate is reported per size under ``seed_variance``.
+* The loss view (§9.4-H) and plots P8, P9 are not implemented (no ``val_loss`` in the score store); P1–P7 and
+  P10 are (:mod:`capscale.emergence.plots`).
 """
 
 from __future__ import annotations

@@ -617,6 +617,16 @@ def analyse(ti: TaskInput, *, B: int = 2000, seed: int = 0, alpha: float = 0.05,
         for k, v in ti.items.items():
             per_item_g[k] = np.stack([v[ti.group == g].mean(axis=0) for g in range(n)]) \
                 if len(ti.group) != n else v
+    if ti.items and len(ti.group) != n:
+        # several seeds per size: seed SD of each aggregate, reported separately from the bootstrap (§9.3)
+        sv: dict = {"n_seeds": [int((ti.group == g).sum()) for g in range(n)]}
+        for k, v in ti.items.items():
+            means = v.mean(axis=1)
+            sv[k] = [float(means[ti.group == g].std(ddof=1)) if (ti.group == g).sum() > 1 else None
+                     for g in range(n)]
+        rep["seed_variance"] = sv
+        caveats.append("several seeds per size: hierarchical bootstrap (seeds within size, then items); "
+                       "seed SD per size under 'seed_variance'")
     metrics: dict = {}
     for m in METRIC_ORDER:
         key = "log_pu" if m == "p_vocab" else m

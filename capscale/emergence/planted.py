@@ -11,7 +11,8 @@
 * ``"flat"``: x* uniform over the range widened by a quarter on each side, so accuracy rises
   roughly linearly (smooth).
 
-The gold's log-likelihood ``logp_vocab`` follows a smooth power law in compute (nats); the best
+Below its crossing point an item's margin is negative for every model, so accuracy starts at 0, not at
+chance 1/K (like exact-match scoring in the Mirage toy model). The gold's log-likelihood ``logp_vocab`` follows a smooth power law in compute (nats); the best
 distractor sits ``margin`` below it and the others at fixed per-item gaps below that.
 """
 

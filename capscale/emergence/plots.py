@@ -1,4 +1,4 @@
-"""Figures of the emergence report (emergence.md §9.6): P1, P2, P4, P5, P6, P7.
+"""Figures of the emergence report (emergence.md §9.6): P1–P7 and P10 (P8 forest and P9 loss view are not drawn).
 
 :func:`plot_report` takes a report made with ``analyse(..., keep_curves=True)`` and writes PNGs named
 ``<stem>_<figure>.png``. Figures that need per-item data are skipped for aggregate-only input.
@@ -89,6 +89,55 @@ def plot_latent(rep: dict, per_item: dict, path: Path) -> Path | None:
     ax.set_xlabel("log10 compute (FLOPs)")
     ax.set_ylabel(f"per-item {lat} (nats)")
     ax.set_title(f"P2 latent distribution (area above 0 = accuracy): {rep['task']}", fontsize=10)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_trajectories(rep: dict, per_item: dict, path: Path, n: int = 50) -> Path | None:
+    """P3: ~50 random items' logp_vocab, p_choices and acc vs log10 C."""
+    ms = [m for m in ("logp_vocab", "p_choices", "acc") if m in per_item]
+    if not ms:
+        return None
+    plt = _plt()
+    x = np.asarray(rep["x"])
+    n_items = per_item[ms[0]].shape[1]
+    pick = np.random.default_rng(0).choice(n_items, size=min(n, n_items), replace=False)
+    fig, axes = plt.subplots(1, len(ms), figsize=(4.2 * len(ms), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], ms):
+        Y = per_item[m][:, pick]
+        jitter = 0.02 * np.random.default_rng(1).standard_normal(Y.shape) if m == "acc" else 0.0
+        ax.plot(x, Y + jitter, "-", lw=0.7, alpha=0.5)
+        ax.set_title(f"P3 {m} ({len(pick)} random items)", fontsize=9)
+        ax.set_xlabel("log10 compute (FLOPs)")
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_resolution(rep: dict, path: Path) -> Path | None:
+    """P10: per-model accuracy with Wilson CIs, chance, and the detection scale per metric."""
+    res = rep.get("resolution")
+    if not res:
+        return None
+    plt = _plt()
+    x = np.asarray(rep["x"])
+    acc = np.asarray(rep["metrics"]["acc"]["y"])
+    lo, hi = (np.asarray(v) for v in res["wilson_ci"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.errorbar(x, acc, yerr=[np.maximum(acc - lo, 0), np.maximum(hi - acc, 0)], fmt="o", color="C0", capsize=3, label="acc (Wilson 95 %)")
+    if res.get("chance") is not None:
+        ax.axhline(res["chance"], color="grey", ls="--", lw=1, label="chance")
+    for j, (m, d) in enumerate(rep["metrics"].items()):
+        if d.get("detect_x") is not None:
+            ax.axvline(d["detect_x"], color=f"C{j + 1}", lw=1, alpha=0.7, label=f"detect {m}")
+    ax.set_xlabel("log10 compute (FLOPs)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title(f"P10 resolution: 1/n_items = {res['resolution_1_over_n']:.4f}, min detectable lift "
+                 f"{_fmt(res.get('min_detectable_lift'), '.3f')}", fontsize=9)
     fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)
@@ -237,8 +286,10 @@ def plot_report(rep: dict, out_dir: str | os.PathLike, stem: str | None = None) 
         per_item = rep.get("_per_item")
         if per_item:
             paths.append(plot_latent(rep, per_item, out_dir / f"{stem}_P2_latent.png"))
+            paths.append(plot_trajectories(rep, per_item, out_dir / f"{stem}_P3_trajectories.png"))
             paths.append(plot_item_tau(rep, per_item, out_dir / f"{stem}_P4_item_tau.png"))
         paths.append(plot_crossing(rep, out_dir / f"{stem}_P5_crossing.png"))
         paths.append(plot_fits(rep, rep.get("_replicates") or {}, out_dir / f"{stem}_P6_fits.png"))
         paths.append(plot_passuntil(rep, out_dir / f"{stem}_P7_passuntil.png"))
+        paths.append(plot_resolution(rep, out_dir / f"{stem}_P10_resolution.png"))
     return [p for p in paths if p is not None]
