@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "capscale.commands.emergence",  # emergence
     "capscale.commands.mass",  # mass, mass-sim
     "capscale.commands.ladder",  # ladder train|export, synthetic generate
+    "capscale.commands.laws",  # fit, predict, backtest, data fetch
 ]
 
 
