@@ -181,6 +181,8 @@ def test_planted_linear_latent_is_metric_induced(planted_reports):
     cp = r["crossing_points"]
     assert cp["iqr_dec"] < 0.6 and cp["frac_nonimproving"] < 0.01 and cp["implied_inside_band"]
     assert r["decision"]["sharp_a"]
+    assert r["per_item_tau_ordering"]["holds"]  # logp_vocab >= p_choices >= -Brier >= acc (Schaeffer 2024)
+    assert r["detection"]["hidden_progress_dec"] is not None
 
 
 def test_planted_slope_change_is_genuine(planted_reports):

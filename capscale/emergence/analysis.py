@@ -641,6 +641,19 @@ def analyse(ti: TaskInput, *, B: int = 2000, seed: int = 0, alpha: float = 0.05,
     rep["metrics"] = metrics
     rep["decision_metric"] = next((m for m in ("acc", "acc_norm", "exact_match_greedy") if m in metrics), None)
     rep["continuous_metric"] = next((m for m in ("choice_logodds", "logp_vocab") if m in metrics), None)
+    # detection scales: "hidden progress" = how many decades earlier the continuous metric leaves chance (§9.4-F)
+    Dm, Km = rep["decision_metric"], rep["continuous_metric"]
+    dxD = metrics.get(Dm, {}).get("detect_x") if Dm else None
+    dxK = metrics.get(Km, {}).get("detect_x") if Km else None
+    rep["detection"] = {"D": Dm, "K": Km, "detect_x_D": dxD, "detect_x_K": dxK,
+                        "hidden_progress_dec": (dxD - dxK) if dxD is not None and dxK is not None else None}
+    # per-item τ ordering of the chain (§9.4-B): logp_vocab ≥ p_choices ≥ −Brier ≥ acc expected
+    order = [m for m in ("logp_vocab", "p_choices", "neg_brier", "acc") if (metrics.get(m, {}).get("per_item_tau") or {})
+             .get("mean") is not None]
+    if len(order) >= 2:
+        means = [metrics[m]["per_item_tau"]["mean"] for m in order]
+        rep["per_item_tau_ordering"] = {"metrics": order, "mean_tau": means,
+                                        "holds": bool(all(a >= b for a, b in zip(means, means[1:])))}
     # PassUntil
     if "log_pu" in reps:
         rep["passuntil"] = _passuntil(x, reps["log_pu"], alpha)
