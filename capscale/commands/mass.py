@@ -69,6 +69,8 @@ def _mass(args: argparse.Namespace) -> int:
     df = df[df["task"].isin(tasks)]
     if args.final_only and "step" in df.columns:
         df = _final_checkpoints(df)
+    if args.skip_first:
+        df = _skip_first(df, args.skip_first)
     cfg = mass.MassConfig(n_draws=args.draws, seed=args.seed, allow_saturating=not args.linear_only)
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -133,7 +135,7 @@ def _mass(args: argparse.Namespace) -> int:
     _write_csv(cov_df, os.path.join(out, "mass_covariation.csv"))
     if args.backtest:
         methods = ["mass"] + [m for m in args.backtest.split(",") if m and m != "mass"]
-        bt = _backtest(df, tasks, methods, fam, args)
+        bt = (_backtest_tokens if args.backtest_axis == "tokens" else _backtest)(df, tasks, methods, fam, args)
         _write_csv(bt, os.path.join(out, "mass_backtest.csv"))
         summary["backtest"] = _backtest_summary(bt)
         _write_text(os.path.join(out, "mass_backtest.md"), _backtest_markdown(bt, fam, args))
@@ -161,6 +163,62 @@ def _final_checkpoints(df):
     m = df[["model_id", "params", "tokens", "step"]].drop_duplicates("model_id")
     last = m.sort_values(["params", "tokens", "step"]).groupby("params").tail(1)["model_id"]
     return df[df["model_id"].isin(set(last))]
+
+
+def _skip_first(df, n: int):
+    """Drop the ``n`` earliest checkpoints (by tokens) of every model size (params)."""
+    m = df[["model_id", "params", "tokens"]].drop_duplicates("model_id").sort_values(["params", "tokens"])
+    keep = m.groupby("params").apply(lambda g: g.iloc[n:], include_groups=False)["model_id"]
+    return df[df["model_id"].isin(set(keep))]
+
+
+def _backtest_tokens(df, tasks, methods, fam, args):
+    """Data-scaling backtest: within each model size, hold out the checkpoint with the most tokens."""
+    import math
+    import time
+    import warnings
+
+    import pandas as pd
+
+    from .. import chain, datasets, laws, predict
+
+    rows = []
+    for p, g in df.groupby("params"):
+        ids = g.drop_duplicates("model_id").sort_values(["tokens", "model_id"])["model_id"].tolist()
+        if len(ids) < 4:
+            _log(f"backtest: size N={p} has {len(ids)} checkpoint(s); need 4 (3 to fit), skipped")
+            continue
+        train, held = ids[:-1], ids[-1]
+        lad = datasets.ladder_from_store(g)
+        ltr = lad[lad["model_id"].isin(train)]
+        gtr = g[g["model_id"].isin(train)]
+        hd = g[g["model_id"] == held]
+        items = chain.compute(hd)
+        tokens = float(hd["tokens"].iloc[0])
+        for t in tasks:
+            actual = float(items.loc[items["task"] == t, "acc"].mean())
+            for m in methods:
+                t0 = time.time()
+                base = {"task": t, "method": m, "heldout_model": held, "size_params": int(p), "actual": actual}
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        kw = {"bootstrap": args.baseline_bootstrap} if m != "mass" else {"seed": args.seed,
+                                                                                     "n_draws": args.draws}
+                        pr = predict.get_method(m, **kw).fit(ltr, t, metric="acc", store=gtr if m == "mass" else None)
+                        pp = pr.predict(float(p), tokens)
+                    rows.append(base | {"predicted": pp.value, "abs_err": abs(pp.value - actual), "lower": pp.lower,
+                                        "upper": pp.upper, "covered": bool(pp.lower <= actual <= pp.upper),
+                                        "error": "", "seconds": round(time.time() - t0, 1)})
+                except (predict.MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError) as e:
+                    rows.append(base | {"predicted": math.nan, "abs_err": math.nan, "lower": math.nan,
+                                        "upper": math.nan, "covered": None, "error": f"{type(e).__name__}: {e}"[:200],
+                                        "seconds": round(time.time() - t0, 1)})
+    out = pd.DataFrame(rows)
+    if len(out):
+        # one "task" per (size, task) pair in the summary tables
+        out["task"] = out["task"] + " @N=" + out["size_params"].astype(str)
+    return out
 
 
 def _pred_row(task, fam, mi, m, x, kind, pr, obs) -> dict:
@@ -316,6 +374,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline-bootstrap", type=int, default=20,
                    help="bootstrap resamples of the other methods in --backtest (their point predictions do not "
                    "depend on it; default 20)")
+    p.add_argument("--backtest-axis", choices=["params", "tokens"], default="params",
+                   help="params (default): hold out the largest model size; tokens: within each size, hold out the "
+                   "checkpoint with the most tokens (a data-scaling family per size)")
+    p.add_argument("--skip-first", type=int, default=0, metavar="N",
+                   help="drop the N earliest checkpoints of every size (warm-up) before fitting")
     p.add_argument("--run-from-params", action="store_true",
                    help="in --backtest, treat all checkpoints of one size (params) as one run")
     p.set_defaults(func=_mass)
