@@ -381,3 +381,27 @@ def test_pythia_evals_scan(shared_data):
     for r in out:
         assert r["n_models"] == 8 and r["verdict"] in em.VERDICTS and r["metrics"]["acc"]["ci"] is not None
     assert out[0]["continuous_metric"] == "logp_vocab"  # from LAMBADA's perplexity
+
+
+@pytest.mark.shared_data
+def test_pythia_all_tasks_reader(shared_data):
+    from capscale.emergence.pythia import load_pythia_tasks
+
+    path = shared_data / "pythia-evals"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    lad, skipped = load_pythia_tasks(path, shots=5)
+    assert lad["task"].nunique() == 65  # 8 tasks + 57 MMLU subjects, no crows_pairs in five-shot files
+    assert lad["stderr"].notna().all() and skipped["files_other_shots"] == 0
+    final = lad[(lad["step"] == 143000) & (lad["family"] == "pythia-deduped")]
+    assert final["run"].nunique() == 8
+    ti = em.from_ladder(lad, "pythia-deduped", "hendrycksTest-anatomy", chance={"acc": 0.25})
+    assert ti.n_models == 8 and set(ti.agg) == {"acc", "acc_norm"}
+
+
+def test_constant_accuracy_is_smooth_not_an_error():
+    x = np.linspace(20, 23, 6)
+    acc = np.tile((np.arange(40) % 4 == 0).astype(float), (6, 1))  # every model scores exactly 0.25
+    r = em.analyse(em.from_arrays("c", "f", [f"m{i}" for i in range(6)], 10**x, {"acc": acc},
+                                  n_choices=np.full(40, 4)), B=100)
+    assert r["verdict"] == "SMOOTH" and "constant" in r["reasons"][0]

@@ -80,6 +80,12 @@ def _inputs(args: argparse.Namespace):
 
         ladder = attach_stderr(ladder, pythia_stderr(path))
         notes.append("Pythia: datasets.load_pythia_evals(params='non_embedding') + stderr from the JSONs")
+    elif fmt == "pythia-all":
+        from ..emergence.pythia import load_pythia_tasks
+
+        ladder, skipped = load_pythia_tasks(path, shots=args.shots)
+        notes.append(f"Pythia, every accuracy task of the {args.shots}-shot files (capscale.emergence.pythia."
+                     f"load_pythia_tasks, non-embedding N); skipped: {skipped}")
     elif fmt == "olmo-ladder":
         ladder = datasets.load_olmo_ladder(path)
     elif fmt == "ladder":
@@ -99,7 +105,7 @@ def _inputs(args: argparse.Namespace):
     out = []
     for t in want:
         ch = {}
-        if fmt in ("pythia-evals", "olmo-ladder") or t in datasets.CHANCE:
+        if fmt in ("pythia-evals", "pythia-all", "olmo-ladder") or t in datasets.CHANCE:
             c = datasets.chance_of(t)
             ch = {"acc": c, "acc_norm": c, "acc_bytes": c, "p_choices": c}
         out.append(emergence.from_ladder(sub, fam, t, steps=args.steps, chance=ch))
@@ -113,7 +119,7 @@ def _command(args: argparse.Namespace) -> str:
         parts.append(f"--family {args.family}")
     parts.append("--all-tasks" if args.all_tasks else f"--task {args.task}")
     parts.append(f"--out {args.out}")
-    defaults = {"format": "auto", "B": 2000, "seed": 0, "alpha": 0.05, "min_items": 20, "steps": "final",
+    defaults = {"format": "auto", "shots": 0, "B": 2000, "seed": 0, "alpha": 0.05, "min_items": 20, "steps": "final",
                 "ties": "first"}
     for k, v in defaults.items():
         if getattr(args, k) != v:
@@ -174,7 +180,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--task", help="one task")
     g.add_argument("--all-tasks", action="store_true", help="every task of the family (BH control across them)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", default="auto", choices=["auto", "store", "ladder", "pythia-evals", "olmo-ladder"])
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "store", "ladder", "pythia-evals", "pythia-all", "olmo-ladder"],
+                   help="pythia-evals: the shared loader's 9 zero-shot tasks (MMLU averaged); pythia-all: every "
+                   "accuracy task incl. the 57 MMLU subjects, of the --shots files")
+    p.add_argument("--shots", type=int, choices=[0, 5], default=0, help="pythia-all: zero- or five-shot files")
     p.add_argument("--B", type=int, default=2000, help="bootstrap replicates (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=0.05)

@@ -424,6 +424,13 @@ def _passuntil(x: np.ndarray, log_pu: np.ndarray, alpha: float) -> dict:
 # decision procedure
 
 
+def _n(v, spec: str) -> str:
+    """Format a number for a reason string; None/NaN as 'n/a'."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "n/a"
+    return format(v, spec)
+
+
 def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[str, list[str], dict]:
     """Verdict of §9.5 from a report's metric blocks; returns (verdict, reasons, components).
 
@@ -440,7 +447,7 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
     if n < cfg["min_models_sig"]:
         return "INSUFFICIENT_DATA", [f"n_models = {n} < {cfg['min_models_sig']}: no significance claim possible "
                                      f"(a perfectly monotone curve has Kendall p = 2/n! = "
-                                     f"{_st.factorial_p(n):.4f})"], comp
+                                     f"{_n(_st.factorial_p(n), '.4f')})"], comp
     if D is None:
         return "INSUFFICIENT_DATA", ["no discrete metric (acc, acc_norm, exact match) available"], comp
     d = M[D]
@@ -451,19 +458,21 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
     for m in [D] + ([K] if K else []):
         mm = M[m]
         if mm.get("tau_model") is not None and mm["tau_model"] < 0:
-            inv.append(f"tau_model({m}) = {mm['tau_model']:.3f} < 0")
+            inv.append(f"tau_model({m}) = {_n(mm['tau_model'], '.3f')} < 0")
         if mm.get("significant_drops"):
             steps = [f"{rep['models'][i]}->{rep['models'][i + 1]}" for i in mm["significant_drops"]]
             inv.append(f"significant drop(s) in {m} (bootstrap CI of Δy below 0): {steps}")
     if inv:
         return "INVERSE_OR_NONMONOTONE", inv, comp
+    if d.get("J_ex") is None:
+        return "SMOOTH", [f"{D} does not change across the models (constant curve): nothing sharp to explain"], comp
     jci = d.get("J_ex_ci")
     if jci is None:
         return "INSUFFICIENT_DATA", ["no bootstrap replicates (too few items or B = 0): no CI for J_ex"], comp
     width = jci[1] - jci[0]
     comp["J_ex_ci_width"] = width
     if width > cfg["jex_ci_width_max"]:
-        return "INSUFFICIENT_DATA", [f"CI width of J_ex({D}) = {width:.3f} > {cfg['jex_ci_width_max']}"], comp
+        return "INSUFFICIENT_DATA", [f"CI width of J_ex({D}) = {_n(width, '.3f')} > {cfg['jex_ci_width_max']}"], comp
     # 1. is D sharp?
     sharp_a = bool(jci[0] > 0 and d["B_norm"] > 1 + 1e-9)  # tolerance: equal steps give 1 up to rounding
     if sharp_a_override is not None:
@@ -477,22 +486,22 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
     comp.update({"sharp_a": sharp_a, "sharp_b": sharp_b, "sharp_c": sharp_c})
     fired = []
     if sharp_a:
-        fired.append(f"1a: J_ex({D}) = {d['J_ex']:.3f} with CI [{jci[0]:.3f}, {jci[1]:.3f}] > 0 and "
-                     f"B/(n-1) = {d['B_norm']:.2f} > 1")
+        fired.append(f"1a: J_ex({D}) = {_n(d['J_ex'], '.3f')} with CI [{_n(jci[0], '.3f')}, {_n(jci[1], '.3f')}] > 0 and "
+                     f"B/(n-1) = {_n(d['B_norm'], '.2f')} > 1")
     if sharp_b:
         fired.append(f"1b: dAICc(sigmoid2 - linear) = {sa}, dAICc(hinge2 - linear) = {ha} (<= -{dt})")
     if sharp_c:
-        fired.append(f"1c: leave-top-1-out z({D}) = {max(zD):.2f} > {zt}")
+        fired.append(f"1c: leave-top-1-out z({D}) = {_n(max(zD), '.2f')} > {zt}")
     if not (sharp_a or sharp_b or sharp_c):
-        return "SMOOTH", [f"{D} not sharp: J_ex = {d['J_ex']:.3f} CI [{jci[0]:.3f}, {jci[1]:.3f}], "
-                          f"B/(n-1) = {d['B_norm']:.2f}, dAICc sigmoid2/hinge2 - linear = {sa}/{ha}, "
+        return "SMOOTH", [f"{D} not sharp: J_ex = {_n(d['J_ex'], '.3f')} CI [{_n(jci[0], '.3f')}, {_n(jci[1], '.3f')}], "
+                          f"B/(n-1) = {_n(d['B_norm'], '.2f')}, dAICc sigmoid2/hinge2 - linear = {sa}/{ha}, "
                           f"top-1 z = {zD}"], comp
     reasons += fired
     i = d["jump_step"]
     left, right = i + 1, n - i - 1
     if left < 2 or right < 2:
         return "INSUFFICIENT_DATA", reasons + [f"fewer than 2 models on a side of the candidate transition at "
-                                               f"x = {d['jump_x']:.2f} ({left} below, {right} above)"], comp
+                                               f"x = {_n(d['jump_x'], '.2f')} ({left} below, {right} above)"], comp
     if K is None:
         return "INSUFFICIENT_DATA", reasons + ["no continuous metric (needs per-choice log-likelihoods, or a "
                                                "perplexity): cannot tell metric-induced from genuine"], comp
@@ -504,21 +513,21 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
     kink = k.get("fits", {}).get("dAICc", {}).get("broken_minus_quadratic")
     if kink is not None and kink <= -dt:
         xb = k["fits"]["broken"]["x_b"]
-        fails.append(f"kink in {K}: dAICc(broken - quadratic) = {kink:.2f} <= -{dt} at x_b = {xb:.2f} "
-                     f"({D} jump at x = {d['jump_x']:.2f})")
+        fails.append(f"kink in {K}: dAICc(broken - quadratic) = {_n(kink, '.2f')} <= -{dt} at x_b = {_n(xb, '.2f')} "
+                     f"({D} jump at x = {_n(d['jump_x'], '.2f')})")
     zK = [z for z in (k.get("extrapolation") or {}).get("z", []) if z is not None]
     # deviation from §9.5 (|z| < 2): only an unpredicted *gain* (z > 2) counts against smoothness; z < −2 is
     # under-performance (saturation / diminishing returns), reported but not evidence of a transition
     if any(z > zt for z in zK):
-        fails.append(f"leave-top-1-out z({K}) = {max(zK):.2f} > {zt} (unpredicted gain)")
+        fails.append(f"leave-top-1-out z({K}) = {_n(max(zK), '.2f')} > {zt} (unpredicted gain)")
     elif any(z < -zt for z in zK):
-        reasons.append(f"note: leave-top-1-out z({K}) = {min(zK):.2f} < -{zt} (under-performance, e.g. "
+        reasons.append(f"note: leave-top-1-out z({K}) = {_n(min(zK), '.2f')} < -{zt} (under-performance, e.g. "
                        f"saturation; not counted as a transition)")
     comp["K_smooth"] = not fails
     comp["kink_test_computed"] = kink is not None
     if fails:
         return "GENUINE_TRANSITION_CANDIDATE", reasons + fails, comp
-    reasons.append(f"{K} smooth: tau = {k['tau_model']:.3f}, kink dAICc = {kink}, top-1 z = {zK}")
+    reasons.append(f"{K} smooth: tau = {_n(k['tau_model'], '.3f')}, kink dAICc = {kink}, top-1 z = {zK}")
     if kink is None:
         reasons.append(f"kink test not computed (n = {n} < {cfg['min_models_kink']})")
     # 3. does thresholding explain D?
@@ -528,12 +537,12 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
     if inside is False:
         return "GENUINE_TRANSITION_CANDIDATE", reasons + [
             f"crossing-point implied accuracy departs from observed {D} "
-            f"(max |obs - implied| = {cp.get('max_abs_resid'):.3f} = "
-            f"{cp.get('max_resid_over_halfwidth'):.2f} x the band half-width > {cp.get('tolerance_halfwidths')})"], comp
+            f"(max |obs - implied| = {_n(cp.get('max_abs_resid'), '.3f')} = "
+            f"{_n(cp.get('max_resid_over_halfwidth'), '.2f')} x the band half-width > {cp.get('tolerance_halfwidths')})"], comp
     if inside:
         reasons.append(f"crossing points explain {D}: max |obs - implied| = "
-                       f"{cp.get('max_resid_over_halfwidth'):.2f} band half-widths (<= "
-                       f"{cp.get('tolerance_halfwidths')}); IQR of x* = {cp.get('iqr_dec'):.3f} decades")
+                       f"{_n(cp.get('max_resid_over_halfwidth'), '.2f')} band half-widths (<= "
+                       f"{cp.get('tolerance_halfwidths')}); IQR of x* = {_n(cp.get('iqr_dec'), '.3f')} decades")
     else:
         reasons.append("crossing-point check not computed")
     return "METRIC_INDUCED", reasons, comp

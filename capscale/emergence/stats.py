@@ -8,6 +8,7 @@ per curve. Scores are oriented so that higher is better.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats as _sst
@@ -196,7 +197,8 @@ def percentile_ci(samples: np.ndarray, alpha: float = 0.05, axis: int = 0) -> np
     # interpolating between two infinities gives NaN: use the order statistics when any sample is infinite
     has_inf = bool(np.isinf(s).any())
     q = np.nanquantile if np.isnan(s).any() else np.quantile  # nanquantile is much slower
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN bounds, reported as null
         lo = q(s, alpha / 2, axis=axis, method="lower" if has_inf else "linear")
         hi = q(s, 1 - alpha / 2, axis=axis, method="higher" if has_inf else "linear")
     return np.stack([lo, hi])
