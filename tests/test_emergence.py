@@ -405,3 +405,15 @@ def test_constant_accuracy_is_smooth_not_an_error():
     r = em.analyse(em.from_arrays("c", "f", [f"m{i}" for i in range(6)], 10**x, {"acc": acc},
                                   n_choices=np.full(40, 4)), B=100)
     assert r["verdict"] == "SMOOTH" and "constant" in r["reasons"][0]
+
+
+def test_store_with_several_checkpoints_keeps_the_final_one():
+    from capscale.emergence.inputs import final_checkpoints
+
+    a = planted_store("linear", n_models=5, n_items=20)
+    b = a.copy()
+    b["model_id"] = b["model_id"] + "@early"
+    b["tokens"] = b["tokens"] // 2
+    out, note = final_checkpoints(pd.concat([a, b]))
+    assert set(out["model_id"]) == set(a["model_id"]) and "5 of 10" in note
+    assert final_checkpoints(a)[1] is None

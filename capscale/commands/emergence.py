@@ -62,7 +62,14 @@ def _inputs(args: argparse.Namespace):
         unknown = [t for t in want if t not in tasks]
         if unknown:
             raise ValueError(f"task(s) {unknown} not in {args.input} for family {fam!r}; it has {tasks}")
-        df, dropped = emergence.drop_nonfinite_items(df[df["task"].isin(want)])
+        df = df[df["task"].isin(want)]
+        if args.steps == "final":
+            from ..emergence.inputs import final_checkpoints
+
+            df, note = final_checkpoints(df)
+            if note:
+                notes.append(note)
+        df, dropped = emergence.drop_nonfinite_items(df)
         items = chain.compute(df)
         out = []
         for t in want:
@@ -190,7 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--min-items", type=int, default=20, help="fewest items for the item bootstrap (default 20)")
     p.add_argument("--steps", choices=["final", "all"], default="final",
-                   help="ladder input: final checkpoint per run (default) or every checkpoint")
+                   help="final checkpoint (most tokens) per run/size (default) or every checkpoint as a point")
     p.add_argument("--ties", choices=["first", "fractional"], default="first",
                    help="accuracy ties: lm-eval's first index (default) or fractional")
     p.add_argument("--figures", choices=["auto", "all", "none"], default="auto",

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["TaskInput", "from_items", "from_arrays", "from_ladder", "drop_nonfinite_items", "CHAIN_TO_METRIC",
+__all__ = ["TaskInput", "from_items", "from_arrays", "from_ladder", "drop_nonfinite_items", "final_checkpoints",
+           "CHAIN_TO_METRIC",
            "DISCRETE", "BOUNDED"]
 
 #: chain.compute column -> emergence metric name (emergence.md §9.2).
@@ -164,6 +165,23 @@ def from_arrays(task: str, family: str, model_ids: list[str], compute: np.ndarra
     return TaskInput(task=task, family=family, model_ids=labels, x=xs, group=grp, items=mats,
                      n_choices=None if n_choices is None else np.asarray(n_choices, dtype=np.float64),
                      guards=guards, exclusions=exclusions, row_ids=[ids[i] for i in order])
+
+
+def final_checkpoints(store_df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Keep, per run, only the checkpoint with the most tokens (a store with several checkpoints per size).
+
+    The run is the ``run`` column if present, else ``params`` (one training run per size). Returns the
+    filtered store and a note (None when nothing was removed).
+    """
+    run = store_df["run"].astype(str) if "run" in store_df.columns else store_df["params"].astype(str)
+    tok = store_df["tokens"].astype(float)
+    keep = tok == tok.groupby(run).transform("max")
+    if keep.all():
+        return store_df, None
+    n0 = store_df["model_id"].nunique()
+    out = store_df[keep]
+    return out, (f"kept the final checkpoint (most tokens) of each run: {out['model_id'].nunique()} of {n0} "
+                 f"checkpoints (use --steps all for every checkpoint)")
 
 
 def drop_nonfinite_items(store_df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
