@@ -281,16 +281,27 @@ def _backtest_markdown(bt, fam, args) -> str:
     per_task = ok.groupby(["task", "method"])["abs_err"].mean().unstack()
     methods = list(dict.fromkeys(bt["method"]))
     per_task = per_task.reindex(columns=[m for m in methods if m in per_task.columns])
-    lines = [f"Leave-largest-out backtest, family `{fam}`: absolute error of the predicted accuracy of the "
-             "held-out largest model (mean over held-out models of a task; points).", "",
-             "| task | " + " | ".join(per_task.columns) + " | best |",
-             "|---|" + "---|" * (len(per_task.columns) + 1)]
+    import os
+    import shlex
+
+    what = ("within each model size, the checkpoint with the most tokens held out (data scaling)"
+            if args.backtest_axis == "tokens" else "the largest model size held out")
+    lines = [f"Leave-largest-out backtest, family `{fam}`, {what}: absolute error of the predicted accuracy "
+             "(`acc`) of the held-out model, in points (mean over held-out models of a task).", ""]
+    if os.path.basename(sys.argv[0]) == "capscale":
+        lines += ["Command: `capscale " + shlex.join(sys.argv[1:]) + "`", ""]
+    lines += ["| task | " + " | ".join(per_task.columns) + " | best |",
+              "|---|" + "---|" * (len(per_task.columns) + 1)]
     for t, r in per_task.iterrows():
         best = r.idxmin() if r.notna().any() else "-"
         lines.append(f"| {t} | " + " | ".join("n/a" if v != v else f"{100 * v:.2f}" for v in r) + f" | {best} |")
     med = per_task.median()
     lines.append("| **median** | " + " | ".join("n/a" if v != v else f"**{100 * v:.2f}**" for v in med)
                  + f" | {med.idxmin() if med.notna().any() else '-'} |")
+    mrows = ok[ok["method"] == "mass"]
+    if len(mrows):
+        cov = mrows["covered"].astype(bool)
+        lines += ["", f"`mass` 90 % interval covers the actual in {int(cov.sum())} of {len(cov)} held-out case(s)."]
     errs = bt[bt["error"] != ""]
     if len(errs):
         lines += ["", "Methods that could not run:"]
@@ -326,6 +337,7 @@ def _write_text(path: str, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
