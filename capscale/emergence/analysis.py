@@ -649,7 +649,7 @@ def analyse(ti: TaskInput, *, B: int = 2000, seed: int = 0, alpha: float = 0.05,
                                     per_item_g.get(m) if per_item_g else None, cfg)
     rep["metrics"] = metrics
     rep["decision_metric"] = next((m for m in ("acc", "acc_norm", "exact_match_greedy") if m in metrics), None)
-    rep["continuous_metric"] = next((m for m in ("choice_logodds", "logp_vocab") if m in metrics), None)
+    rep["continuous_metric"] = next((m for m in ("choice_logodds", "logp_vocab", "neg_bpb") if m in metrics), None)
     # detection scales: "hidden progress" = how many decades earlier the continuous metric leaves chance (§9.4-F)
     Dm, Km = rep["decision_metric"], rep["continuous_metric"]
     dxD = metrics.get(Dm, {}).get("detect_x") if Dm else None
