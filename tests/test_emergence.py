@@ -417,3 +417,14 @@ def test_store_with_several_checkpoints_keeps_the_final_one():
     out, note = final_checkpoints(pd.concat([a, b]))
     assert set(out["model_id"]) == set(a["model_id"]) and "5 of 10" in note
     assert final_checkpoints(a)[1] is None
+
+
+def test_scan_with_workers_matches_serial():
+    tis = []
+    for s in range(2):
+        x, sc = _arrays(n=6, n_items=50, seed=s)
+        tis.append(em.from_arrays(f"t{s}", "f", [f"m{i}" for i in range(6)], 10**x, sc, n_choices=np.full(50, 2)))
+    a = em.scan(tis, B=100)
+    b = em.scan(tis, B=100, workers=2)
+    assert [r["verdict"] for r in a] == [r["verdict"] for r in b]
+    assert [r["metrics"]["acc"]["J_ex_ci"] for r in a] == [r["metrics"]["acc"]["J_ex_ci"] for r in b]

@@ -67,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--B", type=int, default=2000, help="bootstrap replicates (default 2000)")
     p.add_argument("--peer-replicates", type=int, default=40,
                    help="replicates timed for the loop peer on one task, extrapolated (default 40)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for the analyse stage (default 1; process CPU time then counts only the parent)")
     p.add_argument("--out", default=None, help="also write the report to this file")
     p.add_argument("--figure", default=None, help="write a PNG of per-task times here")
 
@@ -84,10 +86,14 @@ def run(args: argparse.Namespace) -> int:
     per_task = []
     reports = []
     c0, t0 = time.process_time(), time.perf_counter()
-    for ti in inputs:
-        t1 = time.perf_counter()
-        reports.append(emergence.analyse(ti, B=args.B))
-        per_task.append(time.perf_counter() - t1)
+    if args.workers > 1:
+        reports = emergence.scan(inputs, B=args.B, workers=args.workers, fdr=False)
+        per_task = [(time.perf_counter() - t0) / len(inputs)] * len(inputs)
+    else:
+        for ti in inputs:
+            t1 = time.perf_counter()
+            reports.append(emergence.analyse(ti, B=args.B))
+            per_task.append(time.perf_counter() - t1)
     emergence.apply_fdr(reports)
     with tempfile.TemporaryDirectory() as d:
         for r in reports:
@@ -105,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         "# capscale bench emergence",
         f"# command: capscale bench emergence --tasks {args.tasks} --models {args.models} --items {args.items} "
-        f"--B {args.B} --peer-replicates {args.peer_replicates}",
+        f"--B {args.B} --peer-replicates {args.peer_replicates}" + (f" --workers {args.workers}" if args.workers > 1
+                                                                      else ""),
         f"# machine: {platform.machine()} {platform.processor() or ''} cores={os.cpu_count()} "
         f"python={platform.python_version()} numpy={np.__version__} pandas={pd.__version__} "
         f"load_avg_1min={os.getloadavg()[0]:.1f}",

@@ -154,7 +154,8 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     keep = args.figures != "none"
     reports = emergence.scan(inputs, B=args.B, seed=args.seed, alpha=args.alpha, min_items=args.min_items,
-                             fdr=not args.no_fdr, progress=not args.quiet and sys.stderr.isatty(), keep_curves=keep)
+                             fdr=not args.no_fdr, progress=not args.quiet and sys.stderr.isatty(), keep_curves=keep,
+                             workers=args.workers)
     fig_dir = out / "figures"
     n_fig = 0
     for r in reports:
@@ -202,6 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accuracy ties: lm-eval's first index (default) or fractional")
     p.add_argument("--figures", choices=["auto", "all", "none"], default="auto",
                    help="auto: all figures for <= 12 tasks, else only for METRIC_INDUCED/GENUINE verdicts")
+    p.add_argument("--workers", type=int, default=1, help="processes for a multi-task scan (default 1)")
     p.add_argument("--no-fdr", action="store_true", help="no Benjamini-Hochberg control across tasks")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)

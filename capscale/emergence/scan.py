@@ -87,15 +87,30 @@ def apply_fdr(reports: list[dict], alpha: float = 0.05) -> list[dict]:
     return reports
 
 
+def _analyse_one(args: tuple) -> dict:
+    ti, kw = args
+    return analyse(ti, **kw)
+
+
 def scan(inputs: Iterable[TaskInput], *, B: int = 2000, seed: int = 0, alpha: float = 0.05, min_items: int = 20,
-         fdr: bool = True, progress: bool = False, keep_curves: bool = False) -> list[dict]:
-    """Analyse many tasks (same settings, each with its own fixed seed) and apply BH control across them."""
+         fdr: bool = True, progress: bool = False, keep_curves: bool = False, workers: int = 1) -> list[dict]:
+    """Analyse many tasks (same settings, each with its own fixed seed) and apply BH control across them.
+
+    ``workers > 1`` analyses tasks in that many processes; every task has its own generator seeded with
+    ``seed``, so the results do not depend on ``workers``.
+    """
     from tqdm.auto import tqdm
 
     items = list(inputs)
-    out = []
-    for ti in tqdm(items, disable=not progress, desc="emergence"):
-        out.append(analyse(ti, B=B, seed=seed, alpha=alpha, min_items=min_items, keep_curves=keep_curves))
+    kw = {"B": B, "seed": seed, "alpha": alpha, "min_items": min_items, "keep_curves": keep_curves}
+    if workers > 1 and len(items) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            out = list(tqdm(ex.map(_analyse_one, [(ti, kw) for ti in items], chunksize=1), total=len(items),
+                            disable=not progress, desc="emergence"))
+    else:
+        out = [analyse(ti, **kw) for ti in tqdm(items, disable=not progress, desc="emergence")]
     if fdr and len(out) > 1:
         apply_fdr(out, alpha)
     return out
