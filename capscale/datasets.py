@@ -107,6 +107,8 @@ def validate_ladder(df: pd.DataFrame, *, source: str | None = None) -> list[str]
             continue
         v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(v) | (v <= 0)
+        if col == "compute":  # missing compute is filled with 6·N·D
+            bad &= ~np.isnan(v)
         if bad.any():
             problems.append(f"{where}{int(bad.sum())} row(s) with a non-positive, missing or non-finite {col!r}: "
                             + _rows(bad, df))
@@ -536,7 +538,8 @@ def ladder_from_store(store_df: pd.DataFrame) -> pd.DataFrame:
     return check_ladder(long[LADDER_COLUMNS], source="ladder_from_store")
 
 
-def read_any(path: str | os.PathLike, fmt: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def read_any(path: str | os.PathLike, fmt: str | None = None, *,
+             targets: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Read LADDER for the CLI: a ladder table, a score store, or a folder of published data.
 
     Parameters
@@ -545,6 +548,9 @@ def read_any(path: str | os.PathLike, fmt: str | None = None) -> tuple[pd.DataFr
     fmt : {None, "ladder", "store", "olmo-ladder", "pythia-evals"}
         ``None`` guesses: a folder holding ``configs/final.json`` is the OLMo ladder, one holding
         ``pythia-v1`` is Pythia; a table with a ``metric`` column is a ladder table; otherwise a store.
+    targets : bool
+        For the OLMo ladder: include the 7B/13B target rows (backtests hold them out; a prediction
+        must be fitted on the ladder runs only, so ``capscale predict`` passes False).
 
     Returns
     -------
@@ -564,7 +570,7 @@ def read_any(path: str | os.PathLike, fmt: str | None = None) -> tuple[pd.DataFr
         else:
             fmt = "store"
     if fmt == "olmo-ladder":
-        return load_olmo_ladder(p), None
+        return load_olmo_ladder(p, targets=targets), None
     if fmt == "pythia-evals":
         return load_pythia_evals(p), None
     if fmt == "ladder":

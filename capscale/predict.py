@@ -259,7 +259,7 @@ class _Base:
         if c > cmax:
             out.append(f"extrapolation: target compute 6ND = {c:.3g} FLOPs is {c / cmax:.3g}x the largest ladder "
                        f"run ({cmax:.3g})")
-        if params < min(r.params for r in self.runs_) or params <= pmax and c <= cmax:
+        if params <= pmax and c <= cmax:
             out.append("target lies inside or below the ladder: this is interpolation")
         return out
 
@@ -279,7 +279,10 @@ class _Base:
             from statistics import NormalDist
 
             z = NormalDist().inv_cdf(1 - alpha)
-            extra = z * self.cv_err_
+            # extrapolation error grows with distance: scale the CV error by the ratio of the log-size
+            # extrapolation distances (target vs the CV fold), never below 1
+            dist = math.log(max(params / max(r.params for r in self.runs_), 1.0))
+            extra = z * self.cv_err_ * max(1.0, dist / getattr(self, "cv_log_ratio_", dist or 1.0))
             lo_h, hi_h = math.hypot(lo_h, extra), math.hypot(hi_h, extra)
         lower, upper = v - lo_h, v + hi_h
         if self.metric.startswith("acc") or self.metric in ("p_choices", "brier"):
@@ -315,6 +318,8 @@ def _cv_error(pred: _Base, runs: list[_Run]) -> float:
     except (laws.FitInputError, ValueError, np.linalg.LinAlgError, RuntimeError):
         return float("nan")
     errs = np.asarray(errs, dtype=float)
+    nmax = max(r.params for r in train)
+    pred.cv_log_ratio_ = max(float(np.mean([math.log(r.params / nmax) for r in held])), 1e-3)
     return float(np.sqrt(np.mean(errs**2))) if np.all(np.isfinite(errs)) else float("nan")
 
 

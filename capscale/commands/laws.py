@@ -27,10 +27,10 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, *, targets: bool = True):
     from .. import datasets
 
-    ladder, store = datasets.read_any(args.ladder, args.format)
+    ladder, store = datasets.read_any(args.ladder, args.format, targets=targets)
     fam = getattr(args, "family", None)
     if fam:
         keep = ladder["family"].isin(fam.split(","))
@@ -98,7 +98,7 @@ def _fit(args: argparse.Namespace) -> int:
     from .. import laws, predict
     from ..datasets import chance_of
 
-    ladder, _ = _load(args)
+    ladder, _ = _load(args, targets=False)
     task = _tasks(ladder, args)[0]
     metric = _metric(ladder, task, args.metric)
     form = args.form
@@ -206,7 +206,7 @@ def _parse_target(s: str) -> tuple[float, float]:
 def _predict(args: argparse.Namespace) -> int:
     from .. import predict
 
-    ladder, store = _load(args)
+    ladder, store = _load(args, targets=False)  # never fit on the OLMo target rows
     params, tokens = _parse_target(args.target)
     task = _tasks(ladder, args)[0]
     metric = _metric(ladder, task, args.metric)

@@ -1,0 +1,123 @@
+"""Ladder tables (capscale.datasets): validation naming rows, store -> ladder, loaders of the published data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from capscale import chain, datasets, store
+
+
+def _tiny() -> pd.DataFrame:
+    rows = []
+    for i, n in enumerate([1e7, 1e8, 1e9]):
+        rows.append(dict(model_id=f"m{i}", family="f", params=n, tokens=20 * n, compute=None, step=1,
+                         task="t", metric="acc", value=0.3 + 0.1 * i))
+    return pd.DataFrame(rows)
+
+
+def test_check_ladder_fills_defaults():
+    df = datasets.check_ladder(_tiny())
+    assert (df["compute"] == 6 * df["params"] * df["tokens"]).all()
+    assert list(df["run"]) == ["m0", "m1", "m2"]
+
+
+def test_validation_names_rows():
+    df = _tiny()
+    df.loc[1, "value"] = np.nan
+    df.loc[2, "params"] = -5
+    df = pd.concat([df, df.iloc[[0]]], ignore_index=True)
+    with pytest.raises(datasets.LadderError) as e:
+        datasets.check_ladder(df, source="x.csv")
+    msg = str(e.value)
+    assert "x.csv" in msg
+    assert "NaN" in msg and "model_id='m1'" in msg
+    assert "'params'" in msg and "model_id='m2'" in msg
+    assert "duplicate" in msg and "model_id='m0'" in msg
+
+
+def test_missing_column_and_bad_loss():
+    with pytest.raises(datasets.LadderError, match="lacks required column"):
+        datasets.check_ladder(_tiny().drop(columns=["value"]))
+    df = _tiny().assign(metric="task_loss")
+    df.loc[0, "value"] = 0.0
+    with pytest.raises(datasets.LadderError, match="non-positive value"):
+        datasets.check_ladder(df)
+
+
+def test_write_read_round_trip(tmp_path):
+    df = datasets.check_ladder(_tiny())
+    for suffix in (".csv", ".parquet"):
+        p = tmp_path / f"l{suffix}"
+        datasets.write_ladder(df, p)
+        back = datasets.read_ladder(p)
+        np.testing.assert_allclose(back["value"], df["value"])
+        assert list(back["model_id"]) == list(df["model_id"])
+
+
+def test_ladder_from_store_matches_chain_means():
+    sdf = store.example_store(n_models=3, n_items=6)
+    lad = datasets.ladder_from_store(sdf)
+    items = chain.compute(sdf)
+    assert {"acc", "acc_norm", "task_loss", "task_bpb", "brier", "p_choices", "log_p_choices"} <= set(lad["metric"])
+    for m in ("m0", "m2"):
+        got = lad[(lad["model_id"] == m) & (lad["metric"] == "acc")]["value"].iloc[0]
+        assert got == pytest.approx(items[items["model_id"] == m]["acc"].mean())
+        tl = lad[(lad["model_id"] == m) & (lad["metric"] == "task_loss")]["value"].iloc[0]
+        assert tl == pytest.approx(-items[items["model_id"] == m]["log_p_vocab_correct"].mean())
+    assert (lad.groupby("model_id")["compute"].first() > 0).all()
+
+
+def test_final_values_takes_last_checkpoint():
+    df = pd.DataFrame(dict(model_id=["r@1", "r@2", "s@1"], family="f", params=[1e8, 1e8, 2e8],
+                           tokens=[1e9, 2e9, 1e9], step=[1, 2, 1], task="t", metric="acc", value=[0.3, 0.4, 0.5]))
+    fin = datasets.final_values(datasets.check_ladder(df), "t", "acc")
+    assert list(fin["run"]) == ["r", "s"] and list(fin["value"]) == [0.4, 0.5]
+
+
+# --------------------------------------------------------------------------------------------
+# published data
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.shared_data
+def test_load_olmo_ladder(shared_data):
+    path = shared_data / "olmo-ladder"
+    if not path.is_dir():
+        pytest.skip(f"no OLMo ladder data at {path}")
+    lad = datasets.load_olmo_ladder(path)
+    runs = lad.groupby("run")["params"].first()
+    assert len(runs) == 18 and {"7B-4T", "13B-5T"} <= set(runs.index)
+    t13 = lad[(lad["run"] == "13B-5T") & (lad["task"] == "mmlu") & (lad["metric"] == "acc_norm")]
+    assert t13["value"].iloc[0] == pytest.approx(0.5161402368605137, abs=1e-12)  # reference "Actual"
+    assert t13["tokens"].iloc[0] == 5_000_088_518_656
+    t7 = lad[(lad["run"] == "7B-4T") & (lad["metric"] == "acc_norm")]
+    assert (t7["tokens"] == 3_945_065_873_408).all() and t7["step"].isna().all()
+    n190 = lad[(lad["run"] == "190M-1xC") & (lad["task"] == "piqa") & (lad["metric"] == "task_bpb")]
+    assert n190["tokens"].max() == 3_812_622_336 and len(n190) == 37
+    assert set(datasets.OLMO_PAPER_TASKS) <= set(lad["task"])
+    no_targets = datasets.load_olmo_ladder(path, targets=False)
+    assert not no_targets["run"].isin(["7B-4T", "13B-5T"]).any()
+
+
+@pytest.mark.shared_data
+def test_load_pythia_evals(shared_data):
+    path = shared_data / "pythia-evals"
+    if not path.is_dir():
+        pytest.skip(f"no Pythia data at {path}")
+    with pytest.warns(UserWarning, match="dropped 16 checkpoint"):
+        lad = datasets.load_pythia_evals(path)
+    fin = lad[(lad["run"] == "pythia-12b") & (lad["step"] == 143000)].set_index(["task", "metric"])["value"]
+    # docs/transforms.md §7 table (12b at step 143000)
+    assert fin[("lambada_openai", "ppl")] == pytest.approx(3.92, abs=0.005)
+    assert fin[("piqa", "acc")] == pytest.approx(0.760, abs=0.0005)
+    assert fin[("arc_easy", "acc")] == pytest.approx(0.702, abs=0.0005)
+    assert fin[("arc_challenge", "acc_norm")] == pytest.approx(0.348, abs=0.0005)
+    assert fin[("sciq", "acc")] == pytest.approx(0.902, abs=0.0005)
+    assert fin[("winogrande", "acc")] == pytest.approx(0.639, abs=0.0005)
+    assert fin[("mmlu", "acc")] == pytest.approx(0.268, abs=0.0005)
+    assert fin[("lambada_openai", "task_loss")] == pytest.approx(np.log(fin[("lambada_openai", "ppl")]))
+    std = lad[lad["family"] == "pythia"]
+    assert std["run"].nunique() == 8 and "pythia-1b-bf16" in set(std["run"])
+    assert std.groupby("run")["step"].nunique().eq(26).all()  # 27 checkpoints minus step 0
