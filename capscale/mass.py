@@ -639,8 +639,9 @@ def fit_task(items: pd.DataFrame, incorrect: pd.DataFrame, *, config: MassConfig
         groups[q] = _fit_group(q, pd.DataFrame({"doc_id": docs}), Y.to_numpy(dtype=float), xs, cfg)
     inc = incorrect[incorrect["model_id"].isin(mids)]
     if len(inc):
-        Yi = inc.pivot_table(index=["doc_id", "choice_idx"], columns="model_id", values="loglik", aggfunc="first",
-                             dropna=False).reindex(columns=mids)
+        # only (item, choice) pairs that exist: no cartesian product of doc_id x choice_idx
+        Yi = (inc.set_index(["doc_id", "choice_idx", "model_id"])["loglik"].unstack("model_id")
+              .reindex(columns=mids).sort_index())
         Yi = Yi[Yi.index.get_level_values(0).isin(docs)]
         keys = Yi.index.to_frame(index=False)
         groups["incorrect"] = _fit_group("incorrect", keys, Yi.to_numpy(dtype=float), xs, cfg)
@@ -896,7 +897,7 @@ def _simulate_choices(tf: TaskFit, x_star: float, delta: np.ndarray, rng: np.ran
     mc = np.where(never, -np.inf, mc)
     vc = np.where(never, 0.0, vc)
     ok_c = (np.isfinite(mc) | never) & np.isfinite(vc)
-    ok_i = np.isfinite(mi_) & np.isfinite(vi)
+    ok_i = np.isfinite(mi_) & np.isfinite(vi) & (gi.n > 0)  # no finite point: -inf, never wins
     warnings: list[str] = []
     # drop incorrect choices that cannot be fitted (e.g. -inf at every model): they never win
     n_drop = int((~ok_i).sum())

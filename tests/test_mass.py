@@ -142,6 +142,25 @@ def test_bad_input_counted_not_dropped():
     assert obs.loc[3, "acc"] == 0.0
 
 
+def test_varying_gold_and_number_of_choices():
+    """ARC-like items: gold anywhere, 3 to 5 choices; no phantom (item, choice) rows are fitted."""
+    sim = mass.simulate_store(n_items=60, seed=8, n_choices=5)
+    k = 3 + sim["doc_id"] % 3
+    sim = sim[sim["choice_idx"] < k].copy()
+    # move the gold (choice 0) to position doc_id % k by permuting choice indices within an item
+    shift = (sim["doc_id"] % (3 + sim["doc_id"] % 3)).to_numpy()
+    kk = (3 + sim["doc_id"] % 3).to_numpy()
+    sim["choice_idx"] = (sim["choice_idx"].to_numpy() + shift) % kk
+    tf = mass.fit(sim)["sim"]
+    n_inc = int((~sim["is_correct"]).sum() / sim["model_id"].nunique())
+    assert len(tf.groups["incorrect"].keys) == n_inc
+    assert "incorrect:no_points" not in tf.counts
+    assert sorted(tf.items["n_choices"].unique()) == [3, 4, 5]
+    pr = mass.predict_task(tf, 22.0, n_draws=100)
+    obs = chain.compute(sim[sim["model_id"] == "sim-m6"])
+    assert abs(pr["brier"].value - obs["brier"].mean()) < 0.03
+
+
 def test_single_model_family_clear_error():
     sim = mass.simulate_store(n_items=10, x=(20.0,))
     with pytest.raises(ValueError, match="at least 2 training models"):
