@@ -141,6 +141,9 @@ def test_fits_recover_planted_parameters():
     b = fits.fit_broken(x, y[None, :])
     assert b["x_b"][0] == pytest.approx(22.5, abs=b["grid_step"])
     assert b["d"][0] == pytest.approx(2.0, rel=0.05)
+    s4 = fits.fit_sigmoid4(x, (0.2 + 0.5 * sig)[None, :])
+    assert s4["floor"][0] == pytest.approx(0.2, abs=0.02) and s4["top"][0] == pytest.approx(0.7, abs=0.02)
+    assert s4["x0"][0] == pytest.approx(22.3, abs=s4["grid_step"])
     h = fits.fit_hinge2(x, (0.7 * np.maximum(0, x - 21.0))[None, :])
     assert h["x_b"][0] == pytest.approx(21.0, abs=h["grid_step"]) and h["s"][0] == pytest.approx(0.7, rel=0.02)
 

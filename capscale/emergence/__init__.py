@@ -47,8 +47,8 @@ Where this implementation deviates from emergence.md §9, and why
   |observed − implied| ≤ 2 band half-widths (band widened by the resolution 1/n_items). The implied curve has
   its own estimation error (per-item fits on n points, a normal-noise model); with a tolerance of 1 a correctly
   planted thresholding fails about half the time. Reported: ``max_resid_over_halfwidth``.
-* **Fits** are unweighted; 4-PL and BNSL are not implemented (4-PL needs n ≥ 7 and BNSL is descriptive only,
-  n ≥ 9). Bootstrap CIs of x₀ / break points come from grid search (grid step reported).
+* **Fits** are unweighted; the 4-PL sigmoid (n ≥ 7) is fitted for every metric and reported (descriptive, not in
+  the decision); BNSL is not implemented (descriptive only in the spec, n ≥ 9). Bootstrap CIs of x₀ / break points come from grid search (grid step reported).
 * **Leave-top-1-out z of K**: §9.5 asks |z| < 2 for "K smooth"; here only z > 2 (an unpredicted *gain*)
   fails smoothness. z < −2 is under-performance (saturation, diminishing returns — e.g. LAMBADA log p on
   Pythia), which is not evidence of a transition; it is reported in ``reasons`` as a note.

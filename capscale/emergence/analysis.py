@@ -182,7 +182,7 @@ def _fit_summary(x: np.ndarray, S: np.ndarray, bounded: bool, alpha: float, n: i
     for name, f in F.items():
         d = {key: _f(v[0]) for key, v in f.items() if isinstance(v, np.ndarray)}
         d["aicc_defined"] = n - _fits.K_PARAMS[name] - 1 >= 1
-        if name == "sigmoid2":
+        if name in ("sigmoid2", "sigmoid4"):
             d["x0_ci"] = _ci(f["x0"], alpha)
             d["width_dec"] = _f(f["width_dec"][0])
             d["x0_in_range"] = bool(x[0] <= f["x0"][0] <= x[-1])
@@ -202,6 +202,7 @@ def _fit_summary(x: np.ndarray, S: np.ndarray, bounded: bool, alpha: float, n: i
     da["hinge2_minus_linear"] = diff("hinge2", "linear")
     da["quadratic_minus_linear"] = diff("quadratic", "linear")
     da["broken_minus_quadratic"] = diff("broken", "quadratic")  # the kink test
+    da["sigmoid4_minus_linear"] = diff("sigmoid4", "linear")  # descriptive (4-PL, n >= 7)
     out["dAICc"] = da
     return out
 

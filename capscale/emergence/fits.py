@@ -15,6 +15,7 @@ name           formula (y in the metric's shape space)          k (with σ)   n 
 ``hinge2``     s·max(0, x − x_b), floor 0 (= chance)            3            5
 ``quadratic``  a + b·x + c·x²                                   4            6
 ``broken``     a + b·x + d·max(0, x − x_b)                      5            7
+``sigmoid4``   f + (h − f)·σ(k·(x − x₀)) (4-PL, free floor/top)  5            7
 =============  ===============================================  ===========  =====
 
 ``sigmoid2`` and ``hinge2`` need a bounded metric normalised so that chance = 0 and perfect = 1.
@@ -27,14 +28,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import least_squares
 
-__all__ = ["K_PARAMS", "MIN_N", "aicc", "fit_linear_family", "fit_sigmoid2", "fit_hinge2", "fit_broken",
-           "fit_all", "LN81"]
+__all__ = ["K_PARAMS", "MIN_N", "aicc", "fit_linear_family", "fit_sigmoid2", "fit_sigmoid4", "fit_hinge2",
+           "fit_broken", "fit_all", "LN81"]
 
 #: ln 81: the 10 %→90 % width of a logistic in units of 1/k.
 LN81 = float(np.log(81.0))
 
 #: Parameters per model, counting σ.
-K_PARAMS = {"linear": 3, "sigmoid2": 3, "hinge2": 3, "quadratic": 4, "broken": 5}
+K_PARAMS = {"linear": 3, "sigmoid2": 3, "hinge2": 3, "quadratic": 4, "broken": 5, "sigmoid4": 5}
 #: Minimum number of models for AICc (n − k − 1 ≥ 1).
 MIN_N = {m: k + 2 for m, k in K_PARAMS.items()}
 
@@ -140,6 +141,22 @@ def fit_sigmoid2(x: np.ndarray, Y: np.ndarray, *, refine: bool = False) -> dict[
     return {"x0": x0, "k": k, "rss": r, "width_dec": LN81 / k, "grid_step": float(gx0[1] - gx0[0])}
 
 
+def fit_sigmoid4(x: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+    """4-PL y = f + (h − f)·σ(k(x − x₀)): (x₀, k) by grid, floor f and top h in closed form per grid point."""
+    x = np.asarray(x, dtype=np.float64)
+    gx0, gk = sigmoid_grid(x, 41, 24)
+    X0, K = np.meshgrid(gx0, gk, indexing="ij")
+    X0, K = X0.ravel(), K.ravel()
+    P = _sigmoid(K[:, None] * (x[None, :] - X0[:, None]))  # (G, n)
+    ok = P.std(axis=1) > 1e-9  # a flat σ over the models makes the design rank-deficient
+    X0, K, P = X0[ok], K[ok], P[ok]
+    D = np.stack([np.ones_like(P), P], axis=2)
+    f = _design_fit(D, Y, best_only=True)
+    best, c = f["best"], f["coef"]
+    return {"x0": X0[best], "k": K[best], "floor": c[:, 0], "top": c[:, 0] + c[:, 1], "rss": f["rss"],
+            "width_dec": LN81 / K[best], "grid_step": float(gx0[1] - gx0[0])}
+
+
 def _break_grid(x: np.ndarray, lo: float, hi: float, n: int = 100) -> np.ndarray:
     return np.linspace(lo, hi, n + 2)[1:-1]
 
@@ -196,6 +213,8 @@ def fit_all(x: np.ndarray, Y: np.ndarray, *, bounded: bool, refine: bool = True)
         out["hinge2"] = fit_hinge2(x, Y)
     if n >= 5:
         out["broken"] = fit_broken(x, Y)
+    if n >= MIN_N["sigmoid4"]:
+        out["sigmoid4"] = fit_sigmoid4(x, Y[:1])  # descriptive: point estimate only (no bootstrap CI)
     for name, f in out.items():
-        f["aicc"] = aicc(f["rss"], n, K_PARAMS[name], tss)
+        f["aicc"] = aicc(f["rss"], n, K_PARAMS[name], tss[: len(f["rss"])])
     return out
