@@ -46,25 +46,28 @@ single model or a constant trajectory still get one, is
 
 Accuracy from the masses
 ------------------------
-At a target compute x*, every item's correct and best-competing incorrect log-likelihoods have a
-bivariate normal predictive distribution: means from the posterior fits of ``correct`` and
-``max_incorrect``, variances s̃² + u*'P u*, and correlation ρ_j of the two fits' residuals
-(estimated per item and shrunk toward the task's pooled correlation on the Fisher-z scale; never
-assumed zero). The predicted accuracy is
+At a target compute x*, the choices of item j have a joint normal predictive distribution: means
+from the posterior laws of ``correct`` and of each ``incorrect`` choice, variances s̃² + u*'P u*
+(residual plus parameter uncertainty), and correlations corr(correct, incorrect) and
+corr(incorrect, incorrect) estimated per task from the standardised residuals (exchangeable;
+never assumed zero). The predicted accuracy (``acc``, the default) is
 
-    acc(x*) = (1/I) Σ_j Φ(E[margin_j] / SD[margin_j]),  Var[margin] = v_c + v_m − 2 ρ √(v_c v_m).
+    acc(x*) = (1/I) Σ_j P(ℓ_c > max_{i≠c} ℓ_i) = (1/I) Σ_j P(margin_j > 0),
 
-Its 90 % interval comes from Monte Carlo draws that also carry a model-level shift shared by all
-items (estimated from the training models' mean margin residuals, widened by the leverage of x*),
-so that it covers the realised accuracy of one held-out model, not only the item noise.
-``p_choices`` and Brier (mean over choices) are predicted by Monte Carlo over the joint predictive
-distribution of all K choices of each item (per-choice fits; exchangeable residual correlations
-corr(correct, incorrect) and corr(incorrect, incorrect) estimated per task); the same draws give
-the predicted accuracy ``acc``: P(margin > 0) with the best competitor = the maximum of the
-incorrect choices' joint draws. ``acc_pair`` is the analytic bivariate version above, whose
-best-competitor law is fitted to the observed max_{i≠c} ℓ_i; a maximum of diverging lines is
-convex in x, so a linear law for it under-predicts the best competitor when extrapolating, and
-``acc`` is the default.
+by Monte Carlo over that distribution, so the best-competing incorrect choice is whichever wins in
+each draw; ``p_choices`` (mean softmax probability of the gold) and ``brier`` (mean over choices, as
+``chain.brier``) come from the same draws. Every draw also carries a model-level shift of the gold
+shared by all items (its variance estimated from the training models' mean margin residuals,
+widened by the leverage of x*), so the 90 % interval (5th-95th percentile of the draws' item means)
+covers the realised metric of one held-out model, not only the item noise.
+
+``acc_pair`` is the analytic two-variable version: the correct and the best-competing incorrect
+log-likelihood (law fitted to the observed max_{i≠c} ℓ_i) are bivariate normal with correlation ρ_j
+of the two laws' residuals (per item, shrunk toward the task's pooled value on the Fisher-z scale),
+and acc = (1/I) Σ_j Φ(E[margin_j]/SD[margin_j]) with Var[margin] = v_c + v_m − 2ρ_j √(v_c v_m).
+A maximum of diverging lines is convex in x, so a linear law for max_{i≠c} ℓ_i under-predicts the
+best competitor when extrapolating; on simulated stores ``acc_pair`` over-predicts by 2-3 points
+where ``acc`` is unbiased, hence the default.
 
 Bad input: items observed by a single model, constant trajectories and non-finite (−inf)
 log-likelihoods are handled and counted (``TaskFit.counts``), never dropped silently. Tasks marked
