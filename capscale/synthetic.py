@@ -101,16 +101,16 @@ _CODAS = ["", "", "n", "r", "l", "s", "m"]
 class WorldConfig:
     """Parameters of a synthetic world (see the module docstring)."""
 
-    n_people: int = 400
+    n_people: int = 250
     n_cities: int = 30
     n_universities: int = 20
     n_majors: int = 20
     n_companies: int = 25
     n_years: int = 40
-    exposures: int = 40
+    exposures: int = 64
     company_exposures: int = 200
     two_hop_train_frac: float = 0.5
-    n_items: int = 150
+    n_items: int = 250
     k: int = 4
     seed: int = 0
 

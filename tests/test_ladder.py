@@ -15,7 +15,7 @@ TINY_WORLD = synthetic.WorldConfig(n_people=24, exposures=4, company_exposures=3
 
 
 def tiny_config(**kw) -> ladder.LadderConfig:
-    base = dict(sizes={"q0": (16, 1, 2, 32), "q1": (24, 2, 2, 48)}, world=TINY_WORLD, seq_len=16,
+    base = dict(sizes=dict(ladder.QUICK_SIZES), world=TINY_WORLD, seq_len=16,
                 batch_size=4, n_checkpoints=6, seed=0, threads=1)
     return ladder.LadderConfig(**{**base, **kw})
 
@@ -92,12 +92,14 @@ def test_tiny_ladder_writes_a_valid_family(tiny_ladder):
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path, tiny_ladder):
-    cfg = tiny_config(sizes={"q0": (16, 1, 2, 32)})
+    """Same seed: bit-identical checkpoints, also when a size is trained alone (subset runs)."""
+    cfg = tiny_config(sizes={"q0": ladder.QUICK_SIZES["q0"]})
     ladder.train_ladder(tmp_path / "a", cfg, log=lambda m: None)
     spec = yaml.safe_load((tmp_path / "a" / "family.yaml").read_text())
     for c in spec["checkpoints"]:
         assert _digest(tmp_path / "a" / c["path"]) == _digest(tiny_ladder / c["path"])
-    ladder.train_ladder(tmp_path / "b", tiny_config(sizes={"q0": (16, 1, 2, 32)}, seed=5), log=lambda m: None)
+    ladder.train_ladder(tmp_path / "b", tiny_config(sizes={"q0": ladder.QUICK_SIZES["q0"]}, seed=5),
+                        log=lambda m: None)
     last = spec["checkpoints"][-1]["path"]
     assert _digest(tmp_path / "b" / last) != _digest(tiny_ladder / last)
 
@@ -173,3 +175,19 @@ def test_cli_quick(tmp_path):
                      "--n-items", "10"]) == 0
     assert len(synthetic.load_tasks(tmp_path / "w" / "tasks")["synth_onehop"]) == 10
     assert cli.main(["ladder", "train", "--out", str(tmp_path / "z"), "--sizes", "nope"]) == 2
+
+
+def test_rebuild_spec_matches_the_written_one(tiny_ladder, tmp_path):
+    import shutil
+
+    spec = yaml.safe_load((tiny_ladder / "family.yaml").read_text())
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_ladder, copy)
+    (copy / "family.yaml").unlink()
+    ladder.rebuild_spec(copy, tiny_config())
+    again = yaml.safe_load((copy / "family.yaml").read_text())
+    key = lambda c: c["path"]  # noqa: E731
+    assert sorted(again["checkpoints"], key=key) == sorted(spec["checkpoints"], key=key)
+    shutil.rmtree(copy / "q1")
+    with pytest.raises(FileNotFoundError, match="'q1'"):
+        ladder.rebuild_spec(copy, tiny_config())

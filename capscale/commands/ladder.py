@@ -64,6 +64,23 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .. import ladder
+
+    try:
+        store = ladder.evaluate_family(args.family, threads=args.threads)
+        text = ladder.format_checks(ladder.check_targets(store))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ladder", help="train a ladder of small models on the synthetic world",
                        description="Train and package capscale's own model family (see capscale.ladder).")
@@ -88,6 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="destination folder")
     e.add_argument("--max-mb", type=float, default=25.0, help="size cap in MB (default 25)")
     e.set_defaults(func=_export)
+    c = lsub.add_parser("check", help="evaluate a family on its synthetic tasks and print the issue-4 checks",
+                        description="Score every checkpoint of FAMILY on the synthetic tasks (capscale.scoring) "
+                        "and report knowledge scaling, the chain ordering of per-item Spearman correlations and "
+                        "the multi-token exact-match curve, as Markdown.")
+    c.add_argument("family", help="family.yaml or its folder")
+    c.add_argument("--out", help="also write the Markdown to this file")
+    c.add_argument("--threads", type=int, default=1)
+    c.set_defaults(func=_check)
 
     s = sub.add_parser("synthetic", help="generate the synthetic world (corpus and tasks)",
                        description="Synthetic micro-world (see capscale.synthetic).")
