@@ -418,9 +418,11 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as e:
+        hint = ("; if the cluster uses Ray's token authentication, set RAY_AUTH_MODE=token with its token in "
+                "~/.ray/auth_token" if not os.environ.get("RAY_AUTH_MODE") else "")
         raise ExecutorError(f"cannot connect to the Ray cluster at {address!r}: {e}. Start it with "
                             "`ray start --head` (see docs/cluster.md) or leave --address out to start a local "
-                            "Ray instance") from e
+                            f"Ray instance{hint}") from e
     try:
         yield ray
     finally:
@@ -662,11 +664,19 @@ def _set_threads(threads: int | None) -> None:
             torch.set_num_threads(threads)
 
 
+def _quiet_worker(threads: int | None) -> None:
+    """Per worker process: torch threads, and no per-shard progress bars (the driver shows one over shards)."""
+    _set_threads(threads)
+    if not _WORKER_CACHE.get("quiet"):
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        _WORKER_CACHE["quiet"] = True
+
+
 def _warm_up(threads: int | None) -> int:
     """Import what a shard needs (torch, transformers, the scoring engine) in a Ray worker; returns its pid."""
-    _set_threads(threads)
-    import transformers  # noqa: F401
-
+    _quiet_worker(threads)
     from . import evaluate, scoring  # noqa: F401
 
     return os.getpid()
@@ -695,7 +705,8 @@ class EvalShardRunner:
 
         from . import evaluate as ev
 
-        _set_threads(self.threads)
+        _quiet_worker(self.threads)
+        options = dataclasses.replace(options, progress=False)
         built = self.built.get(shard.task) or _cached_task(shard.task)
         model, tok = _cached_model(shard.checkpoint, options)
         if self.write_from == "worker":
