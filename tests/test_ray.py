@@ -340,3 +340,32 @@ def test_eval_cli_without_ray_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
     rc = main(["eval", "--family", "x.yaml", "--tasks", "t", "--out", "o", "--executor", "ray"])
     assert rc == 2 and "pip install 'capscale[ray]'" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("_private_datasets_cache")
+def test_eval_ray_broken_checkpoint_reported_others_complete(ray_local, eval_setup, tmp_path, capsys):
+    import shutil
+
+    from capscale.cli import main
+    from capscale.evaluate import RUN_LOG
+
+    family, tasks = eval_setup
+    root = family.parent
+    broken = tmp_path / "broken"
+    shutil.copytree(root / "m00", broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    spec = tmp_path / "family.yaml"
+    spec.write_text(f"family: tiny\ncheckpoints:\n  - {{path: {root / 'm01'}, model_id: m01, params: 5, tokens: 7}}\n"
+                    f"  - {{path: {broken}, model_id: bad, params: 5, tokens: 9}}\n")
+    out = tmp_path / "store"
+    rc = main(["eval", "--family", str(spec), "--tasks", TASKS, "--include-path", str(tasks), "--out", str(out),
+               "--batch-size", "4", "--no-progress", "--executor", "ray", "--max-retries", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "FAILED bad/bench_colour after 2 attempt(s)" in err and "FAILED bad/bench_size after 2 attempt(s)" in err
+    assert "checkpoint 'bad'" in err and "cannot load" in err
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["m01__bench_colour.parquet", "m01__bench_size.parquet"]
+    log = json.loads((out / RUN_LOG).read_text())["runs"][-1]
+    assert log["status"] == "failed"
+    failed = sorted((s["model_id"], s["task"], s["attempts"]) for s in log["shards"] if s["status"] == "failed")
+    assert failed == [("bad", "bench_colour", 2), ("bad", "bench_size", 2)]
