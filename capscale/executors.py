@@ -33,6 +33,13 @@ What the Ray executor does
   reported) the same way.
 * **Progress**: a tqdm bar over shards on the driver (on a terminal, or when ``progress=True``).
 
+``capscale eval --executor ray`` (:func:`ray_executor`, registered in :data:`capscale.evaluate.EXECUTORS`) adds:
+task items built once on the driver and shipped to the workers (nodes need no task data), a per-worker cache of
+the last checkpoint, worker processes reused across shards, warm-up tasks that import torch on the workers while
+the driver builds the tasks, torch threads per shard equal to the driver's (byte-identical stores to
+``--executor local`` on the same machine), and ``attempts`` / ``attempt_errors`` / ``node`` in the run log.
+Cluster set-up: ``docs/cluster.md``.
+
 Ray is an optional dependency (``pip install 'capscale[ray]'``); it is imported only inside functions.
 """
 
