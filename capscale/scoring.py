@@ -467,7 +467,7 @@ def score_requests(model: Any, tokenizer: Any, requests: Sequence[Request], *, b
         Packed rows (= distinct effective contexts) per forward pass, or ``"auto"``: rows up to a padded-token
         budget (4,096 on CPU; on CUDA 65,536, halved on out-of-memory until it fits).
     device : str, optional
-        Where to run; default the model's device (the model is not moved).
+        Where to run; default the model's device (a model on another device type is moved there).
     progress : bool
         Show a tqdm bar (requests, with tokens/s).
     add_bos_token : bool, optional
@@ -512,7 +512,11 @@ def score_requests(model: Any, tokenizer: Any, requests: Sequence[Request], *, b
                     from None
     if isinstance(batch_size, int) and batch_size < 1:
         raise ScoringError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = next(model.parameters()).device
+    if device is not None and torch.device(device).type != dev.type:
+        log.info("capscale.scoring: moving the model from %s to %s", dev, device)
+        model.to(torch.device(device))
+        dev = next(model.parameters()).device
     if max_length is None:
         max_length = resolve_max_length(model, tokenizer)
     attn = getattr(model.config, "_attn_implementation", None)
