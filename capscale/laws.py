@@ -12,6 +12,8 @@ name               form                                                    fit
                                                                            L-BFGS-B, analytic gradient,
                                                                            multi-start
 ``chinchilla_nd``  L = exp(a)/N^α + exp(b)/D^β + E, all ≥ 0               as above; p0 (3, 6, .1, .2, 1)
+                                                                           (the OLMo procedure: that single
+                                                                           start, maxiter 1e6, ftol 0)
 ``gadre_exp``      Err = ε − k·exp(−γ·L), ε ∈ (0, 1], k, γ > 0            least squares (TRF), starts
                                                                            (1, 1, 1) and (max Err+.1, .5)
 ``ladder_sigmoid`` Acc = a/(1 + exp(−k(L − L0))) + b, a ∈ [−1, 0],         least squares (TRF); optional
@@ -45,6 +47,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "FitInputError",
@@ -170,7 +173,9 @@ class Law:
         self._validate(x, y, w)
         self.warnings_ = []
         self.n_points_ = len(y)
-        self._fit(x, y, np.ones(len(y)) if w is None else w)
+        # multi-threaded BLAS inside L-BFGS-B's tiny vector operations costs ~10 ms a call on a busy machine
+        with threadpool_limits(1, "blas"):
+            self._fit(x, y, np.ones(len(y)) if w is None else w)
         pred = self._f(x, self._p())
         self.rmse_ = float(np.sqrt(np.mean((pred - y) ** 2)))
         self._flag_bounds()
@@ -237,12 +242,13 @@ class _HuberLogLaw(Law):
 
     positive_y = True
 
-    def __init__(self, *, delta: float = 1e-3, starts: list[list[float]] | None = None, maxiter: int = 100_000,
-                 labels: list[str] | None = None):
+    def __init__(self, *, delta: float = 1e-3, starts: list[list[float]] | None = None, maxiter: int = 5_000,
+                 ftol: float = 1e-12, labels: list[str] | None = None):
         super().__init__(labels)
         self.delta = delta
         self.starts = starts
         self.maxiter = maxiter
+        self.ftol = ftol
 
     def _grad(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:  # (n, k)
         raise NotImplementedError
@@ -251,7 +257,7 @@ class _HuberLogLaw(Law):
         raise NotImplementedError
 
     def _options(self) -> dict[str, Any]:
-        return {"delta": self.delta, "starts": self.starts, "maxiter": self.maxiter}
+        return {"delta": self.delta, "starts": self.starts, "maxiter": self.maxiter, "ftol": self.ftol}
 
     def _fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
         ly = np.log(y)
@@ -275,7 +281,7 @@ class _HuberLogLaw(Law):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 res = optimize.minimize(obj, np.asarray(p0, dtype=float), jac=True, method="L-BFGS-B", bounds=sb,
-                                        tol=0.0, options={"ftol": 0.0, "gtol": 1e-10, "maxiter": self.maxiter})
+                                        tol=0.0, options={"ftol": self.ftol, "gtol": 1e-10, "maxiter": self.maxiter})
             if not np.isfinite(res.fun) or res.fun >= 1e30:
                 continue
             n_ok += 1

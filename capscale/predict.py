@@ -421,7 +421,7 @@ class SigmoidPredictor(_Base):
 def _step2_points(runs: list[_Run], skip: float = 0.1, ma: int = 5) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for r in runs:
-        s = math.ceil(skip * len(r.y))
+        s = min(math.ceil(skip * len(r.y)), len(r.y) - 1)  # never drop a run's only checkpoint
         xs.append(_moving_avg(r.x[s:], ma))
         ys.append(_moving_avg(r.y[s:], ma))
     return np.concatenate(xs), np.concatenate(ys)
@@ -444,7 +444,7 @@ class LadderPredictor(_Base):
         lf = np.array([_moving_avg(r.x, self.ladder_window)[-1] for r in runs])
         lab = [r.run for r in runs]
         if self.step1 == "nd":
-            s1 = laws.ChinchillaND(starts=[laws.ChinchillaND.OLMO_P0], maxiter=1_000_000, labels=lab)
+            s1 = laws.ChinchillaND(starts=[laws.ChinchillaND.OLMO_P0], maxiter=1_000_000, ftol=0.0, labels=lab)
             s1.fit(np.c_[n, d], lf)
             f1 = lambda p, t: float(s1.predict([[p, t]])[0])  # noqa: E731
         else:
