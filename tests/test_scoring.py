@@ -343,12 +343,13 @@ def test_bench_cli_smoke(tmp_path, mc_data, monkeypatch):
     p = argparse.ArgumentParser()
     bench.add_arguments(p)
     args = p.parse_args(["--model", "pythia-tiny", "--task", "piqa", "--limit", "4", "--repeats", "1",
-                         "--data-dir", str(mc_data), "--out", str(out)])
+                         "--data-dir", str(mc_data), "--fp64-check", "--out", str(out)])
     assert bench.run(args) == 0
     res = json.loads(out.with_suffix(".json").read_text())
     assert res["items"] == 4 and res["requests"] == 8
     assert res["max_abs_loglik_diff"] <= TOL
     assert res["acc_capscale"] == res["acc_lm_eval"]
+    assert res["max_abs_diff_capscale_vs_fp64"] <= TOL
     assert "items/s" in out.read_text()
 
 

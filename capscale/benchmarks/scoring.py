@@ -279,6 +279,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm-eval-batch-size", default="8", help="HFLM's batch size (default 8)")
     p.add_argument("--repeats", type=int, default=2, help="alternating timed rounds per engine (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--fp64-check", action="store_true",
+                   help="after timing, also score in float64 (capscale engine, model cast to float64) and report "
+                        "how far each float32 engine is from it")
     p.add_argument("--out", default=None, help="write the report here (.txt) and a .json beside it")
 
 
@@ -363,6 +366,12 @@ def run(args: argparse.Namespace) -> int:
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
         "torch": torch.__version__,
     }
+    if args.fp64_check:
+        model.double()
+        ref64 = scoring.score_requests(model, tok, reqs, batch_size=bs, progress=False)
+        res["max_abs_diff_capscale_vs_fp64"] = max(abs(a.loglik - b.loglik) for a, b in zip(ours, ref64))
+        res["max_abs_diff_lm_eval_vs_fp64"] = max(abs(a.loglik - b.loglik) for a, b in zip(ref, ref64))
+        res["max_abs_loglik_fp64"] = max(abs(b.loglik) for b in ref64)
     if args.device.startswith("cuda"):
         peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
         name = torch.cuda.get_device_name()
@@ -376,7 +385,8 @@ def run(args: argparse.Namespace) -> int:
         "# capscale bench scoring",
         "# command: capscale bench scoring " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("func", "benchmark", "command", "out") and v is not None),
+            if k not in ("func", "benchmark", "command", "out", "fp64_check") and v is not None)
+            + (" --fp64-check" if args.fp64_check else ""),
         f"model            {model_name}, {n_params / 1e6:.1f}M params, {args.dtype}, {args.device}, "
         f"{res['threads']} threads",
         f"tokenizer        {tok_name}",
@@ -392,6 +402,10 @@ def run(args: argparse.Namespace) -> int:
         f"is_greedy agree  {res['greedy_agree']:.4f}",
         f"machine          {res['machine']}, torch {torch.__version__}",
     ]
+    if args.fp64_check:
+        lines.append(f"float64 check    max |capscale - fp64| {res['max_abs_diff_capscale_vs_fp64']:.2e}, "
+                     f"max |lm-eval - fp64| {res['max_abs_diff_lm_eval_vs_fp64']:.2e} nats "
+                     f"(largest |loglik| {res['max_abs_loglik_fp64']:.1f})")
     if "gpu" in res:
         lines.append(f"gpu              {res['gpu']}; model FLOP/s on unique tokens "
                      f"{res['capscale_model_flops_per_s_unique_tokens']:.3e}"
