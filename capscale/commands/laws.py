@@ -266,6 +266,11 @@ def _backtest(args: argparse.Namespace) -> int:
             cov = df["covered"].dropna()
             print(f"\nMAE = {100 * df['abs_err'].mean():.2f} points over {len(df)} predictions; "
                   f"90% interval coverage = {cov.mean():.2f} ({int(cov.sum())}/{len(cov)})")
+            if df["method"].nunique() > 1:
+                g = df.assign(covered=df["covered"].astype(float)).groupby("method", sort=False)
+                summ = pd.DataFrame({"MAE_points": 100 * g["abs_err"].mean(), "max_err_points": 100 * g["abs_err"].max(),
+                                     "coverage_90": g["covered"].mean(), "n": g["abs_err"].count()})
+                print("\nper method:\n" + summ.to_string(float_format=lambda v: f"{v:.2f}"))
     if args.out:
         outdir = Path(args.out)
         df = pd.DataFrame(rows)
