@@ -489,6 +489,15 @@ class GadrePredictor(_Base):
         s2 = laws.GadreExp().fit(x, err)
         return (lambda p, t: float(1 - s2.predict([s1.predict([6 * p * t])[0]])[0])), {"step1": s1, "step2": s2}
 
+    def predict_steps(self, params: float, tokens: float, actual_loss: float | None = None) -> dict[str, float]:
+        """Predicted loss, chained accuracy and (given the actual loss) the step-2-only accuracy."""
+        s1, s2 = self.laws_["step1"], self.laws_["step2"]
+        lp = float(s1.predict([6 * params * tokens])[0])
+        out = {"pred_loss": lp, "chained": float(1 - s2.predict([lp])[0])}
+        if actual_loss is not None:
+            out["step2_only"] = float(1 - s2.predict([actual_loss])[0])
+        return out
+
 
 METHODS: dict[str, Callable[..., Any]] = {
     "loglinear": LogLinearPredictor,
@@ -695,13 +704,23 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
                         "actual": float("nan"), "abs_err": float("nan"), "lower": float("nan"),
                         "upper": float("nan"), "covered": None, "warnings": [f"fit failed: {e}"]})
             continue
+        loss_rows = {}
+        if getattr(pr, "loss_", None) and hasattr(pr, "predict_steps"):
+            lt, lm = pr.loss_
+            loss_rows = {r["run"]: r["actual"] for r in _held_rows(held, lt, lm, pr.window_)}
         for r in _held_rows(held, task, metric, pr.window_):
             p = pr.predict(r["params"], r["tokens"])
+            steps: dict[str, Any] = {}
+            if r["run"] in loss_rows:
+                # separate the step errors: loss extrapolation vs the loss -> accuracy link
+                st_ = pr.predict_steps(r["params"], r["tokens"], actual_loss=loss_rows[r["run"]])
+                steps = {"pred_loss": st_["pred_loss"], "actual_loss": loss_rows[r["run"]],
+                         "step2_only": st_.get("step2_only")}
             out.append({
                 "task": task, "method": m, "heldout_model": r["run"], "predicted": p.value, "actual": r["actual"],
                 "abs_err": abs(p.value - r["actual"]), "lower": p.lower, "upper": p.upper,
                 "covered": bool(p.lower <= r["actual"] <= p.upper), "params": r["params"], "tokens": r["tokens"],
                 "selected": pr.name if m == "auto" else None,
-                "cv_scores": scores, "warnings": p.warnings,
+                "cv_scores": scores, "warnings": p.warnings, **steps,
             })
     return out
