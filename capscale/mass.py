@@ -1137,10 +1137,16 @@ class MassPredictor:
     window_ = 1
 
     def __init__(self, config: MassConfig | None = None, *, seed: int | None = None, level: float | None = None,
-                 n_draws: int | None = None, **ignored: Any):
-        """Options ``seed``, ``level`` (interval probability) and ``n_draws`` override ``config``; the
-        other options of ``capscale.predict`` predictors (``bootstrap``, ``inflate``, ...) do not
-        apply to this method and are ignored."""
+                 n_draws: int | None = None, checkpoints: str = "final", **ignored: Any):
+        """Options ``seed``, ``level`` (interval probability) and ``n_draws`` override ``config``;
+        ``checkpoints="final"`` (default) fits the laws on the last checkpoint (most tokens) of each
+        ladder run only, ``"all"`` on every checkpoint. Intermediate checkpoints of a run follow the
+        run's data-scaling trajectory (learning-rate schedule not finished), not the across-size law,
+        and mixing them in made the size backtests worse. The other options of ``capscale.predict``
+        predictors (``bootstrap``, ``inflate``, ...) do not apply to this method and are ignored."""
+        if checkpoints not in ("final", "all"):
+            raise ValueError(f"MassPredictor: checkpoints must be 'final' or 'all', not {checkpoints!r}")
+        self.checkpoints = checkpoints
         cfg = config or MassConfig()
         upd = {k: v for k, v in (("seed", seed), ("interval", level), ("n_draws", n_draws)) if v is not None}
         self.config = dataclasses.replace(cfg, **upd) if upd else cfg
@@ -1175,9 +1181,13 @@ class MassPredictor:
         if s.empty:
             raise ValueError(f"mass: task {task!r} has no rows in the store")
         if ladder is not None and "model_id" in ladder.columns:
-            keep = set(ladder["model_id"].astype(str))
-            if "task" in ladder.columns:
-                keep = set(ladder.loc[ladder["task"].astype(str) == str(task), "model_id"].astype(str)) or keep
+            lt = ladder
+            if "task" in ladder.columns and (ladder["task"].astype(str) == str(task)).any():
+                lt = ladder[ladder["task"].astype(str) == str(task)]
+            if self.checkpoints == "final" and {"run", "tokens"} <= set(lt.columns):
+                order = [c for c in ("run", "tokens", "step") if c in lt.columns]
+                lt = lt.sort_values(order, kind="stable").groupby("run", sort=False).tail(1)
+            keep = set(lt["model_id"].astype(str))
             s = s[s["model_id"].astype(str).isin(keep)]
             if s.empty:
                 raise ValueError(f"mass: none of the ladder's models {sorted(keep)[:5]} has rows of task {task!r} "

@@ -255,3 +255,17 @@ def test_cli_mass_outputs(tmp_path):
     ho = preds[preds["kind"] == "held-out"]
     assert set(ho["task"]) == {"plain", "wino"} and (ho["model_id"] == "sim-m6").all()
     assert cli.main(["mass", str(path), "--family", "nope", "--out", str(out)]) == 2
+
+
+def test_predictor_uses_final_checkpoint_of_each_run():
+    datasets = pytest.importorskip("capscale.datasets", reason="capscale.datasets not in this checkout")
+    sim = mass.simulate_store(n_items=30, seed=9, x=(19.0, 19.5, 20.0, 20.5, 21.0, 21.5))
+    lad = datasets.ladder_from_store(sim)
+    # pretend the six models are two runs of three checkpoints each
+    lad["run"] = lad["model_id"].map(lambda m: "runA" if int(m[-1]) < 3 else "runB")
+    p = mass.MassPredictor().fit(lad, "sim", store=sim)
+    assert sorted(p.fit_.models["model_id"]) == ["sim-m2", "sim-m5"]
+    p_all = mass.MassPredictor(checkpoints="all").fit(lad, "sim", store=sim)
+    assert len(p_all.fit_.models) == 6
+    with pytest.raises(ValueError, match="checkpoints"):
+        mass.MassPredictor(checkpoints="some")

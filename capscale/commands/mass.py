@@ -86,9 +86,17 @@ def _mass(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", RuntimeWarning)
         fits = mass.fit(df, items=items, config=cfg)
     largest = models["model_id"].iloc[-1]
-    train_ids = models["model_id"].iloc[:-1]
+    # held-out fit: the largest-compute model is predicted from the final checkpoint (most tokens) of
+    # every smaller size, as MassPredictor does; a single-size family holds out its last checkpoint
+    p_big = models["params"].iloc[-1]
+    if (models["params"] < p_big).any():
+        smaller = models[models["params"] < p_big].sort_values(["params", "tokens"], kind="stable")
+        train_ids = smaller.groupby("params").tail(1)["model_id"]
+    else:
+        train_ids = models["model_id"].iloc[:-1]
+    train_c = models.loc[models["model_id"].isin(set(train_ids)), "compute"]
     fits_ho = None
-    if len(models) >= 3 and models["compute"].iloc[:-1].nunique() >= 2:
+    if len(train_ids) >= 2 and train_c.nunique() >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             fits_ho = mass.fit(df[df["model_id"].isin(train_ids)], config=cfg)
