@@ -305,6 +305,7 @@ def _plot_backtest(rows, ladder, task: str, metric: str, path: Path) -> None:
 
     from ..datasets import final_values
 
+    rows = [r for r in rows if r.get("params") is not None and r.get("heldout_model") is not None]
     fin = final_values(ladder, task, metric)
     held = {r["heldout_model"] for r in rows}
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
