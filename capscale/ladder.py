@@ -576,7 +576,8 @@ def check_targets(store_df: pd.DataFrame, onehop: str = "synth_onehop", multi: s
     checkpoints; metrics log_p_vocab_correct, p_choices_correct, acc),
     ``ordering_tasks`` (tasks where log p_vocab > p_choices > acc in median ρ), and
     ``multi_curve`` (one row per checkpoint of the multi-token task: compute, exact match = mean
-    target_is_greedy, acc, mean log p_vocab(correct) in nats).
+    target_is_greedy, acc, mean log p_vocab(correct) in nats), and ``final_acc`` (params x task
+    accuracy of each size's final checkpoint).
     """
     from scipy import stats
 
@@ -604,7 +605,9 @@ def check_targets(store_df: pd.DataFrame, onehop: str = "synth_onehop", multi: s
                                            compute=("compute", "first"), exact_match=("target_is_greedy", "mean"),
                                            acc=("acc", "mean"), log_p_vocab_correct=("log_p_vocab_correct", "mean"))
              .sort_values("compute").reset_index())
+    final_acc = finals.pivot_table(index="params", columns="task", values="acc", aggfunc="mean").sort_index()
     return dict(onehop_final_acc={int(k): float(v) for k, v in oh.items()}, onehop_increasing_sizes=inc,
+                final_acc=final_acc,
                 onehop_largest_acc=float(oh.iloc[-1]), median_spearman=med, ordering_tasks=order,
                 multi_curve=curve)
 
@@ -639,8 +642,13 @@ def format_checks(checks: dict, onehop_k: int = 4) -> str:
     lines += ["", "(per-item Spearman ρ with log10 compute over all checkpoints of the family; items constant over "
               "the checkpoints give NaN and are left out of the median)", "",
               f"- Schaeffer et al. ordering log p_vocab > p_choices > accuracy holds on: {order or 'no task'}: "
-              f"**{'PASS' if order else 'FAIL'}**", "",
-              "Multi-token task (exact match = greedy generation reproduces all answer words):", "",
+              f"**{'PASS' if order else 'FAIL'}**"]
+    if "final_acc" in checks:
+        fa = checks["final_acc"]
+        lines += ["", "Accuracy of each size's final checkpoint (K = 4, chance 0.25):", "",
+                  "| N | " + " | ".join(fa.columns) + " |", "|---|" + "---|" * len(fa.columns)]
+        lines += [f"| {int(n):,} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for n, row in fa.iterrows()]
+    lines += ["", "Multi-token task (exact match = greedy generation reproduces all answer words):", "",
               "| checkpoint | N | step | exact match | accuracy | mean log p_vocab(correct) [nats] |",
               "|---|---|---|---|---|---|"]
     for r in checks["multi_curve"].itertuples(index=False):
