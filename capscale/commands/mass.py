@@ -67,10 +67,11 @@ def _mass(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     df = df[df["task"].isin(tasks)]
-    if args.final_only and "step" in df.columns:
-        df = _final_checkpoints(df)
     if args.skip_first:
         df = _skip_first(df, args.skip_first)
+    df_backtest = df  # the backtest gives every method every checkpoint (mass keeps each run's final one)
+    if args.final_only:
+        df = _final_checkpoints(df)
     cfg = mass.MassConfig(n_draws=args.draws, seed=args.seed, allow_saturating=not args.linear_only)
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -134,7 +135,7 @@ def _mass(args: argparse.Namespace) -> int:
                                      "upper": r["acc_upper"], "kind": r["kind"]} for r in rows])
             mass.plot_predicted_vs_observed(acc_tab, os.path.join(out, f"mass_pred_{safe}.png"),
                                             title=f"{fam} / {t}: accuracy from per-item mass laws"
-                                            + (f" (held out: {largest})" if fits_ho is not None else ""))
+                                            + (f"\n(red: {largest} predicted from the smaller sizes)" if fits_ho is not None else ""))
     fits_df = pd.concat(fit_tabs, ignore_index=True)
     pred_df = pd.DataFrame(pred_rows)
     cov_df = mass.covariation_table(fits)
@@ -143,7 +144,8 @@ def _mass(args: argparse.Namespace) -> int:
     _write_csv(cov_df, os.path.join(out, "mass_covariation.csv"))
     if args.backtest:
         methods = ["mass"] + [m for m in args.backtest.split(",") if m and m != "mass"]
-        bt = (_backtest_tokens if args.backtest_axis == "tokens" else _backtest)(df, tasks, methods, fam, args)
+        bt = (_backtest_tokens if args.backtest_axis == "tokens" else _backtest)(df_backtest, tasks, methods, fam,
+                                                                                 args)
         _write_csv(bt, os.path.join(out, "mass_backtest.csv"))
         summary["backtest"] = _backtest_summary(bt)
         _write_text(os.path.join(out, "mass_backtest.md"), _backtest_markdown(bt, fam, args))
@@ -168,8 +170,9 @@ def _mass(args: argparse.Namespace) -> int:
 
 def _final_checkpoints(df):
     """Keep, per (params) size, the checkpoint with the most tokens (ties: largest step)."""
-    m = df[["model_id", "params", "tokens", "step"]].drop_duplicates("model_id")
-    last = m.sort_values(["params", "tokens", "step"]).groupby("params").tail(1)["model_id"]
+    cols = ["model_id", "params", "tokens"] + (["step"] if "step" in df.columns else [])
+    m = df[cols].drop_duplicates("model_id")
+    last = m.sort_values(cols[1:]).groupby("params").tail(1)["model_id"]
     return df[df["model_id"].isin(set(last))]
 
 
@@ -383,7 +386,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", action="append", help="task to analyse (repeatable; default: every task)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--final-only", action="store_true",
-                   help="use only the last checkpoint of each model size (by params)")
+                   help="analyse only the last checkpoint of each model size (by params); --backtest still gives "
+                   "every method all checkpoints (mass itself uses each run's final one)")
     p.add_argument("--linear-only", action="store_true", help="never use the saturating form")
     p.add_argument("--draws", type=int, default=400, help="Monte Carlo draws (default 400)")
     p.add_argument("--seed", type=int, default=0)
