@@ -1114,6 +1114,21 @@ def simulate_store(n_items: int = 400, n_choices: int = 4, x: tuple[float, ...] 
 # ----------------------------------------------------------------------------------------------
 
 
+def _final_per_run(lt: pd.DataFrame) -> pd.DataFrame:
+    """The last checkpoint (most tokens, then step) of every run of a ladder table.
+
+    A ladder built from a score store whose model ids carry no ``@step`` suffix has one run per
+    checkpoint; when it has a ``step`` column and several sizes, the checkpoints of one size
+    (``family``, ``params``) are then taken as one run.
+    """
+    order = [c for c in ("tokens", "step") if c in lt.columns]
+    key = ["run"]
+    one_per_run = lt.groupby("run")["model_id"].nunique().max() <= 1
+    if one_per_run and "step" in lt.columns and lt["step"].notna().all() and lt["params"].nunique() >= 2:
+        key = [c for c in ("family", "params") if c in lt.columns]
+    return lt.sort_values(key + order, kind="stable").groupby(key, sort=False).tail(1)
+
+
 def _not_applicable(msg: str) -> Exception:
     """``capscale.predict.MethodNotApplicable`` when available (so ``--method all`` skips us), else ValueError."""
     try:
@@ -1140,7 +1155,7 @@ class MassPredictor:
                  n_draws: int | None = None, checkpoints: str = "final", **ignored: Any):
         """Options ``seed``, ``level`` (interval probability) and ``n_draws`` override ``config``;
         ``checkpoints="final"`` (default) fits the laws on the last checkpoint (most tokens) of each
-        ladder run only, ``"all"`` on every checkpoint. Intermediate checkpoints of a run follow the
+        ladder run only (see :func:`_final_per_run`), ``"all"`` on every checkpoint. Intermediate checkpoints of a run follow the
         run's data-scaling trajectory (learning-rate schedule not finished), not the across-size law,
         and mixing them in made the size backtests worse. The other options of ``capscale.predict``
         predictors (``bootstrap``, ``inflate``, ...) do not apply to this method and are ignored."""
@@ -1185,8 +1200,7 @@ class MassPredictor:
             if "task" in ladder.columns and (ladder["task"].astype(str) == str(task)).any():
                 lt = ladder[ladder["task"].astype(str) == str(task)]
             if self.checkpoints == "final" and {"run", "tokens"} <= set(lt.columns):
-                order = [c for c in ("run", "tokens", "step") if c in lt.columns]
-                lt = lt.sort_values(order, kind="stable").groupby("run", sort=False).tail(1)
+                lt = _final_per_run(lt)
             keep = set(lt["model_id"].astype(str))
             s = s[s["model_id"].astype(str).isin(keep)]
             if s.empty:

@@ -269,3 +269,14 @@ def test_predictor_uses_final_checkpoint_of_each_run():
     assert len(p_all.fit_.models) == 6
     with pytest.raises(ValueError, match="checkpoints"):
         mass.MassPredictor(checkpoints="some")
+
+
+def test_final_checkpoint_per_size_when_runs_are_single_checkpoints():
+    """A store ladder whose model ids carry no @step: checkpoints of one size count as one run."""
+    lad = pd.DataFrame({"model_id": ["a-1", "a-2", "b-1", "b-2", "b-3"], "run": ["a-1", "a-2", "b-1", "b-2", "b-3"],
+                        "family": "f", "params": [1e6, 1e6, 4e6, 4e6, 4e6], "tokens": [1e8, 2e8, 1e8, 3e8, 2e8],
+                        "step": [1.0, 2.0, 1.0, 3.0, 2.0]})
+    assert sorted(mass._final_per_run(lad)["model_id"]) == ["a-2", "b-2"]
+    # a data-scaling family (one size) keeps every checkpoint
+    one = lad[lad["params"] == 4e6]
+    assert len(mass._final_per_run(one)) == 3
