@@ -1152,16 +1152,19 @@ class MassPredictor:
     window_ = 1
 
     def __init__(self, config: MassConfig | None = None, *, seed: int | None = None, level: float | None = None,
-                 n_draws: int | None = None, checkpoints: str = "final", **ignored: Any):
+                 n_draws: int | None = None, checkpoints: str = "final", inflate: bool = True, **ignored: Any):
         """Options ``seed``, ``level`` (interval probability) and ``n_draws`` override ``config``;
         ``checkpoints="final"`` (default) fits the laws on the last checkpoint (most tokens) of each
         ladder run only (see :func:`_final_per_run`), ``"all"`` on every checkpoint. Intermediate checkpoints of a run follow the
         run's data-scaling trajectory (learning-rate schedule not finished), not the across-size law,
-        and mixing them in made the size backtests worse. The other options of ``capscale.predict``
-        predictors (``bootstrap``, ``inflate``, ...) do not apply to this method and are ignored."""
+        and mixing them in made the size backtests worse. ``inflate`` (default True) widens the
+        interval by the leave-largest-out error on the training models, as ``capscale.predict`` does
+        for its other methods. Their other options (``bootstrap``, ...) do not apply and are ignored."""
         if checkpoints not in ("final", "all"):
             raise ValueError(f"MassPredictor: checkpoints must be 'final' or 'all', not {checkpoints!r}")
         self.checkpoints = checkpoints
+        self.inflate = bool(inflate)
+        self.cv_err_ = float("nan")
         cfg = config or MassConfig()
         upd = {k: v for k, v in (("seed", seed), ("interval", level), ("n_draws", n_draws)) if v is not None}
         self.config = dataclasses.replace(cfg, **upd) if upd else cfg
@@ -1218,7 +1221,29 @@ class MassPredictor:
             raise ValueError(f"mass: task {task!r}: need at least 2 training models, got {len(n_x)}")
         self.fit_ = fit(s, task=str(task), family=fam, config=self.config)[str(task)]
         self.task, self.metric = str(task), m
+        self.cv_err_ = self._cv_error(s, fam) if self.inflate else float("nan")
         return self
+
+    def _cv_error(self, s: pd.DataFrame, fam: str | None) -> float:
+        """|error| on the largest-compute training model when fitting on the others (NaN if < 3 sizes).
+
+        As for ``capscale.predict``'s other methods, the interval is widened in quadrature by
+        z·cv_err: the Monte Carlo interval knows the item noise and a model-level shift estimated
+        from few models, not how far the laws themselves extrapolate wrong.
+        """
+        mods = self.fit_.models
+        if mods["compute"].nunique() < 4:
+            return float("nan")
+        big = mods["model_id"].iloc[-1]
+        try:
+            sub = fit(s[s["model_id"] != big], task=str(self.task), family=fam, config=self.config)[str(self.task)]
+            x = math.log10(float(mods["compute"].iloc[-1]))
+            pred = predict_task(sub, x, metrics=(self.metric,), n_draws=100)[self.metric].value
+        except (ValueError, np.linalg.LinAlgError):
+            return float("nan")
+        col = SUPPORTED_METRICS[self.metric]
+        obs = _chain.compute(s[s["model_id"] == big])[col].mean()
+        return float(abs(pred - obs))
 
     def predict(self, params: float, tokens: float) -> Any:
         """Prediction at N = ``params``, D = ``tokens`` (compute 6·N·D FLOPs), 90 % interval."""
@@ -1228,6 +1253,12 @@ class MassPredictor:
         if not (C > 0 and math.isfinite(C)):
             raise ValueError(f"mass: compute 6·N·D must be positive and finite, got N={params}, D={tokens}")
         p = predict_task(self.fit_, math.log10(C), metrics=(self.metric,))[self.metric]
+        if self.inflate and math.isfinite(self.cv_err_):
+            extra = stats.norm.ppf(0.5 + self.config.interval / 2) * self.cv_err_
+            lo = p.value - math.hypot(p.value - p.lower, extra)
+            hi = p.value + math.hypot(p.upper - p.value, extra)
+            p = MetricPrediction(p.value, max(lo, 0.0), min(hi, 1.0), p.warnings + [
+                f"interval widened by the leave-largest-out error on the training models ({self.cv_err_:.3f})"])
         try:
             from .predict import Prediction  # type: ignore[attr-defined]
         except ImportError:  # predict.py not present: a duck-typed equivalent
