@@ -286,7 +286,11 @@ class _Base:
             lo_h, hi_h = math.hypot(lo_h, extra), math.hypot(hi_h, extra)
         lower, upper = v - lo_h, v + hi_h
         if self.metric.startswith("acc") or self.metric in ("p_choices", "brier"):
-            lower, upper = max(lower, 0.0), min(upper, 1.0)
+            if math.isfinite(v) and not 0.0 <= v <= 1.0:
+                warns.append(f"{self.name}: raw prediction {v:.4g} lies outside [0, 1] and was clipped: the law "
+                             "extrapolates past the metric's range")
+                v = min(max(v, 0.0), 1.0)
+            lower, upper = max(min(lower, v), 0.0), min(max(upper, v), 1.0)
         if not math.isfinite(v):
             warns.append(f"{self.name}: the prediction is not finite")
         return Prediction(v, float(lower), float(upper), warns)

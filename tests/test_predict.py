@@ -175,3 +175,11 @@ def test_olmo_ladder_method_backtest_matches_published_13b(shared_data):
         key = datasets.OLMO_REFERENCE_KEYS[task]
         assert abs(r13["predicted"] - ref.loc[key, "Pred"]) < 0.005
         assert r13["actual"] == pytest.approx(ref.loc[key, "Actual"], abs=1e-9)
+
+
+def test_accuracy_outside_range_is_clipped_with_a_warning():
+    lad = planted_ladder()
+    pr = predict.get_method("loglinear", bootstrap=0, inflate=False).fit(lad, "t", metric="acc")
+    p = pr.predict(1e14, 1e16)
+    assert p.value == 1.0 and p.lower <= p.value <= p.upper
+    assert any("outside [0, 1] and was clipped" in w for w in p.warnings)
