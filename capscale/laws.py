@@ -47,7 +47,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy import optimize
-from threadpoolctl import threadpool_limits
+
+try:  # installed with scikit-learn (a capscale dependency); fits still work without it, only slower
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    from contextlib import nullcontext
+
+    def threadpool_limits(*_a: Any, **_k: Any) -> Any:  # type: ignore[no-redef]
+        return nullcontext()
 
 __all__ = [
     "FitInputError",
