@@ -187,7 +187,9 @@ class Law:
         self.rmse_ = float(np.sqrt(np.mean((pred - y) ** 2)))
         self._flag_bounds()
         if not self.converged_:
-            self.warnings_.append(f"{self.name}: optimizer did not report convergence")
+            msg = f"{self.name}: optimizer did not report convergence ({self.meta_.get('message', '')})"
+            self.warnings_.append(msg)
+            warnings.warn(msg, FitWarning, stacklevel=2)
         return self
 
     def _p(self) -> np.ndarray:

@@ -200,3 +200,12 @@ def test_olmo_ladder_method_reproduces_reference_outputs(olmo):
     pr = predict.get_method("ladder", bootstrap=0, inflate=False).fit(train, "csqa", metric="acc_norm")
     assert pr.laws_["step1"].at_bound_["E"]
     assert any("parameter E" in w for w in pr.fit_warnings_)
+
+
+def test_non_convergence_is_reported():
+    c = np.logspace(18, 21, 8)
+    y = 1.7 + math.exp(6.0) / c**0.15
+    with pytest.warns(laws.FitWarning, match="did not report convergence"):
+        law = laws.ComputeLaw(maxiter=1, starts=[[0.0, 0.5, 0.0]]).fit(c, y)
+    assert not law.converged_
+    assert any("convergence" in w for w in law.to_dict()["warnings"])
