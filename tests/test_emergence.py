@@ -431,3 +431,12 @@ def test_scan_with_workers_matches_serial():
     b = em.scan(tis, B=100, workers=2)
     assert [r["verdict"] for r in a] == [r["verdict"] for r in b]
     assert [r["metrics"]["acc"]["J_ex_ci"] for r in a] == [r["metrics"]["acc"]["J_ex_ci"] for r in b]
+
+
+def test_run_emergence_from_a_store(tmp_path):
+    df = pd.concat([planted_store(k, task=k, n_models=7, n_items=60, seed=1) for k in ("linear", "kink")])
+    res = em.run_emergence(df, tmp_path / "em", B=150, figures=False)
+    assert set(res["summary"]) == {"linear", "kink"} and set(res["summary"].values()) <= set(em.VERDICTS)
+    j = json.loads((tmp_path / "em" / "kink.json").read_text())
+    assert REQUIRED_KEYS <= set(j) and j["fdr"]["m_tests"] == 2
+    assert (tmp_path / "em" / "verdicts.csv").exists()

@@ -14,6 +14,8 @@ Public API
     and its ``reasons``.
 :func:`scan` / :func:`apply_fdr`
     Many tasks with Benjamini–Hochberg control of the per-task "D sharp" tests.
+:func:`run_emergence`
+    Score store in, ``<task>.json`` + ``verdicts.csv`` + figures out (what ``capscale emergence`` does).
 :func:`write_json`, :func:`verdict_table`, :func:`capscale.emergence.plots.plot_report`
     Outputs.
 :mod:`~capscale.emergence.stats`, :mod:`~capscale.emergence.fits`
@@ -73,7 +75,7 @@ from __future__ import annotations
 from . import fits, stats
 from .analysis import DEFAULTS, VERDICTS, analyse, bootstrap_weights, decide
 from .inputs import TaskInput, drop_nonfinite_items, from_arrays, from_items, from_ladder
-from .scan import apply_fdr, safe_name, scan, to_jsonable, verdict_table, write_json
+from .scan import apply_fdr, run_emergence, safe_name, scan, to_jsonable, verdict_table, write_json
 
 __all__ = [
     "DEFAULTS",
@@ -88,6 +90,7 @@ __all__ = [
     "from_arrays",
     "from_items",
     "from_ladder",
+    "run_emergence",
     "safe_name",
     "scan",
     "stats",

@@ -16,7 +16,7 @@ from . import stats as _st
 from .analysis import DEFAULTS, analyse, decide
 from .inputs import TaskInput
 
-__all__ = ["apply_fdr", "scan", "to_jsonable", "write_json", "verdict_table", "safe_name"]
+__all__ = ["apply_fdr", "scan", "to_jsonable", "write_json", "verdict_table", "safe_name", "run_emergence"]
 
 
 def to_jsonable(obj):
@@ -140,3 +140,81 @@ def verdict_table(reports: list[dict]) -> pd.DataFrame:
             "reasons": " | ".join(map(str, r.get("reasons") or [])),
         })
     return pd.DataFrame(rows)
+
+
+def run_emergence(store_df: pd.DataFrame, out: str | os.PathLike, *, family: str | None = None,
+                  tasks: list[str] | None = None, B: int = 2000, seed: int = 0, alpha: float = 0.05,
+                  steps: str = "final", min_items: int = 20, figures: bool = True, progress: bool = False,
+                  workers: int = 1) -> dict:
+    """Score store in, emergence reports out: the Python equivalent of ``capscale emergence STORE --all-tasks``.
+
+    Parameters
+    ----------
+    store_df : DataFrame
+        A score store (per-choice log-likelihoods in nats; see :mod:`capscale.store`).
+    out : path-like
+        Output folder: ``<task>.json`` per task (``<family>/<task>.json`` when the store holds several
+        families), ``verdicts.csv`` and ``figures/``.
+    family, tasks : optional
+        Restrict to one family / these tasks (default: all).
+    steps : {"final", "all"}
+        ``final`` keeps the checkpoint with the most tokens per size (run); ``all`` uses every checkpoint.
+
+    Returns
+    -------
+    dict with ``summary`` (verdict per family/task), ``out`` and ``files``.
+    """
+    from .. import chain
+    from .inputs import drop_nonfinite_items, final_checkpoints, from_items
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = store_df
+    if family is not None:
+        df = df[df["family"].astype(str) == family]
+    if tasks is not None:
+        df = df[df["task"].isin(tasks)]
+    if df.empty:
+        raise ValueError(f"no rows for family {family!r} and tasks {tasks!r}")
+    notes = []
+    if steps == "final":
+        df, note = final_checkpoints(df)
+        if note:
+            notes.append(note)
+    elif steps != "all":
+        raise ValueError(f"steps must be 'final' or 'all', got {steps!r}")
+    df, dropped = drop_nonfinite_items(df)
+    items = chain.compute(df)
+    fams = sorted(items["family"].astype(str).unique())
+    files: list[str] = []
+    summary: dict = {}
+    all_reports = []
+    for fam in fams:
+        sub = items[items["family"].astype(str) == fam]
+        inputs = []
+        for t in sorted(sub["task"].astype(str).unique()):
+            ti = from_items(sub, t, fam)
+            if dropped.get(t):
+                ti.exclusions["items_nonfinite_loglik"] = dropped[t]
+                ti.guards.append(f"{dropped[t]} item(s) with a NaN/inf loglik were excluded for every model")
+            ti.guards.extend(notes)
+            inputs.append(ti)
+        reports = scan(inputs, B=B, seed=seed, alpha=alpha, min_items=min_items, progress=progress,
+                       keep_curves=figures, workers=workers)
+        d = out if len(fams) == 1 else out / safe_name(fam)
+        for r in reports:
+            r["command"] = (f"capscale.emergence.run_emergence(store, {str(out)!r}, B={B}, seed={seed}, "
+                            f"alpha={alpha}, steps={steps!r})")
+            files.append(str(write_json(r, d / f"{safe_name(r['task'])}.json")))
+            if figures:
+                from .plots import plot_report
+
+                files += [str(p) for p in plot_report(r, d / "figures")]
+            summary[f"{fam}/{r['task']}" if len(fams) > 1 else r["task"]] = r["verdict"]
+        all_reports += reports
+    table = verdict_table(all_reports)
+    tmp = out / ".verdicts.csv.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out / "verdicts.csv")
+    files.append(str(out / "verdicts.csv"))
+    return {"summary": summary, "out": str(out), "files": files}
