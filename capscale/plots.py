@@ -124,22 +124,32 @@ def mass_figure(items: pd.DataFrame, path: str | os.PathLike, *, title: str = ""
 
 def metric_curves_figure(items: pd.DataFrame, path: str | os.PathLike, *, title: str = "",
                          metrics: Sequence[str] = ("log_p_vocab_correct", "p_choices_correct", "brier", "acc")) -> str:
-    """Task means of chain metrics against log10 compute (one panel per metric, ±2 SE over items)."""
+    """Task means of chain metrics against log10 compute (one panel per metric, ±2 SE over items).
+
+    Checkpoints of one model size (``params``) are joined by a line, so a family of sizes x steps
+    shows one training curve per size.
+    """
     plt = _plt()
     metrics = [m for m in metrics if m in items.columns]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.0), squeeze=False)
-    g = items.groupby("model_id")
-    comp = np.log10(g["compute"].first().astype(float))
-    order = comp.sort_values().index
+    per_model = items.groupby("model_id").agg(compute=("compute", "first"), params=("params", "first"),
+                                              **{f"{m}__mean": (m, "mean") for m in metrics},
+                                              **{f"{m}__se": (m, "sem") for m in metrics})
+    per_model["x"] = np.log10(per_model["compute"].astype(float))
+    sizes = sorted(per_model["params"].unique())
+    cmap = plt.get_cmap("viridis")
     for ax, m in zip(axes[0], metrics, strict=True):
-        mean = g[m].mean().reindex(order)
-        se = (g[m].std(ddof=1) / np.sqrt(g[m].count())).reindex(order).fillna(0)
-        xs = comp.reindex(order).to_numpy()
-        ax.errorbar(xs, mean.to_numpy(), yerr=2 * se.to_numpy(), marker="o", ms=3, lw=1.2,
-                    color=METRIC_COLORS.get(m))
+        for i, n in enumerate(sizes):
+            g = per_model[per_model["params"] == n].sort_values("x")
+            color = cmap(i / max(1, len(sizes) - 1)) if len(sizes) > 1 else METRIC_COLORS.get(m)
+            label = f"N = {n:,.3g}" if len(sizes) > 1 else None
+            ax.errorbar(g["x"], g[f"{m}__mean"], yerr=2 * g[f"{m}__se"].fillna(0), marker="o", ms=3, lw=1.2,
+                        color=color, label=label)
         ax.set_xlabel("log10 compute (FLOPs)")
         ax.set_title(METRIC_LABELS.get(m, m).replace("−", ""), fontsize=9)
         ax.grid(alpha=0.3)
+    if len(sizes) > 1:
+        axes[0][0].legend(fontsize=6, title="size (one line per model size)", title_fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -174,10 +174,17 @@ def build_report(results_dir: str | os.PathLike, output: str | os.PathLike | Non
     run = root / "run.json"
     if run.exists():
         info = json.loads(run.read_text())
+        stages = info.pop("stages", None)
         lines = "".join(f"<tr><td>{html.escape(str(k))}</td><td style='text-align:left'>"
                         f"{html.escape(json.dumps(v) if not isinstance(v, str) else v)}</td></tr>"
-                        for k, v in info.items())
+                        for k, v in info.items() if k not in ("checks", "failed", "report"))
         body.append(f"<h2>What ran</h2><table>{lines}</table>")
+        if isinstance(stages, dict) and stages:
+            rows = [{"stage": k, "status": v.get("status", "ok"), "seconds": v.get("seconds"),
+                     "detail": v.get("error") or ", ".join(f"{a}={b}" for a, b in v.items()
+                                                           if a in ("rows", "models", "tasks"))}
+                    for k, v in stages.items()]
+            body.append("<h3>Stages</h3>" + _table(pd.DataFrame(rows)))
     if (root / "checks.json").exists():
         body.append(_checks_html(root / "checks.json"))
     for folder, heading, text in SECTIONS:

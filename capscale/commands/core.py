@@ -73,7 +73,28 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from ..demo import DemoError, run_demo
+
+    try:
+        run = run_demo(args.out, family_dir=args.family_dir, progress=not args.quiet)
+    except DemoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if run["failed"] else 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole toolkit on the embedded demo family (offline, minutes)",
+                       description="Evaluate the committed demo family (a ladder of small models trained on "
+                       "capscale's synthetic world) on its tasks, run every analysis stage, check what the family "
+                       "must show, and write OUT/report.html with the tables behind it.")
+    p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    p.add_argument("--family-dir", default=None,
+                   help="another family folder with family.yaml and tasks/ (default: the committed one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_demo)
+
     p = sub.add_parser("report", help="one self-contained HTML report from a results folder",
                        description="Build one HTML file (figures embedded, no external assets) with a section "
                        "per stage from a results folder such as the one `capscale demo` writes.")

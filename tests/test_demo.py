@@ -1,0 +1,68 @@
+"""`capscale demo` end to end on the committed demo family, and its early errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from capscale import store
+from capscale.cli import main
+from capscale.demo import DEMO_FAMILY, DemoError, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo-output"
+    run = run_demo(out, progress=False, log=lambda s: None)
+    return out, run
+
+
+def test_demo_writes_everything_and_checks_hold(demo_out):
+    out, run = demo_out
+    assert run["failed"] == [], run["stages"]
+    for f in ("report.html", "run.json", "checks.json", "family.yaml", "analysis/summary.csv",
+              "mass/mass_predictions.csv", "predict/backtest.csv", "emergence/synth_birthdate.json"):
+        assert (out / f).exists(), f
+    scores = store.read(out / "store")
+    assert scores["model_id"].nunique() == 18 and set(scores["task"]) == {"synth_onehop", "synth_twohop",
+                                                                          "synth_birthdate"}
+    checks = json.loads((out / "checks.json").read_text())
+    assert len(checks) == 3
+    assert all(c["passed"] for c in checks.values()), checks
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 10 and "What the demo family shows" in html
+
+
+def test_demo_rerun_reuses_store(demo_out, tmp_path):
+    out, _ = demo_out
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "store").glob("*.parquet")}
+    run = run_demo(out, progress=False, log=lambda s: None)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "store").glob("*.parquet")}
+    assert before == after and run["failed"] == []
+    bt = pd.read_csv(out / "predict" / "backtest.csv")
+    assert {"task", "method", "heldout_model", "predicted", "actual", "abs_err", "lower", "upper"} <= set(bt.columns)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; permission check needs a normal user")
+def test_demo_unwritable_output_fails_early(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(DemoError, match="cannot write"):
+        run_demo(ro / "out", progress=False)
+
+
+def test_demo_output_is_a_file_fails_early(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["demo", "--out", str(f / "sub"), "--quiet"]) == 2
+    assert "cannot write to the output folder" in capsys.readouterr().err
+
+
+def test_demo_missing_family(tmp_path):
+    with pytest.raises(DemoError, match="demo family not found"):
+        run_demo(tmp_path / "o", family_dir=tmp_path / "nofamily", progress=False)
+    assert (DEMO_FAMILY / "family.yaml").exists()
