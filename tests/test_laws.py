@@ -85,7 +85,7 @@ def test_direct_law_exact_on_planted_data(a, b, chance):
     c = np.logspace(19, 22, 6)
     accp = np.exp(-np.exp(a * np.log(c) + b))
     acc = chance + (1 - chance) * accp
-    ok = (accp > 1e-12) & (accp < 1 - 1e-12)
+    ok = (accp > 1e-6) & (accp < 1 - 1e-6)  # away from round-off at 0 and 1
     if ok.sum() < 3:
         return
     law = laws.DirectLaw(chance=chance).fit(c[ok], acc[ok])
