@@ -38,7 +38,7 @@ task items built once on the driver and shipped to the workers (nodes need no ta
 the last checkpoint, worker processes reused across shards, warm-up tasks that import torch on the workers while
 the driver builds the tasks, torch threads per shard equal to the driver's (byte-identical stores to
 ``--executor local`` on the same machine), and ``attempts`` / ``attempt_errors`` / ``node`` in the run log.
-Cluster set-up: ``docs/cluster.md``.
+Cluster set-up: the README section "Running on a cluster".
 
 Ray is an optional dependency (``pip install 'capscale[ray]'``); it is imported only inside functions.
 """
@@ -428,7 +428,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         hint = ("; if the cluster uses Ray's token authentication, set RAY_AUTH_MODE=token with its token in "
                 "~/.ray/auth_token" if not os.environ.get("RAY_AUTH_MODE") else "")
         raise ExecutorError(f"cannot connect to the Ray cluster at {address!r}: {e}. Start it with "
-                            "`ray start --head` (see docs/cluster.md) or leave --address out to start a local "
+                            "`ray start --head` (see the README, "Running on a cluster") or leave --address out to start a local "
                             f"Ray instance{hint}") from e
     try:
         yield ray

@@ -154,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="force BOS on (true) or off (false); default: the tokenizer decides, as lm-eval")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # Ray executor (issue 8; capscale/executors.py, docs/cluster.md)
+    # Ray executor (issue 8; capscale/executors.py, README "Running on a cluster")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: one process here (default); ray: every (checkpoint, task) shard one Ray task")
     p.add_argument("--address", default=None,
