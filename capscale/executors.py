@@ -428,7 +428,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         hint = ("; if the cluster uses Ray's token authentication, set RAY_AUTH_MODE=token with its token in "
                 "~/.ray/auth_token" if not os.environ.get("RAY_AUTH_MODE") else "")
         raise ExecutorError(f"cannot connect to the Ray cluster at {address!r}: {e}. Start it with "
-                            "`ray start --head` (see the README, "Running on a cluster") or leave --address out to start a local "
+                            "`ray start --head` (see the README, 'Running on a cluster') or leave --address out to start a local "
                             f"Ray instance{hint}") from e
     try:
         yield ray
