@@ -147,9 +147,11 @@ def _stage_predict(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
 
 
 def _stage_emergence(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
-    _run_command(["emergence", str(out / "store"), "--all-tasks", "--B", "500", "--out", str(out / "emergence"),
-                  "--quiet"], out / "logs" / "emergence.log")
-    return {}
+    from . import emergence
+
+    # final checkpoint of each of the 5 sizes: the family's scaling axis (mixing sizes and steps is not
+    # monotone in compute); B = 500 keeps the demo fast
+    return emergence.run_emergence(scores, out / "emergence", B=500, steps="final", progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------
