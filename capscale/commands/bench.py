@@ -1,8 +1,5 @@
 """``capscale bench NAME``: run one of the benchmarks in :mod:`capscale.benchmarks`."""
 
-# TEAM NOTE (temporary, the integrator removes it): several engineers share this working tree right now.
-# Before editing anything, read the ground rules in /tmp/common.md (commit only your own paths with
-# `git commit -m ... -- <paths>`, never `git add -A`/`commit -a`/stash/reset; finish by 09:00 UTC).
 from __future__ import annotations
 
 import argparse
