@@ -135,9 +135,12 @@ def _run_command(argv: list[str], log_path: Path) -> None:
 
 
 def _stage_mass(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
-    _run_command(["mass", str(out / "store"), "--out", str(out / "mass"),
-                  "--backtest", "loglinear,sigmoid,direct"], out / "logs" / "mass.log")
-    return {}
+    from .mass_pipeline import MassRunOptions, run_mass
+
+    res = run_mass(scores, MassRunOptions(out=str(out / "mass"), backtest="loglinear,sigmoid,direct",
+                                          source=str(out / "store"), command="capscale demo"))
+    (out / "logs" / "mass.log").write_text(res["report"] + "\n")
+    return {"summary": res["summary"].get("backtest", {})}
 
 
 def _stage_predict(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
