@@ -121,19 +121,6 @@ def _stage_analysis(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
     return run_analysis(scores, out / "analysis", progress=progress, source=str(out / "store"))
 
 
-def _run_command(argv: list[str], log_path: Path) -> None:
-    """Run one ``capscale`` command in-process, its printed output going to ``log_path``."""
-    import contextlib
-
-    from .cli import main
-
-    with open(log_path, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        print("$ capscale " + " ".join(argv), flush=True)
-        rc = main(argv)
-    if rc:
-        raise RuntimeError(f"`capscale {' '.join(argv)}` exited with status {rc}; see {log_path}")
-
-
 def _stage_mass(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
     from .mass_pipeline import MassRunOptions, run_mass
 
@@ -144,8 +131,14 @@ def _stage_mass(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
 
 
 def _stage_predict(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
-    _run_command(["backtest", str(out / "store"), "--all-tasks", "--method", "all", "--holdout", "largest",
-                  "--bootstrap", "20", "--out", str(out / "predict")], out / "logs" / "predict.log")
+    from . import datasets
+    from .predict_pipeline import run_backtests, summarize_backtests
+
+    ladder = datasets.ladder_from_store(scores)
+    tasks = sorted(ladder.loc[ladder["metric"] == "acc", "task"].unique())
+    rows = run_backtests(ladder, tasks, "all", holdout="largest", store=scores, out=out / "predict",
+                         progress=progress, bootstrap=20, seed=0)
+    (out / "logs" / "predict.log").write_text(summarize_backtests(rows) + "\n")
     return {}
 
 

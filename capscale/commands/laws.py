@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -43,13 +42,9 @@ def _load(args: argparse.Namespace, *, targets: bool = True):
 
 
 def _metric(ladder, task: str, metric: str | None) -> str:
-    if metric:
-        return metric
-    have = set(ladder.loc[ladder["task"] == task, "metric"])
-    for m in ("acc", "acc_norm"):
-        if m in have:
-            return m
-    raise ValueError(f"task {task!r} has no acc or acc_norm rows; give --metric (metrics: {sorted(have)})")
+    from ..predict_pipeline import default_metric
+
+    return default_metric(ladder, task, metric)
 
 
 def _tasks(ladder, args: argparse.Namespace) -> list[str]:
@@ -76,15 +71,9 @@ def _pred_kw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    if hasattr(v, "item"):
-        return _clean(v.item())
-    return v
+    from ..predict_pipeline import clean_json
+
+    return clean_json(v)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,7 +216,9 @@ def _predict(args: argparse.Namespace) -> int:
     if args.out:
         outdir = Path(args.out)
         _atomic_text(outdir / f"predict_{task}.json", json.dumps(_clean({**out, "fit": pr.report()}), indent=2))
-        _plot_backtest([{"task": task, "method": pr.name, "heldout_model": "target", "predicted": p.value,
+        from ..predict_pipeline import plot_backtest
+
+        plot_backtest([{"task": task, "method": pr.name, "heldout_model": "target", "predicted": p.value,
                          "actual": float("nan"), "lower": p.lower, "upper": p.upper, "params": params,
                          "tokens": tokens}], ladder, task, metric, outdir / f"predict_{task}.png")
     return 0
@@ -239,102 +230,18 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    import pandas as pd
-    from tqdm import tqdm
-
-    from .. import predict
+    from ..predict_pipeline import BACKTEST_KEYS, clean_json, run_backtests, summarize_backtests
 
     ladder, store = _load(args)
     holdout: str | int = args.holdout if args.holdout == "largest" else int(args.holdout)
-    tasks = _tasks(ladder, args)
-    rows: list[dict[str, Any]] = []
-    for task in tqdm(tasks, desc="backtest", disable=not sys.stderr.isatty()):
-        metric = _metric(ladder, task, args.metric)
-        res = predict.backtest(ladder, task, args.method, holdout=holdout, store=store, metric=metric,
-                               **_pred_kw(args))
-        for r in res:
-            r["metric"] = metric
-        rows += res
-    keys = ["task", "method", "heldout_model", "predicted", "actual", "abs_err", "lower", "upper"]
+    rows = run_backtests(ladder, _tasks(ladder, args), args.method, holdout=holdout, store=store,
+                         metric=args.metric, out=args.out, name=args.name or "backtest",
+                         progress=sys.stderr.isatty(), **_pred_kw(args))
     if args.json:
-        print(json.dumps([_clean({k: r.get(k) for k in keys}) for r in rows]))
+        print(json.dumps([clean_json({k: r.get(k) for k in BACKTEST_KEYS}) for r in rows]))
     else:
-        df = pd.DataFrame(rows)
-        if len(df):
-            show = df.assign(method=[r.get("selected") and f"auto->{r['selected']}" or r["method"] for r in rows])
-            print(show[keys + ["metric"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-            cov = df["covered"].dropna()
-            print(f"\nMAE = {100 * df['abs_err'].mean():.2f} points over {len(df)} predictions; "
-                  f"90% interval coverage = {cov.mean():.2f} ({int(cov.sum())}/{len(cov)})")
-            if df["method"].nunique() > 1:
-                g = df.assign(covered=df["covered"].astype(float)).groupby("method", sort=False)
-                summ = pd.DataFrame({"MAE_points": 100 * g["abs_err"].mean(), "max_err_points": 100 * g["abs_err"].max(),
-                                     "coverage_90": g["covered"].mean(), "n": g["abs_err"].count()})
-                print("\nper method:\n" + summ.to_string(float_format=lambda v: f"{v:.2f}"))
-    if args.out:
-        outdir = Path(args.out)
-        df = pd.DataFrame(rows)
-        full = df.drop(columns=[c for c in ("warnings", "cv_scores") if c in df.columns])
-        if "cv_scores" in df.columns:
-            full["cv_scores"] = [json.dumps(_clean(s)) if s else "" for s in df["cv_scores"]]
-        full["n_warnings"] = [len(w) for w in df.get("warnings", [[]] * len(df))]
-        stem = args.name or "backtest"
-        fd, tmp = tempfile.mkstemp(prefix="_tmp.", suffix=".csv", dir=_mk(outdir))
-        os.close(fd)
-        full.to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, outdir / f"{stem}.csv")
-        _atomic_text(outdir / f"{stem}.json", json.dumps(_clean(rows), indent=1) + "\n")
-        for task in tasks:
-            sub = [r for r in rows if r["task"] == task]
-            if sub:
-                _plot_backtest(sub, ladder, task, sub[0]["metric"], outdir / f"{stem}_{task}.png")
+        print(summarize_backtests(rows))
     return 0
-
-
-def _mk(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def _plot_backtest(rows, ladder, task: str, metric: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from ..datasets import final_values
-
-    rows = [r for r in rows if r.get("params") is not None and r.get("heldout_model") is not None]
-    fin = final_values(ladder, task, metric)
-    held = {r["heldout_model"] for r in rows}
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    tr = fin[~fin["run"].isin(held)]
-    ax.scatter(6 * tr["params"] * tr["tokens"], tr["value"], s=14, c="k", label="fit (ladder runs)")
-    ho = fin[fin["run"].isin(held)]
-    if len(ho):
-        ax.scatter(6 * ho["params"] * ho["tokens"], ho["value"], s=40, marker="*", c="r", label="held out (actual)")
-    methods = sorted({r.get("selected") or r["method"] for r in rows})
-    for i, m in enumerate(methods):
-        sub = [r for r in rows if (r.get("selected") or r["method"]) == m]
-        c = np.array([6 * r["params"] * r["tokens"] for r in sub]) * (1 + 0.06 * i)
-        v = np.array([r["predicted"] for r in sub])
-        lo = np.array([r["lower"] for r in sub])
-        hi = np.array([r["upper"] for r in sub])
-        ax.errorbar(c, v, yerr=[np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)], fmt="o", ms=4, capsize=2,
-                    label=f"{m} (90%)")
-    ax.set_xscale("log")
-    ax.set_xlabel("compute 6ND (FLOPs)")
-    ax.set_ylabel(metric)
-    ax.set_title(task)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
