@@ -1366,18 +1366,6 @@ def _fmt(v: Any) -> str:
 
 
 def _savefig(fig: Any, path: str) -> None:
-    import os
-    import tempfile
+    from .plots import save_figure
 
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=os.path.splitext(path)[1] or ".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_figure(fig, path, close=False)

@@ -38,6 +38,34 @@ METRIC_COLORS = {
 }
 
 
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110, close: bool = True, **kw) -> str:
+    """Write a matplotlib figure atomically (temporary file in the same folder, then rename).
+
+    The folder is created if needed; the figure is closed afterwards unless ``close=False``.
+    Extra keyword arguments go to ``Figure.savefig`` (e.g. ``bbox_inches="tight"``).
+    """
+    import tempfile
+
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="_tmp.", suffix=os.path.splitext(str(path))[1] or ".png", dir=d)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, **kw)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        if close:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+    return str(path)
+
+
 def _plt():
     import matplotlib
 
@@ -84,9 +112,7 @@ def ccdf_figure(corr: pd.DataFrame, path: str | os.PathLike, *, title: str = "",
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def mass_figure(items: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> str:
@@ -117,9 +143,7 @@ def mass_figure(items: pd.DataFrame, path: str | os.PathLike, *, title: str = ""
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def metric_curves_figure(items: pd.DataFrame, path: str | os.PathLike, *, title: str = "",
@@ -153,6 +177,4 @@ def metric_curves_figure(items: pd.DataFrame, path: str | os.PathLike, *, title:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return save_figure(fig, path)

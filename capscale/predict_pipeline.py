@@ -170,9 +170,6 @@ def plot_backtest(rows: list[dict[str, Any]], ladder: pd.DataFrame, task: str, m
     ax.set_title(task)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from .plots import save_figure
+
+    save_figure(fig, path, dpi=110)

@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from . import emit_report
+
 
 def synthetic_store(n_rows: int, k: int = 4, n_models: int = 10, seed: int = 0) -> pd.DataFrame:
     """A valid store with ``n_rows`` per-choice rows (n_models models, K choices per item)."""
@@ -87,10 +89,5 @@ def run(args: argparse.Namespace) -> int:
         f"speed-up vs peer: {t_peer / t_chain:.0f}x",
         f"target (< 10 s for 1M rows): {'met' if (t_chain < 10 or len(df) < 1_000_000) else 'NOT met'}",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit_report(lines, args.out)
     return 0

@@ -19,6 +19,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from . import emit_report
+
 
 def synthetic_scan_store(n_tasks: int, n_models: int, n_items: int, seed: int = 0) -> pd.DataFrame:
     """A store of ``n_tasks`` planted tasks (cycling linear / kink / flat latents), 4 choices per item."""
@@ -134,12 +136,7 @@ def run(args: argparse.Namespace) -> int:
         f"({'met' if total < 120 else 'NOT met'} at load average {os.getloadavg()[0]:.1f}); "
         f"CPU {cpu:.0f} s ({'met' if cpu < 120 else 'NOT met'})",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit_report(lines, args.out)
     if args.figure:
         import matplotlib
 

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import emit_report
+
 TASK_YAML = ("task: {name}\noutput_type: multiple_choice\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
              "    test: {name}.jsonl\ntest_split: test\ndoc_to_text: \"{{{{context}}}}\"\n"
              "doc_to_choice: \"{{{{choices}}}}\"\ndoc_to_target: \"{{{{gold}}}}\"\ntarget_delimiter: \" \"\n"
@@ -175,12 +177,7 @@ def run(args: argparse.Namespace) -> int:
           for ex, q in ratios.items()],
         f"stores complete ({expected} shards each); ray stores byte-identical to local: {identical}",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit_report(lines, args.out)
     return 0 if identical else 1
 
 

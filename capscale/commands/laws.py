@@ -164,12 +164,9 @@ def _plot_fit(law, form, runs, window, path: Path, task: str) -> None:
     ax.set_title(f"{task}: {form}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from ..plots import save_figure
+
+    save_figure(fig, path, dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    from ..plots import save_figure
+
+    save_figure(fig, path, close=False, bbox_inches="tight")
     return path
 
 
