@@ -11,15 +11,18 @@ import argparse
 import os
 import platform
 import time
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from . import emit_report
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def synthetic_store(n_rows: int, k: int = 4, n_models: int = 10, seed: int = 0) -> pd.DataFrame:
     """A valid store with ``n_rows`` per-choice rows (n_models models, K choices per item)."""
+    import numpy as np
+    import pandas as pd
     rng = np.random.default_rng(seed)
     n_items = max(1, n_rows // (k * n_models))
     m = np.repeat(np.arange(n_models), n_items * k)
@@ -36,6 +39,8 @@ def synthetic_store(n_rows: int, k: int = 4, n_models: int = 10, seed: int = 0) 
 
 
 def _naive(df: pd.DataFrame) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
     from scipy.special import logsumexp
 
     def one(g: pd.DataFrame) -> pd.Series:
@@ -61,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
     from .. import chain, correlate
 
     df = synthetic_store(args.rows)

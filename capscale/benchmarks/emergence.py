@@ -15,15 +15,18 @@ import os
 import platform
 import tempfile
 import time
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from . import emit_report
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def synthetic_scan_store(n_tasks: int, n_models: int, n_items: int, seed: int = 0) -> pd.DataFrame:
     """A store of ``n_tasks`` planted tasks (cycling linear / kink / flat latents), 4 choices per item."""
+    import pandas as pd
+
     from ..emergence.planted import planted_store
 
     kinds = ("linear", "kink", "flat")
@@ -34,6 +37,7 @@ def synthetic_scan_store(n_tasks: int, n_models: int, n_items: int, seed: int = 
 
 def _peer_one_task(items: pd.DataFrame, B: int) -> float:
     """Seconds for B replicates of the loop-and-curve_fit peer on one task (acc + choice log-odds)."""
+    import numpy as np
     from scipy.optimize import curve_fit
 
     from ..emergence import stats
@@ -76,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
     from .. import chain, emergence
 
     store_df = synthetic_scan_store(args.tasks, args.models, args.items)
