@@ -35,9 +35,11 @@ What the Ray executor does
 
 ``capscale eval --executor ray`` (:func:`ray_executor`, registered in :data:`capscale.evaluate.EXECUTORS`) adds:
 task items built once on the driver and shipped to the workers (nodes need no task data), a per-worker cache of
-the last checkpoint, worker processes reused across shards, warm-up tasks that import torch on the workers while
-the driver builds the tasks, torch threads per shard equal to the driver's (byte-identical stores to
-``--executor local`` on the same machine), and ``attempts`` / ``attempt_errors`` / ``node`` in the run log.
+the last checkpoint, worker processes reused across shards, warm-up tasks that import torch, transformers and the
+family's model classes on the workers while the driver builds the tasks, the driver's offline switches handed to
+every task (no Ray runtime environment to set up per worker), torch threads per shard equal to the driver's on the
+driver's machine (byte-identical stores to ``--executor local`` there) and to the shard's reserved CPUs on other
+nodes, and ``attempts`` / ``attempt_errors`` / ``node`` in the run log.
 Cluster set-up: the README section "Running on a cluster".
 
 Ray is an optional dependency (``pip install 'capscale[ray]'``); it is imported only inside functions.
@@ -389,9 +391,16 @@ def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
 
 
+def _apply_env(env: dict[str, str] | None) -> None:
+    """Set the driver's forwarded variables in this (worker) process; call before anything imports transformers."""
+    for k, v in (env or {}).items():
+        if os.environ.get(k) != v:
+            os.environ[k] = v
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, num_cpus: int | None = None,
-                init_kwargs: dict[str, Any] | None = None) -> Iterator[Any]:
+                init_kwargs: dict[str, Any] | None = None, forward_env: bool = True) -> Iterator[Any]:
     """Use the running Ray session, or start/connect one for the duration of the block.
 
     Parameters
@@ -404,6 +413,12 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         CPUs of a local instance (ignored when connecting to a cluster).
     init_kwargs : dict, optional
         Extra keyword arguments for ``ray.init``.
+    forward_env : bool, default True
+        Give the workers the driver's ``HF_*``, ``TRANSFORMERS_*``, ``TOKENIZERS_*`` and ``CAPSCALE_*`` variables
+        through a Ray ``runtime_env`` (on a cluster, workers otherwise see the environment of ``ray start``).
+        A runtime environment costs every new worker process about 0.8 s of set-up, so callers that pass the
+        variables to their tasks themselves (as ``capscale eval`` does) turn it off; a local instance started
+        here inherits the driver's environment and never needs it.
 
     Yields
     ------
@@ -417,13 +432,15 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     env = _forwarded_env()
-    if env:
+    if env and forward_env and address is not None:
         kwargs["runtime_env"] = {"env_vars": env}
     if address is None:
         kwargs["num_cpus"] = num_cpus
     kwargs.update(init_kwargs or {})
     try:
-        ray.init(address=address, **kwargs)
+        # address="local": always a new instance here, never an existing `ray start` cluster that Ray would
+        # otherwise pick up (use --address auto for that one).
+        ray.init(address="local" if address is None else address, **kwargs)
     except ConnectionError as e:
         hint = ("; if the cluster uses Ray's token authentication, set RAY_AUTH_MODE=token with its token in "
                 "~/.ray/auth_token" if not os.environ.get("RAY_AUTH_MODE") else "")
@@ -681,12 +698,56 @@ def _quiet_worker(threads: int | None) -> None:
         _WORKER_CACHE["quiet"] = True
 
 
-def _warm_up(threads: int | None) -> int:
-    """Import what a shard needs (torch, transformers, the scoring engine) in a Ray worker; returns its pid."""
+def _warm_up(threads: int | None, env: dict[str, str] | None = None,
+             configs: Sequence[dict[str, Any]] = ()) -> int:
+    """Import what a shard needs in a Ray worker; returns its pid.
+
+    Imports torch, transformers and the scoring engine, and the model class of every config in ``configs``
+    (``{"path", "revision", "trust_remote_code"}``; importing a transformers model class for the first time
+    takes 1-2 s of CPU). Failures here are ignored: the shard that needs the class imports it (and reports any
+    error) itself.
+    """
+    _apply_env(env)
     _quiet_worker(threads)
     from . import evaluate, scoring  # noqa: F401
 
+    for cfg in configs:
+        try:
+            from transformers import AutoConfig
+            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+            config = AutoConfig.from_pretrained(cfg["path"], revision=cfg.get("revision"),
+                                                trust_remote_code=bool(cfg.get("trust_remote_code")))
+            if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+                MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        except Exception as e:  # only a head start: the shard itself loads (and reports) it
+            log.debug("warm-up: cannot import the model class of %s: %s", cfg.get("path"), e)
     return os.getpid()
+
+
+def _warm_up_configs(checkpoints: Sequence[Any], trust_remote_code: bool, limit: int = 8) -> list[dict[str, Any]]:
+    """One checkpoint per model architecture, for :func:`_warm_up` (read from local ``config.json`` files).
+
+    Checkpoints without a local ``config.json`` (hub ids, GGUF files) count as one unknown architecture: the
+    first of them is included.
+    """
+    seen: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for ck in checkpoints:
+        if ck.gguf_file:
+            continue
+        cfg = Path(str(ck.path)) / "config.json"
+        try:
+            arch = str(json.loads(cfg.read_text(encoding="utf-8")).get("model_type")) if cfg.is_file() else "?"
+        except (OSError, ValueError):
+            arch = "?"
+        if arch in seen:
+            continue
+        seen.add(arch)
+        out.append({"path": str(ck.path), "revision": ck.revision, "trust_remote_code": trust_remote_code})
+        if len(out) >= limit:
+            break
+    return out
 
 
 @dataclass(frozen=True)
@@ -698,21 +759,41 @@ class EvalShardRunner:
     shard is written into a worker-local temporary folder and its bytes are handed back (nothing is left on the
     worker); with ``"worker"`` ``run_shard`` writes it into the store (a shared file system). A worker process
     keeps its last checkpoint and the tasks it built, so consecutive shards of one checkpoint load it once (as
-    the local executor does). ``threads`` sets torch's intra-op threads (float32 sums over several threads can
-    differ in the last bits from sums over one, so matching the local run's count makes the stores identical).
+    the local executor does). ``env`` holds the driver's forwarded variables (``HF_HUB_OFFLINE`` ...), set in the
+    worker before transformers is imported.
+
+    torch's intra-op threads in a shard: ``threads`` when given; else ``driver_threads`` (the local executor's
+    count) on the driver's host ``driver_host``, where the same float32 sums in the same order make the store
+    byte-identical to a local run, and ``reserved_threads`` (the CPUs Ray reserved for the shard) on every other
+    node, so shards sharing a node do not oversubscribe it (another CPU model could not promise identical bits
+    anyway).
     """
 
     write_from: str = "driver"
     built: dict[Any, Any] = field(default_factory=dict)
     threads: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    driver_host: str | None = None
+    driver_threads: int | None = None
+    reserved_threads: int = 1
+
+    def threads_here(self) -> int:
+        """torch threads for a shard on this host (see the class docstring)."""
+        if self.threads:
+            return self.threads
+        if self.driver_threads and self.driver_host == socket.gethostname():
+            return self.driver_threads
+        return self.reserved_threads
 
     def __call__(self, shard: Any, options: Any) -> Any:
         import dataclasses
         import tempfile
 
+        _apply_env(self.env)  # before transformers is imported in this worker
+
         from . import evaluate as ev
 
-        _quiet_worker(self.threads)
+        _quiet_worker(self.threads_here())
         options = dataclasses.replace(options, progress=False)
         built = self.built.get(shard.task) or _cached_task(shard.task)
         model, tok = _cached_model(shard.checkpoint, options)
@@ -760,11 +841,14 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
     receives a ``ShardResult`` (with ``attempts``, ``attempt_errors`` and ``node`` added) for every shard as it
     is skipped, finishes or finally fails, so the run log is written as the run goes.
 
-    The Ray session is started (or joined) first; with ``warm_up`` one task per shard slot imports torch and
-    transformers on the workers while the driver builds the tasks' items. ``threads_per_shard`` (torch
-    intra-op threads in a shard; default: the driver's own ``torch.get_num_threads()``, i.e. what the local
-    executor uses on this machine) keeps float32 sums in the same order as a local run, so both executors write
-    byte-identical stores on the same machine.
+    The Ray session is started (or joined) first; with ``warm_up`` one task per shard slot imports torch,
+    transformers and the model class of every architecture in the family on the workers while the driver builds
+    the tasks' items. ``threads_per_shard`` is torch's intra-op threads in a shard. By default it is the driver's
+    ``torch.get_num_threads()`` (what the local executor uses) for shards on the driver's machine, so both
+    executors write byte-identical stores there (float32 sums depend on the thread count), and
+    ``max(1, int(cpus_per_shard))`` (what Ray reserved) on other nodes, so shards sharing a node do not
+    oversubscribe its cores (log-likelihoods can then differ from a local run at float32 rounding, about 1e-7
+    relative, as they do between two CPU models anyway).
 
     Returns
     -------
@@ -815,15 +899,15 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
 
     from .tasks import build_items
 
-    if threads_per_shard is None:
-        import torch
-
-        threads_per_shard = torch.get_num_threads()
+    if threads_per_shard is not None and threads_per_shard < 1:
+        raise ExecutorError(f"threads_per_shard must be >= 1, got {threads_per_shard}")
+    env = _forwarded_env()
     todo = [s for s in shards if not s.done()]
     warm_refs: list[Any] = []  # held until the run ends; nothing waits on them
     with contextlib.ExitStack() as stack:
         if todo:
-            ray = stack.enter_context(ray_session(address, num_cpus=num_cpus, init_kwargs=init_kwargs))
+            ray = stack.enter_context(ray_session(address, num_cpus=num_cpus, init_kwargs=init_kwargs,
+                                                  forward_env=False))
             gpus = resolve_gpus_per_shard(ray, gpus_per_shard)
             if warm_up:
                 res = ray.cluster_resources()
@@ -832,12 +916,21 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
                     slots = min(slots, int(res.get("GPU", 0) // gpus))
                 warm = ray.remote(max_calls=0)(_warm_up).options(num_cpus=cpus_per_shard, num_gpus=gpus,
                                                                  name="capscale-warm-up")
-                warm_refs += [warm.remote(threads_per_shard) for _ in range(max(1, min(slots, len(todo))))]
+                configs = _warm_up_configs([s.checkpoint for s in todo], options.trust_remote_code)
+                warm_refs += [warm.remote(threads_per_shard, env, configs)
+                              for _ in range(max(1, min(slots, len(todo))))]
+        driver_threads = None
+        if threads_per_shard is None and todo:
+            import torch  # after the warm-up tasks are on their way: this import overlaps theirs
+
+            driver_threads = torch.get_num_threads()
+        runner = EvalShardRunner(write_from, threads=threads_per_shard, env=env, driver_host=socket.gethostname(),
+                                 driver_threads=driver_threads, reserved_threads=max(1, int(cpus_per_shard)))
         # Build every unfinished task's items here, once (task errors surface before any shard starts).
         need = list(dict.fromkeys(s.task for s in todo))
         built = {t: build_items(t) for t in tqdm(need, desc="building tasks", unit="task",
                                                  disable=not (options.progress and sys.stderr.isatty()))}
-        report = run_ray(shards, EvalShardRunner(write_from, built, threads_per_shard), options,
+        report = run_ray(shards, dataclasses.replace(runner, built=built), options,
                          shards[0].out_dir if shards else ".", shard_path=lambda s: s.path,
                          shard_key=lambda s: s.key, address=address, num_cpus=num_cpus,
                          gpus_per_shard=gpus_per_shard, cpus_per_shard=cpus_per_shard, max_retries=max_retries,

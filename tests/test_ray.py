@@ -110,7 +110,7 @@ def ray_local():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     if ray.is_initialized():  # pragma: no cover - a session left over by another test module
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     try:
         yield ray
@@ -369,3 +369,73 @@ def test_eval_ray_broken_checkpoint_reported_others_complete(ray_local, eval_set
     assert log["status"] == "failed"
     failed = sorted((s["model_id"], s["task"], s["attempts"]) for s in log["shards"] if s["status"] == "failed")
     assert failed == [("bad", "bench_colour", 2), ("bad", "bench_size", 2)]
+
+
+def test_warm_up_configs_one_per_architecture(tmp_path):
+    from capscale.family import Checkpoint
+
+    def ck(name: str, model_type: str | None, gguf: str | None = None) -> Checkpoint:
+        d = tmp_path / name
+        d.mkdir()
+        if model_type:
+            (d / "config.json").write_text(json.dumps({"model_type": model_type}))
+        return Checkpoint(model_id=name, path=str(d), params=1, tokens=1, gguf_file=gguf)
+
+    cks = [ck("a", "gpt_neox"), ck("b", "gpt_neox"), ck("c", "llama"), ck("d", None), ck("e", "llama", "m.gguf"),
+           Checkpoint(model_id="hub", path="EleutherAI/pythia-70m", params=1, tokens=1, revision="step1000")]
+    got = executors._warm_up_configs(cks, trust_remote_code=True)
+    assert [Path(c["path"]).name for c in got] == ["a", "c", "d"]  # "d" and the hub id: one unknown architecture
+    assert all(c["trust_remote_code"] for c in got)
+    assert len(executors._warm_up_configs(cks, False, limit=2)) == 2
+
+
+def test_warm_up_sets_env_and_survives_bad_configs(eval_setup, monkeypatch):
+    family, _ = eval_setup
+    monkeypatch.delenv("CAPSCALE_WARM_UP_PROBE", raising=False)
+    configs = [{"path": str(family.parent / "m00")}, {"path": str(family.parent / "no-such-checkpoint")}]
+    assert executors._warm_up(None, {"CAPSCALE_WARM_UP_PROBE": "1"}, configs) == os.getpid()
+    assert os.environ["CAPSCALE_WARM_UP_PROBE"] == "1"
+    assert "transformers.models.gpt_neox.modeling_gpt_neox" in sys.modules
+
+
+def test_shard_threads_match_local_on_the_driver_host_only(monkeypatch):
+    import socket
+
+    runner = executors.EvalShardRunner(driver_host=socket.gethostname(), driver_threads=6, reserved_threads=2)
+    assert runner.threads_here() == 6  # the local executor's count: byte-identical sums
+    assert executors.EvalShardRunner(driver_host="another-node", driver_threads=6,
+                                     reserved_threads=2).threads_here() == 2  # what Ray reserved there
+    assert executors.EvalShardRunner(threads=3, driver_host=socket.gethostname(), driver_threads=6).threads_here() == 3
+    with pytest.raises(executors.ExecutorError, match="threads_per_shard"):
+        executors.ray_executor([], _Opts(), lambda r: None, threads_per_shard=0)
+
+
+@dataclass
+class _Opts:
+    device: str = "cpu"
+    progress: bool = False
+    trust_remote_code: bool = False
+
+
+@pytest.mark.usefixtures("_private_datasets_cache")
+def test_eval_ray_forwards_driver_env_without_runtime_env(ray_local, eval_setup, tmp_path, monkeypatch):
+    """The driver's HF_*/CAPSCALE_* variables reach the shard (set after the workers started, so only the runner's
+    own forwarding can deliver them)."""
+    from capscale.evaluate import EvalOptions, evaluate
+
+    family, tasks = eval_setup
+    monkeypatch.setenv("CAPSCALE_FORWARD_PROBE", "from-the-driver")
+    monkeypatch.setattr(executors, "EvalShardRunner", _ProbeRunner)  # shipped by value to the workers
+    res = evaluate(family, TASKS, tmp_path / "ray", include_path=tasks, model_ids=["m03"],
+                   options=EvalOptions(progress=False, batch_size=4), executor="ray")
+    assert sorted({r.note for r in res}) == ["from-the-driver"]
+
+
+@dataclass(frozen=True)
+class _ProbeRunner(executors.EvalShardRunner):
+    """The eval runner, reporting CAPSCALE_FORWARD_PROBE as seen on the worker in the shard's ``note``."""
+
+    def __call__(self, shard, options):
+        out = super().__call__(shard, options)
+        out.meta.note = os.environ.get("CAPSCALE_FORWARD_PROBE")
+        return out

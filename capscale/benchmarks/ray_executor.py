@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if "attached" in modes:
             import ray
 
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": {k: env[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_CACHE")}})
             address = ray.get_runtime_context().gcs_address
             if os.environ.get("RAY_AUTH_MODE"):  # Ray's token authentication: clients must opt in explicitly

@@ -28,8 +28,8 @@ def _limit(v: str) -> int | float:
 def _executor_options(args: argparse.Namespace) -> dict | None:
     """Keyword arguments of the chosen executor (``--executor ray``: issue 8); None after printing an error."""
     if args.executor != "ray":
-        ray_only = [f for f, v in (("--address", args.address), ("--gpus-per-shard", args.gpus_per_shard))
-                    if v is not None]
+        ray_only = [f for f, v in (("--address", args.address), ("--gpus-per-shard", args.gpus_per_shard),
+                                   ("--threads-per-shard", args.threads_per_shard)) if v is not None]
         if ray_only:
             print(f"error: {', '.join(ray_only)} only apply to --executor ray", file=sys.stderr)
             return None
@@ -42,7 +42,7 @@ def _executor_options(args: argparse.Namespace) -> dict | None:
         print(f"error: {e}", file=sys.stderr)
         return None
     return {"address": args.address, "gpus_per_shard": args.gpus_per_shard, "write_from": args.write_from,
-            "max_retries": args.max_retries}
+            "max_retries": args.max_retries, "threads_per_shard": args.threads_per_shard}
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -167,6 +167,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "this machine) or worker (the store must be on a file system shared by all nodes)")
     p.add_argument("--max-retries", type=int, default=2,
                    help="resubmissions of a failed shard before it is reported as failed (default 2)")
+    p.add_argument("--threads-per-shard", type=int, default=None,
+                   help="torch CPU threads in each Ray shard (default 1: the CPU each shard reserves). Set it to "
+                   "a local run's thread count for byte-identical float32 sums")
     p.set_defaults(func=_eval)
 
     f = sub.add_parser("family", help="family specs").add_subparsers(dest="family_cmd", metavar="CMD",
