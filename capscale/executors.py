@@ -680,6 +680,42 @@ def _cached_model(ck: Any, options: Any) -> tuple[Any, Any]:
     return _WORKER_CACHE["model"]
 
 
+#: Variables that change torch's default intra-op thread count (and how OpenMP/MKL cap it).
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: :func:`local_thread_count`'s answer when torch would use its default: one thread per physical core.
+TORCH_DEFAULT = "torch-default"
+
+
+def local_thread_count() -> int | str:
+    """The torch intra-op thread count of the local executor in this process, importing torch only if needed.
+
+    Returns ``torch.get_num_threads()`` when torch is already imported (it may have been set) or when
+    ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` is set (their effect depends on the BLAS build, so torch is asked);
+    otherwise :data:`TORCH_DEFAULT` without importing torch (a CLI driver then never loads it), which a worker on
+    the same host turns into the count with :func:`default_threads_for`.
+    """
+    if "torch" not in sys.modules and not any(k in os.environ for k in _THREAD_ENV):
+        return TORCH_DEFAULT
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def default_threads_for(spec: int | str | None) -> int | None:
+    """Turn :func:`local_thread_count`'s answer into a thread count on this host (an int passes through).
+
+    :data:`TORCH_DEFAULT` is one thread per physical core, which torch also reports as its default inter-op
+    count (``get_num_interop_threads``); unlike the intra-op count that one ignores ``OMP_NUM_THREADS``, which Ray
+    sets to the task's CPUs in its workers.
+    """
+    if spec != TORCH_DEFAULT:
+        return spec  # type: ignore[return-value]
+    import torch
+
+    return int(torch.get_num_interop_threads())
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -763,7 +799,7 @@ class EvalShardRunner:
     worker before transformers is imported.
 
     torch's intra-op threads in a shard: ``threads`` when given; else ``driver_threads`` (the local executor's
-    count) on the driver's host ``driver_host``, where the same float32 sums in the same order make the store
+    count: :func:`local_thread_count`) on the driver's host ``driver_host``, where the same float32 sums in the same order make the store
     byte-identical to a local run, and ``reserved_threads`` (the CPUs Ray reserved for the shard) on every other
     node, so shards sharing a node do not oversubscribe it (another CPU model could not promise identical bits
     anyway).
@@ -774,15 +810,15 @@ class EvalShardRunner:
     threads: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     driver_host: str | None = None
-    driver_threads: int | None = None
+    driver_threads: int | str | None = None
     reserved_threads: int = 1
 
     def threads_here(self) -> int:
         """torch threads for a shard on this host (see the class docstring)."""
         if self.threads:
             return self.threads
-        if self.driver_threads and self.driver_host == socket.gethostname():
-            return self.driver_threads
+        if self.driver_threads is not None and self.driver_host == socket.gethostname():
+            return default_threads_for(self.driver_threads) or self.reserved_threads
         return self.reserved_threads
 
     def __call__(self, shard: Any, options: Any) -> Any:
@@ -843,8 +879,9 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
 
     The Ray session is started (or joined) first; with ``warm_up`` one task per shard slot imports torch,
     transformers and the model class of every architecture in the family on the workers while the driver builds
-    the tasks' items. ``threads_per_shard`` is torch's intra-op threads in a shard. By default it is the driver's
-    ``torch.get_num_threads()`` (what the local executor uses) for shards on the driver's machine, so both
+    the tasks' items. ``threads_per_shard`` is torch's intra-op threads in a shard. By default it is what the local
+    executor would use (:func:`local_thread_count`; the driver does not import torch for it) for shards on the
+    driver's machine, so both
     executors write byte-identical stores there (float32 sums depend on the thread count), and
     ``max(1, int(cpus_per_shard))`` (what Ray reserved) on other nodes, so shards sharing a node do not
     oversubscribe its cores (log-likelihoods can then differ from a local run at float32 rounding, about 1e-7
@@ -919,11 +956,7 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
                 configs = _warm_up_configs([s.checkpoint for s in todo], options.trust_remote_code)
                 warm_refs += [warm.remote(threads_per_shard, env, configs)
                               for _ in range(max(1, min(slots, len(todo))))]
-        driver_threads = None
-        if threads_per_shard is None and todo:
-            import torch  # after the warm-up tasks are on their way: this import overlaps theirs
-
-            driver_threads = torch.get_num_threads()
+        driver_threads = local_thread_count() if threads_per_shard is None else None  # the driver needs no torch
         runner = EvalShardRunner(write_from, threads=threads_per_shard, env=env, driver_host=socket.gethostname(),
                                  driver_threads=driver_threads, reserved_threads=max(1, int(cpus_per_shard)))
         # Build every unfinished task's items here, once (task errors surface before any shard starts).

@@ -406,6 +406,10 @@ def test_shard_threads_match_local_on_the_driver_host_only(monkeypatch):
     assert executors.EvalShardRunner(driver_host="another-node", driver_threads=6,
                                      reserved_threads=2).threads_here() == 2  # what Ray reserved there
     assert executors.EvalShardRunner(threads=3, driver_host=socket.gethostname(), driver_threads=6).threads_here() == 3
+    import torch
+
+    here = executors.EvalShardRunner(driver_host=socket.gethostname(), driver_threads=executors.TORCH_DEFAULT)
+    assert here.threads_here() == torch.get_num_interop_threads()  # one per physical core, worked out on the worker
     with pytest.raises(executors.ExecutorError, match="threads_per_shard"):
         executors.ray_executor([], _Opts(), lambda r: None, threads_per_shard=0)
 
@@ -439,3 +443,24 @@ class _ProbeRunner(executors.EvalShardRunner):
         out = super().__call__(shard, options)
         out.meta.note = os.environ.get("CAPSCALE_FORWARD_PROBE")
         return out
+
+
+@pytest.mark.parametrize("env", [{}, {"OMP_NUM_THREADS": "3"}, {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}])
+def test_default_threads_match_a_fresh_torch_process(env):
+    """A Ray worker (OMP_NUM_THREADS=1, set by Ray) gets the thread count of a local run with the driver's
+    environment, and a driver without thread variables does not import torch for it."""
+    import subprocess
+
+    def py(code: str, extra: dict[str, str]) -> str:
+        clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        return subprocess.run([sys.executable, "-c", code], env={**clean, **extra}, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    local = int(py("import torch; print(torch.get_num_threads())", env))
+    spec = py("import sys; from capscale import executors; s = executors.local_thread_count(); "
+              "print(repr(s), 'torch' in sys.modules)", env)
+    spec, imported = spec.rsplit(" ", 1)
+    assert imported == ("True" if env else "False")
+    worker = int(py(f"from capscale import executors; print(executors.default_threads_for({spec}))",
+                    {"OMP_NUM_THREADS": "1"}))
+    assert worker == local
