@@ -10,6 +10,10 @@ wall time), alternating the executors ``--repeats`` times into fresh stores. Two
 ``attached``  ``--executor ray --address HOST:PORT`` joins a Ray instance started once by this benchmark (as on a
               cluster, where ``ray start`` runs before any evaluation): the run pays for connecting and for
               its own worker processes (new for every job), not for booting Ray.
+
+With ``cold``, every repeat also times a process that only starts a local Ray instance, runs one empty task per
+CPU and shuts it down (``ray-start-stop``): Ray's own fixed cost, paid once per cluster rather than per evaluation;
+the report subtracts it from the cold runs to show the executor's share.
  It checks that every store is complete and that the Ray stores are
 byte-identical to the local one, and reports the median wall time of each executor and their ratio (issue 8
 target: Ray <= 1.5x local for 8 checkpoints x 2 tasks on 2 cores).
@@ -110,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"unknown --modes {bad}; use cold and/or attached")
         executors = ["local"] + [f"ray-{m}" for m in modes]
         walls: dict[str, list[float]] = {ex: [] for ex in executors}
+        start_stop: list[float] = []
+        probe = [sys.executable, "-c", "import os, ray; ray.init(address='local', num_cpus=os.cpu_count(), "
+                 "include_dashboard=False, log_to_driver=False); f = ray.remote(lambda: 0); "
+                 "ray.get([f.remote() for _ in range(os.cpu_count())]); ray.shutdown()"]
         runs = []
         address = None
         if "attached" in modes:
@@ -132,8 +140,14 @@ def run(args: argparse.Namespace) -> int:
                     load0 = os.getloadavg()[0]
                     wall, _ = _run(cmd, env)
                     walls[ex].append(wall)
-                    runs.append(f"run {r + 1} {ex:12s}: {wall:6.1f} s  (load average before {load0:.1f}, "
+                    runs.append(f"run {r + 1} {ex:14s}: {wall:6.1f} s  (load average before {load0:.1f}, "
                                 f"after {os.getloadavg()[0]:.1f})")
+                    print(runs[-1], flush=True)
+                if "cold" in modes:
+                    wall, _ = _run(probe, env)
+                    start_stop.append(wall)
+                    runs.append(f"run {r + 1} {'ray-start-stop':14s}: {wall:6.1f} s  (Ray alone: start a local "
+                                "instance, one empty task per CPU, shut down)")
                     print(runs[-1], flush=True)
         finally:
             if address is not None:
@@ -175,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
         "median wall: " + ", ".join(f"{ex} {med[ex]:.1f} s" for ex in executors),
         *[f"{ex}/local = {q:.2f}; target (<= 1.5x local): {'met' if q <= 1.5 else 'NOT met'}"
           for ex, q in ratios.items()],
+        *([f"ray-start-stop median {statistics.median(start_stop):.1f} s; ray-cold minus it = "
+           f"{med['ray-cold'] - statistics.median(start_stop):.1f} s = "
+           f"{(med['ray-cold'] - statistics.median(start_stop)) / med['local']:.2f}x local"] if start_stop else []),
         f"stores complete ({expected} shards each); ray stores byte-identical to local: {identical}",
     ]
     emit_report(lines, args.out)
