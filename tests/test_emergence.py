@@ -440,3 +440,33 @@ def test_run_emergence_from_a_store(tmp_path):
     j = json.loads((tmp_path / "em" / "kink.json").read_text())
     assert REQUIRED_KEYS <= set(j) and j["fdr"]["m_tests"] == 2
     assert (tmp_path / "em" / "verdicts.csv").exists()
+
+
+def test_load_inputs_from_store_and_ladder(tmp_path):
+    """The API behind `capscale emergence INPUT`: format detection, family/task selection, clear errors."""
+    import pandas as pd
+
+    from capscale import store
+    from capscale.emergence import detect_format, load_inputs
+    from capscale.emergence.planted import planted_store
+
+    df = pd.concat([planted_store("linear", n_models=6, n_items=30, task="a", seed=1),
+                    planted_store("flat", n_models=6, n_items=30, task="b", seed=2)], ignore_index=True)
+    path = tmp_path / "s.parquet"
+    store.write(df, path)
+    assert detect_format(path) == "store"
+    inputs, notes = load_inputs(path)
+    assert [ti.task for ti in inputs] == ["a", "b"] and notes[0] == "input format: store"
+    assert [ti.task for ti in load_inputs(path, tasks=["b"])[0]] == ["b"]
+    with pytest.raises(ValueError, match=r"task\(s\) \['c'\] not in .*it has \['a', 'b'\]"):
+        load_inputs(path, tasks=["c"])
+    with pytest.raises(ValueError, match=r"family must be one of \['planted'\], not 'x'"):
+        load_inputs(path, family="x")
+    with pytest.raises(ValueError, match="unknown format"):
+        load_inputs(path, fmt="csv")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_inputs(tmp_path / "missing.parquet")
+    ladder = tmp_path / "ladder.csv"
+    pd.DataFrame({"family": "f", "model_id": ["m1", "m2"], "task": "t", "metric": "acc", "value": [0.3, 0.4],
+                  "params": [1e6, 1e7], "tokens": [1e9, 1e9]}).to_csv(ladder, index=False)
+    assert detect_format(ladder) == "ladder"

@@ -7,116 +7,12 @@ import sys
 from pathlib import Path
 
 
-def _detect_format(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    if path.is_dir() and (path / "configs" / "final.json").exists():
-        return "olmo-ladder"
-    if path.is_dir() and ((path / "pythia-v1").is_dir() or any(path.glob("pythia-*"))):
-        return "pythia-evals"
-    if path.is_file() and path.suffix in (".csv", ".parquet"):
-        import pandas as pd
-
-        if path.suffix == ".csv":
-            cols = pd.read_csv(path, nrows=0).columns
-        else:
-            import pyarrow.parquet as pq
-
-            cols = pq.read_schema(path).names
-        return "ladder" if "metric" in cols else "store"
-    return "store"
-
-
-def _read_store(path: Path):
-    """Read a store without failing on non-finite logliks (the emergence guard excludes those items)."""
-    from .. import store
-
-    df = store.read(path, validate_store=False)
-    problems = store.validate(df, multi_gold=True)
-    hard = [p for p in problems if p.kind != "non_finite_loglik"]
-    if hard:
-        raise store.StoreValidationError(hard, str(path))
-    soft = [str(p) for p in problems if p.kind == "non_finite_loglik"]
-    return df, soft
-
-
 def _inputs(args: argparse.Namespace):
-    """Yield TaskInputs for the requested family and tasks; returns (list, notes)."""
-    from .. import chain, emergence
+    """The command's TaskInputs and notes (:func:`capscale.emergence.load.load_inputs`)."""
+    from ..emergence.load import load_inputs
 
-    path = Path(args.input)
-    if not path.exists():
-        raise FileNotFoundError(f"input {str(path)!r} does not exist")
-    fmt = _detect_format(path, args.format)
-    notes: list[str] = [f"input format: {fmt}"]
-    if fmt == "store":
-        df, soft = _read_store(path)
-        notes += soft
-        fams = sorted(df["family"].astype(str).unique())
-        fam = args.family or (fams[0] if len(fams) == 1 else None)
-        if fam is None or fam not in fams:
-            raise ValueError(f"--family must be one of {fams}" + (f", not {args.family!r}" if args.family else ""))
-        df = df[df["family"].astype(str) == fam]
-        tasks = sorted(df["task"].astype(str).unique())
-        want = tasks if args.all_tasks else [args.task]
-        unknown = [t for t in want if t not in tasks]
-        if unknown:
-            raise ValueError(f"task(s) {unknown} not in {args.input} for family {fam!r}; it has {tasks}")
-        df = df[df["task"].isin(want)]
-        if args.steps == "final":
-            from ..emergence.inputs import final_checkpoints
-
-            df, note = final_checkpoints(df)
-            if note:
-                notes.append(note)
-        df, dropped = emergence.drop_nonfinite_items(df)
-        items = chain.compute(df)
-        out = []
-        for t in want:
-            ti = emergence.from_items(items, t, fam, ties=args.ties)
-            if dropped.get(t):
-                ti.exclusions["items_nonfinite_loglik"] = dropped[t]
-                ti.guards.append(f"{dropped[t]} item(s) with a NaN/inf loglik were excluded for every model")
-            out.append(ti)
-        return out, notes
-    from .. import datasets
-
-    if fmt == "pythia-evals":
-        ladder = datasets.load_pythia_evals(path, params="non_embedding")
-        from ..emergence.pythia import attach_stderr, pythia_stderr
-
-        ladder = attach_stderr(ladder, pythia_stderr(path))
-        notes.append("Pythia: datasets.load_pythia_evals(params='non_embedding') + stderr from the JSONs")
-    elif fmt == "pythia-all":
-        from ..emergence.pythia import load_pythia_tasks
-
-        ladder, skipped = load_pythia_tasks(path, shots=args.shots)
-        notes.append(f"Pythia, every accuracy task of the {args.shots}-shot files (capscale.emergence.pythia."
-                     f"load_pythia_tasks, non-embedding N); skipped: {skipped}")
-    elif fmt == "olmo-ladder":
-        ladder = datasets.load_olmo_ladder(path)
-    elif fmt == "ladder":
-        ladder = datasets.read_ladder(path)
-    else:
-        raise ValueError(f"unknown --format {fmt!r}")
-    fams = sorted(ladder["family"].astype(str).unique())
-    fam = args.family or (fams[0] if len(fams) == 1 else None)
-    if fam is None or fam not in fams:
-        raise ValueError(f"--family must be one of {fams}" + (f", not {args.family!r}" if args.family else ""))
-    sub = ladder[ladder["family"] == fam]
-    tasks = sorted(sub["task"].astype(str).unique())
-    want = tasks if args.all_tasks else [args.task]
-    unknown = [t for t in want if t not in tasks]
-    if unknown:
-        raise ValueError(f"task(s) {unknown} not in {args.input} for family {fam!r}; it has {tasks}")
-    out = []
-    for t in want:
-        ch = {}
-        if fmt in ("pythia-evals", "pythia-all", "olmo-ladder") or t in datasets.CHANCE:
-            c = datasets.chance_of(t)
-            ch = {"acc": c, "acc_norm": c, "acc_bytes": c, "p_choices": c}
-        out.append(emergence.from_ladder(sub, fam, t, steps=args.steps, chance=ch))
-    return out, notes
+    return load_inputs(args.input, family=args.family, tasks=None if args.all_tasks else [args.task],
+                       fmt=args.format, steps=args.steps, ties=args.ties, shots=args.shots)
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -75,6 +75,7 @@ from __future__ import annotations
 from . import fits, stats
 from .analysis import DEFAULTS, VERDICTS, analyse, bootstrap_weights, decide
 from .inputs import TaskInput, drop_nonfinite_items, from_arrays, from_items, from_ladder
+from .load import detect_format, load_inputs
 from .scan import apply_fdr, run_emergence, safe_name, scan, to_jsonable, verdict_table, write_json
 
 __all__ = [
@@ -85,11 +86,13 @@ __all__ = [
     "apply_fdr",
     "bootstrap_weights",
     "decide",
+    "detect_format",
     "drop_nonfinite_items",
     "fits",
     "from_arrays",
     "from_items",
     "from_ladder",
+    "load_inputs",
     "run_emergence",
     "safe_name",
     "scan",
