@@ -334,13 +334,17 @@ def _incorrect_rows(store_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _basis(x: np.ndarray | float, x_ref: float, k: np.ndarray | float) -> np.ndarray:
-    """u_k(x) = (1 − e^{−k(x − x_ref)})/k, and x − x_ref where k = 0 (elementwise, broadcasting)."""
+    """u_k(x) = (1 − e^{−k(x − x_ref)})/k, and x − x_ref where k = 0 (elementwise, broadcasting).
+
+    Computed as d·exprel(−k·d) with d = x − x_ref (``scipy.special.exprel(z) = (e^z − 1)/z``, 1 at z = 0), which is
+    exact for k = 0 and keeps full precision for tiny k, where ``expm1(−k·d)/k`` underflows to 0.
+    """
+    from scipy.special import exprel
+
     k = np.asarray(k, dtype=float)
     d = np.asarray(x, dtype=float) - x_ref
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        ks = np.where(k > 0, k, 1.0)
-        sat = -np.expm1(-ks * d) / ks
-    return np.where(k > 0, sat, d + 0.0 * k)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return d * exprel(np.where(k > 0, -k * d, 0.0))
 
 
 def _basis_rows(x: np.ndarray, x_ref: float, k: np.ndarray) -> np.ndarray:
