@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import chain, correlate, plots
 from . import store as _store
+from .atomic import atomic_write
 
 __all__ = ["run_analysis", "safe_name"]
 
@@ -38,15 +39,11 @@ def safe_name(s: str) -> str:
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f"_tmp.{path.name}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f"_tmp.{path.name}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def run_analysis(scores: pd.DataFrame, out: str | os.PathLike, *, figures: bool = True,

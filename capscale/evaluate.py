@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from . import store
+from .atomic import atomic_write_text
 from .family import Checkpoint, FamilySpec, load_spec, spec_from_checkpoint
 from .tasks import BuiltTask, TaskItem, TaskSpec, build_items, items_from_records, resolve_tasks
 
@@ -365,9 +366,7 @@ def _write_log(out: Path, run: dict[str, Any]) -> None:
         except (json.JSONDecodeError, AttributeError):
             runs = []
     runs = [r for r in runs if r.get("run_id") != run["run_id"]] + [run]
-    tmp = path.with_name(f"_tmp.{os.getpid()}.{RUN_LOG}")
-    tmp.write_text(json.dumps({"runs": runs}, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"runs": runs}, indent=1, default=str))
 
 
 def _failed(shard: Shard, options: EvalOptions, err: BaseException) -> ShardResult:

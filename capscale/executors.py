@@ -61,6 +61,7 @@ from typing import Any
 
 import pandas as pd
 
+from .atomic import atomic_write_bytes, atomic_write_text
 from .evaluate import ShardResult
 
 __all__ = [
@@ -225,12 +226,7 @@ class ExecutionReport:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------- shards
@@ -291,17 +287,6 @@ def _default_check(df: pd.DataFrame, path: Path) -> None:
     store.check(df, source=str(path))
 
 
-def _atomic_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"_tmp.{os.getpid()}.{path.name}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class ShardPayload:
     """A finished shard's file content, produced on a worker, plus anything to hand back to the driver.
@@ -328,7 +313,7 @@ def _execute(run_fn: Callable[[Any, Any], Any], shard: Any, options: Any, dest: 
         if write_from == "driver":
             out["bytes"] = result.data
         else:
-            _atomic_bytes(result.data, dest_p)
+            atomic_write_bytes(dest_p, result.data)
         out["seconds"] = time.perf_counter() - t0
         return out
     if hasattr(result, "path") and not isinstance(result, (str, os.PathLike, pd.DataFrame)):
@@ -352,7 +337,7 @@ def _execute(run_fn: Callable[[Any, Any], Any], shard: Any, options: Any, dest: 
         if write_from == "driver":
             out["bytes"] = src.read_bytes()
         elif src.resolve() != dest_p.resolve():
-            _atomic_bytes(src.read_bytes(), dest_p)
+            atomic_write_bytes(dest_p, src.read_bytes())
     else:
         raise TypeError(f"the shard function must return a DataFrame, a path, a ShardPayload or a record with a "
                         f".path, got {type(result).__name__}")
@@ -628,7 +613,7 @@ def run_ray(
                         if "frame" in res:
                             write_fn(res["frame"], dests[i])
                         elif "bytes" in res:
-                            _atomic_bytes(res["bytes"], dests[i])
+                            atomic_write_bytes(dests[i], res["bytes"])
                     except Exception as e:  # the driver could not write: report it, do not retry the shard
                         o.errors.append(f"writing {dests[i]} on the driver: {type(e).__name__}: {e}")
                         o.status = "failed"

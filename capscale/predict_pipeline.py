@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from . import predict
+from .atomic import atomic_write_text
 
 __all__ = ["default_metric", "run_backtests", "summarize_backtests", "plot_backtest", "BACKTEST_KEYS"]
 
@@ -49,14 +50,6 @@ def clean_json(v: Any) -> Any:
     if hasattr(v, "item"):
         return clean_json(v.item())
     return v
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "auto", *,
@@ -109,7 +102,7 @@ def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "aut
         os.close(fd)
         full.to_csv(tmp, index=False, float_format="%.6g")
         os.replace(tmp, outdir / f"{name}.csv")
-        _atomic_text(outdir / f"{name}.json", json.dumps(clean_json(rows), indent=1) + "\n")
+        atomic_write_text(outdir / f"{name}.json", json.dumps(clean_json(rows), indent=1) + "\n")
         for task in tasks:
             sub = [r for r in rows if r["task"] == task]
             if sub:

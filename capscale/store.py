@@ -46,7 +46,6 @@ True
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,19 +227,10 @@ def read(
 
 
 def _atomic_write(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .atomic import atomic_write
+
+    atomic_write(path, (lambda tmp: df.to_csv(tmp, index=False)) if path.suffix == ".csv"
+                 else (lambda tmp: df.to_parquet(tmp, index=False)))
 
 
 def write(df: pd.DataFrame, path: str | os.PathLike, *, validate_store: bool = True) -> None:

@@ -53,13 +53,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+
+from .atomic import atomic_write_text
 
 __all__ = [
     "WorldConfig",
@@ -284,18 +285,6 @@ def make_tasks(world: World) -> dict[str, list[dict]]:
     return out
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def task_yaml(task: str, jsonl_name: str) -> dict:
     """The lm-eval task config (as a dict) for a JSONL file of items next to it."""
     return {
@@ -323,8 +312,8 @@ def write_tasks(tasks: dict[str, list[dict]], directory: str | os.PathLike) -> l
     paths = []
     for task, items in tasks.items():
         p = d / f"{task}.jsonl"
-        _atomic_text(p, "".join(json.dumps(it, sort_keys=False) + "\n" for it in items))
-        _atomic_text(d / f"{task}.yaml", yaml.safe_dump(task_yaml(task, f"{task}.jsonl"), sort_keys=False))
+        atomic_write_text(p, "".join(json.dumps(it, sort_keys=False) + "\n" for it in items))
+        atomic_write_text(d / f"{task}.yaml", yaml.safe_dump(task_yaml(task, f"{task}.jsonl"), sort_keys=False))
         paths.append(p)
     return paths
 
@@ -334,10 +323,10 @@ def write_world(world: World, directory: str | os.PathLike) -> dict[str, Path]:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     corpus = d / "corpus.txt"
-    _atomic_text(corpus, "\n".join(corpus_lines(world)) + "\n")
+    atomic_write_text(corpus, "\n".join(corpus_lines(world)) + "\n")
     meta = {"config": dataclasses.asdict(world.config), "people": world.people.to_dict("records"),
             "companies": world.companies.to_dict("records")}
-    _atomic_text(d / "world.json", json.dumps(meta, indent=1, default=bool))
+    atomic_write_text(d / "world.json", json.dumps(meta, indent=1, default=bool))
     write_tasks(make_tasks(world), d / "tasks")
     return {"corpus": corpus, "world": d / "world.json", "tasks": d / "tasks"}
 

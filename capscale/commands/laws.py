@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
+
 FORM_CHOICES = ["compute_law", "chinchilla_nd", "gadre_exp", "ladder_sigmoid", "obs_sigmoid", "direct", "loglinear"]
 FORMAT_CHOICES = ["ladder", "store", "olmo-ladder", "pythia-evals"]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _load(args: argparse.Namespace, *, targets: bool = True):
@@ -124,7 +116,7 @@ def _fit(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     if args.out:
         outdir = Path(args.out)
-        _atomic_text(outdir / f"fit_{task}_{form}.json", text + "\n")
+        atomic_write_text(outdir / f"fit_{task}_{form}.json", text + "\n")
         _plot_fit(law, form, runs, window, outdir / f"fit_{task}_{form}.png", task)
     return 0
 
@@ -212,7 +204,7 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"  warning: {w}")
     if args.out:
         outdir = Path(args.out)
-        _atomic_text(outdir / f"predict_{task}.json", json.dumps(_clean({**out, "fit": pr.report()}), indent=2))
+        atomic_write_text(outdir / f"predict_{task}.json", json.dumps(_clean({**out, "fit": pr.report()}), indent=2))
         from ..predict_pipeline import plot_backtest
 
         plot_backtest([{"task": task, "method": pr.name, "heldout_model": "target", "predicted": p.value,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,19 +47,9 @@ def safe_name(task: str) -> str:
 
 def write_json(report: dict, path: str | os.PathLike) -> Path:
     """Atomically write a report as strict JSON (no NaN/Infinity literals)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_jsonable(report), indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from ..atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(to_jsonable(report), indent=1, allow_nan=False) + "\n")
 
 
 def apply_fdr(reports: list[dict], alpha: float = 0.05) -> list[dict]:
