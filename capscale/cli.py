@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from capscale import __version__
 
 # Command groups, in the order they appear in --help. Each module exposes register(subparsers).
 COMMAND_MODULES = [

@@ -1,10 +1,10 @@
-"""capscale.atomic: a write either lands whole or leaves the old file and no temporary behind."""
+"""capscale._io: a write either lands whole or leaves the old file and no temporary behind."""
 
 from __future__ import annotations
 
 import pytest
 
-from capscale.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from capscale._io import atomic_write, atomic_write_bytes, atomic_write_text
 
 
 def test_atomic_writes_create_folders_and_replace(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capscale import chain
+from capscale.analysis import chain
 
 
 def _item(ll, gold, **extra) -> pd.DataFrame:
@@ -107,7 +107,7 @@ def test_shift_invariance(ll, shift, data):
 def test_vectorised_matches_per_item_reference():
     from scipy.special import logsumexp
 
-    from capscale import store
+    from capscale.data import store
 
     df = store.example_store(n_models=4, n_items=30, k=5, seed=3)
     out = chain.compute(df)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from capscale import chain, correlate, store
+from capscale.analysis import chain, correlate
 from capscale.cli import main
+from capscale.data import store
 
 
 def test_rank_invariance_vector():

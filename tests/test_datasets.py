@@ -1,4 +1,4 @@
-"""Ladder tables (capscale.datasets): validation naming rows, store -> ladder, loaders of the published data."""
+"""Ladder tables (capscale.data.ladder_table): validation naming rows, store -> ladder, loaders of the published data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capscale import chain, datasets, store
+from capscale.analysis import chain
+from capscale.data import ladder_table as datasets
+from capscale.data import store
 
 
 def _tiny() -> pd.DataFrame:

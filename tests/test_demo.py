@@ -8,9 +8,9 @@ import os
 import pandas as pd
 import pytest
 
-from capscale import store
 from capscale.cli import main
-from capscale.demo import DEMO_FAMILY, DemoError, run_demo
+from capscale.data import store
+from capscale.pipelines.demo import DEMO_FAMILY, DemoError, run_demo
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sst
 
-from capscale import chain
-from capscale import emergence as em
-from capscale.emergence import fits, stats
-from capscale.emergence.planted import planted_store
+from capscale.analysis import chain
+from capscale.analysis import emergence as em
+from capscale.analysis.emergence import fits, stats
+from capscale.testing import planted_store
 
 REQUIRED_KEYS = {"task", "family", "n_models", "n_items", "metrics", "verdict", "reasons", "caveats", "x",
                  "x_spacing", "passuntil", "crossing_points"}
@@ -348,8 +348,8 @@ def test_scan_applies_bh():
 
 
 def test_cli_writes_schema_and_figures(tmp_path):
-    from capscale import store
     from capscale.cli import main
+    from capscale.data import store
 
     df = planted_store("linear", n_models=7, n_items=60)
     df.loc[0, "loglik"] = np.nan  # guard: the item is excluded and counted, not an error
@@ -368,8 +368,8 @@ def test_cli_writes_schema_and_figures(tmp_path):
 
 @pytest.mark.shared_data
 def test_pythia_evals_scan(shared_data):
-    from capscale import datasets
-    from capscale.emergence.pythia import attach_stderr, pythia_stderr
+    from capscale.data import ladder_table as datasets
+    from capscale.data.published import attach_stderr, pythia_stderr
 
     path = shared_data / "pythia-evals"
     if not path.is_dir():
@@ -388,7 +388,7 @@ def test_pythia_evals_scan(shared_data):
 
 @pytest.mark.shared_data
 def test_pythia_all_tasks_reader(shared_data):
-    from capscale.emergence.pythia import load_pythia_tasks
+    from capscale.data.published import load_pythia_tasks
 
     path = shared_data / "pythia-evals"
     if not path.is_dir():
@@ -411,7 +411,7 @@ def test_constant_accuracy_is_smooth_not_an_error():
 
 
 def test_store_with_several_checkpoints_keeps_the_final_one():
-    from capscale.emergence.inputs import final_checkpoints
+    from capscale.analysis.emergence.inputs import final_checkpoints
 
     a = planted_store("linear", n_models=5, n_items=20)
     b = a.copy()
@@ -446,9 +446,9 @@ def test_load_inputs_from_store_and_ladder(tmp_path):
     """The API behind `capscale emergence INPUT`: format detection, family/task selection, clear errors."""
     import pandas as pd
 
-    from capscale import store
-    from capscale.emergence import detect_format, load_inputs
-    from capscale.emergence.planted import planted_store
+    from capscale.analysis.emergence import detect_format, load_inputs
+    from capscale.data import store
+    from capscale.testing import planted_store
 
     df = pd.concat([planted_store("linear", n_models=6, n_items=30, task="a", seed=1),
                     planted_store("flat", n_models=6, n_items=30, task="b", seed=2)], ignore_index=True)

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from helpers_models import save_tiny_checkpoint, tiny_model
 
-from capscale import evaluate as ev
-from capscale import store
 from capscale.cli import main
-from capscale.evaluate import EvalError, EvalOptions, evaluate, evaluate_item_sets, evaluate_items
-from capscale.family import Checkpoint, load_spec
+from capscale.data import store
+from capscale.data.family import Checkpoint, load_spec
+from capscale.eval import evaluate as ev
+from capscale.eval.evaluate import EvalError, EvalOptions, evaluate, evaluate_item_sets, evaluate_items
 
 OPTS = EvalOptions(progress=False, batch_size=4)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capscale.cli import main
-from capscale.family import (
+from capscale.data.family import (
     Checkpoint,
     FamilySpec,
     FamilySpecError,

@@ -12,12 +12,12 @@ from helpers_models import tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capscale import store
 from capscale.cli import main
-from capscale.evaluate import EvalOptions, score_items
-from capscale.family import Checkpoint
-from capscale.ingest import IngestError, _pair, ingest_lm_eval, samples_to_rows, task_from_filename
-from capscale.tasks import build_items, local_tasks_dir, resolve_tasks
+from capscale.data import store
+from capscale.data.family import Checkpoint
+from capscale.data.ingest import IngestError, _pair, ingest_lm_eval, samples_to_rows, task_from_filename
+from capscale.data.tasks import build_items, local_tasks_dir, resolve_tasks
+from capscale.eval.evaluate import EvalOptions, score_items
 
 
 @pytest.fixture(scope="module")

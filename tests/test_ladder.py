@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from capscale import cli, ladder, synthetic
+from capscale import cli
+from capscale.synthetic import ladder
+from capscale.synthetic import world as synthetic
 
 TINY_WORLD = synthetic.WorldConfig(n_people=24, exposures=4, company_exposures=3, n_items=12, seed=1)
 
@@ -60,7 +62,7 @@ def test_model_sizes_are_log_spaced_and_span_the_issue_range():
 
 
 def test_tiny_ladder_writes_a_valid_family(tiny_ladder):
-    from capscale import family
+    from capscale.data import family
 
     spec = yaml.safe_load((tiny_ladder / "family.yaml").read_text())
     assert spec["family"] == ladder.FAMILY and spec["params_kind"] == "non_embedding"
@@ -144,7 +146,7 @@ def test_both_scorers_agree(tiny_ladder):
     np.testing.assert_allclose(a["loglik"], b["loglik"], atol=1e-4)
     assert (a["is_greedy"] == b["is_greedy"]).mean() > 0.99
     assert (a["n_tokens"] == b["n_tokens"]).all()
-    from capscale import store
+    from capscale.data import store
 
     assert store.validate(b) == []
     checks = ladder.check_targets(b)

@@ -1,4 +1,4 @@
-"""Curve forms (capscale.laws): recovery on planted data, bad input, bounds, serialisation, OLMo golden values."""
+"""Curve forms (capscale.analysis.laws): recovery on planted data, bad input, bounds, serialisation, OLMo golden values."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capscale import laws
+from capscale.analysis import laws
 
 # ---------------------------------------------------------------------------------------------
 # planted data
@@ -163,7 +163,7 @@ STEP2_PARAMS = {  # a, L0, k, b (docs/transforms.md §3.5)
 
 @pytest.fixture(scope="module")
 def olmo(shared_data):
-    from capscale import datasets
+    from capscale.data import ladder_table as datasets
 
     path = shared_data / "olmo-ladder"
     if not path.is_dir():
@@ -173,7 +173,8 @@ def olmo(shared_data):
 
 @pytest.mark.shared_data
 def test_olmo_ladder_method_reproduces_reference_outputs(olmo):
-    from capscale import datasets, predict
+    from capscale.analysis import predict
+    from capscale.data import ladder_table as datasets
 
     path, ladder = olmo
     ref1 = pd.read_csv(path / "reference-outputs" / "step1_main.csv").set_index("Task")

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 from helpers_models import tiny_model
 
-from capscale import chain, correlate, scoring, store
-from capscale.analyze import run_analysis
+from capscale.analysis import chain, correlate
+from capscale.data import store
+from capscale.eval import scoring
+from capscale.pipelines.analyze import run_analysis
 
 ITEMS = [
     ("Question: What colour is the sky on a clear day?\nAnswer:", ["blue", "green", "red", "loud"], 0),

@@ -1,4 +1,4 @@
-"""Predictors, backtests and CV selection (capscale.predict) and the fit/predict/backtest CLI."""
+"""Predictors, backtests and CV selection (capscale.analysis.predict) and the fit/predict/backtest CLI."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capscale import predict
+from capscale.analysis import predict
 from capscale.cli import main
-from capscale.datasets import check_ladder
+from capscale.data.ladder_table import check_ladder
 
 SIZES = [1e7, 3e7, 1e8, 3e8, 1e9, 3e9]
 
@@ -162,7 +162,7 @@ def test_cli_predict_backtest_fit(tmp_path, capsys):
 
 @pytest.mark.shared_data
 def test_olmo_ladder_method_backtest_matches_published_13b(shared_data):
-    from capscale import datasets
+    from capscale.data import ladder_table as datasets
 
     path = shared_data / "olmo-ladder"
     if not path.is_dir():

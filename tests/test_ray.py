@@ -1,4 +1,4 @@
-"""The Ray executor (capscale.executors): same store as a plain loop, skips, bounded retries, a killed worker.
+"""The Ray executor (capscale.eval.ray): same store as a plain loop, skips, bounded retries, a killed worker.
 
 One local Ray instance (2 CPUs, no dashboard) serves the whole module and is shut down at the end.
 """
@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capscale import executors, store
+from capscale.data import store
+from capscale.eval import ray as executors
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'capscale[ray]'")
 
@@ -279,7 +280,7 @@ def kill_when_running(title: str, killed: list[int], timeout: float = 120) -> th
 def test_eval_ray_with_killed_worker_gives_local_store(ray_local, eval_setup, tmp_path, caplog):
     """8 checkpoints x 2 tasks on 2 Ray workers; one worker is SIGKILLed mid-shard: the shard is retried, the
     store is complete and identical to --executor local, and the report names the retried shard."""
-    from capscale.evaluate import RUN_LOG, EvalOptions, evaluate
+    from capscale.eval.evaluate import RUN_LOG, EvalOptions, evaluate
 
     family, tasks = eval_setup
     opts = EvalOptions(progress=False, batch_size=4)
@@ -347,7 +348,7 @@ def test_eval_ray_broken_checkpoint_reported_others_complete(ray_local, eval_set
     import shutil
 
     from capscale.cli import main
-    from capscale.evaluate import RUN_LOG
+    from capscale.eval.evaluate import RUN_LOG
 
     family, tasks = eval_setup
     root = family.parent
@@ -372,7 +373,7 @@ def test_eval_ray_broken_checkpoint_reported_others_complete(ray_local, eval_set
 
 
 def test_warm_up_configs_one_per_architecture(tmp_path):
-    from capscale.family import Checkpoint
+    from capscale.data.family import Checkpoint
 
     def ck(name: str, model_type: str | None, gguf: str | None = None) -> Checkpoint:
         d = tmp_path / name
@@ -425,7 +426,7 @@ class _Opts:
 def test_eval_ray_forwards_driver_env_without_runtime_env(ray_local, eval_setup, tmp_path, monkeypatch):
     """The driver's HF_*/CAPSCALE_* variables reach the shard (set after the workers started, so only the runner's
     own forwarding can deliver them)."""
-    from capscale.evaluate import EvalOptions, evaluate
+    from capscale.eval.evaluate import EvalOptions, evaluate
 
     family, tasks = eval_setup
     monkeypatch.setenv("CAPSCALE_FORWARD_PROBE", "from-the-driver")
@@ -457,10 +458,10 @@ def test_default_threads_match_a_fresh_torch_process(env):
                               check=True).stdout.strip()
 
     local = int(py("import torch; print(torch.get_num_threads())", env))
-    spec = py("import sys; from capscale import executors; s = executors.local_thread_count(); "
+    spec = py("import sys; from capscale.eval import ray as executors; s = executors.local_thread_count(); "
               "print(repr(s), 'torch' in sys.modules)", env)
     spec, imported = spec.rsplit(" ", 1)
     assert imported == ("True" if env else "False")
-    worker = int(py(f"from capscale import executors; print(executors.default_threads_for({spec}))",
+    worker = int(py(f"from capscale.eval import ray as executors; print(executors.default_threads_for({spec}))",
                     {"OMP_NUM_THREADS": "1"}))
     assert worker == local

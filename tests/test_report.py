@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from capscale import store
-from capscale.analyze import run_analysis
 from capscale.cli import main
-from capscale.report import build_report
+from capscale.data import store
+from capscale.pipelines.analyze import run_analysis
+from capscale.pipelines.report import build_report
 
 
 @pytest.fixture(scope="module")

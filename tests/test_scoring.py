@@ -20,14 +20,14 @@ pytest.importorskip("lm_eval")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from capscale import scoring  # noqa: E402
 from capscale.benchmarks.scoring import (  # noqa: E402
     accuracies,
     load_task,
     random_model,
     train_bpe_tokenizer,
 )
-from capscale.scoring import CheckpointNotFoundError, Request, ScoringError  # noqa: E402
+from capscale.eval import scoring  # noqa: E402
+from capscale.eval.scoring import CheckpointNotFoundError, Request, ScoringError  # noqa: E402
 
 TOL = 1e-4  # nats per choice, fp32 (issue 3)
 INV_TOL = 1e-5  # batch-size invariance

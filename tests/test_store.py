@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capscale import store
 from capscale.cli import main
+from capscale.data import store
 
 
 def _valid() -> pd.DataFrame:

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capscale import synthetic as syn
+from capscale.synthetic import world as syn
 
 SMALL = syn.WorldConfig(n_people=40, exposures=5, company_exposures=4, n_items=30, seed=3)
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from capscale.tasks import (
+from capscale.data.tasks import (
     NotMultipleChoiceError,
     TaskError,
     UnknownTaskError,

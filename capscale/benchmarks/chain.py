@@ -1,6 +1,6 @@
 """Chain metrics throughput: per-item metrics for N per-choice rows, timed.
 
-Compares :func:`capscale.chain.compute` (segment reductions over a sorted array) with the
+Compares :func:`capscale.analysis.chain.compute` (segment reductions over a sorted array) with the
 straightforward pandas ``groupby().apply`` of the same formulas (the peer most analysis scripts
 use), on a subsample for the peer, and prints rows/s for both and their ratio.
 """
@@ -13,7 +13,7 @@ import platform
 import time
 from typing import TYPE_CHECKING
 
-from . import emit_report
+from capscale.benchmarks import emit_report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from .. import chain, correlate
+    from capscale.analysis import chain, correlate
 
     df = synthetic_store(args.rows)
     times = []

@@ -1,11 +1,11 @@
 """Emergence scan throughput: 100 tasks x 10 models x 1,000 items with B = 2,000 paired bootstrap replicates.
 
-Times the whole scan (:func:`capscale.chain.compute` on the per-choice store, then
-:func:`capscale.emergence.scan` with every statistic, fit and CI, Benjamini–Hochberg control and one
+Times the whole scan (:func:`capscale.analysis.chain.compute` on the per-choice store, then
+:func:`capscale.analysis.emergence.scan` with every statistic, fit and CI, Benjamini–Hochberg control and one
 JSON per task) against the straightforward peer: a Python loop over replicates that resamples item
 indices, recomputes the curves and refits the sigmoid with :func:`scipy.optimize.curve_fit`, timed on
 a few replicates of one task and extrapolated. The planted tasks mix metric-induced, genuine and
-smooth families (:func:`capscale.emergence.planted.planted_store`).
+smooth families (:func:`capscale.testing.planted_store`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
-from . import emit_report
+from capscale.benchmarks import emit_report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +27,7 @@ def synthetic_scan_store(n_tasks: int, n_models: int, n_items: int, seed: int = 
     """A store of ``n_tasks`` planted tasks (cycling linear / kink / flat latents), 4 choices per item."""
     import pandas as pd
 
-    from ..emergence.planted import planted_store
+    from capscale.testing import planted_store
 
     kinds = ("linear", "kink", "flat")
     frames = [planted_store(kinds[t % 3], n_models=n_models, n_items=n_items, task=f"task{t:03d}",
@@ -40,7 +40,7 @@ def _peer_one_task(items: pd.DataFrame, B: int) -> float:
     import numpy as np
     from scipy.optimize import curve_fit
 
-    from ..emergence import stats
+    from capscale.analysis.emergence import stats
 
     piv = {m: items.pivot(index="model_id", columns="doc_id", values=c).to_numpy()
            for m, c in (("acc", "acc_first"), ("lo", "choice_logodds"))}
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from .. import chain, emergence
+    from capscale.analysis import chain, emergence
 
     store_df = synthetic_scan_store(args.tasks, args.models, args.items)
     c0, t0 = time.process_time(), time.perf_counter()

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import emit_report
+from capscale.benchmarks import emit_report
 
 TASK_YAML = ("task: {name}\noutput_type: multiple_choice\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
              "    test: {name}.jsonl\ntest_split: test\ndoc_to_text: \"{{{{context}}}}\"\n"
@@ -51,7 +51,7 @@ def make_setup(root: Path, n_checkpoints: int, n_items: int, *, hidden: int = 32
     (Path, Path)
         The family spec and the task folder (for ``--include-path``).
     """
-    from .scoring import random_model, train_bpe_tokenizer
+    from capscale.benchmarks.scoring import random_model, train_bpe_tokenizer
 
     tok = train_bpe_tokenizer(vocab_size=600)
     lines = ["family: tiny", "checkpoints:"]
@@ -97,7 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import store
+    from capscale.data import store
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}

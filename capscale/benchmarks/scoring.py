@@ -1,7 +1,7 @@
 """Scoring engine vs lm-eval HFLM: items/s of both on the same model and task, and max |loglik diff|.
 
-Times :func:`capscale.scoring.score_requests` (shared prefix, packed rows, head only at continuation
-positions) and lm-eval's ``HFLM.loglikelihood`` (:func:`capscale.scoring.score_requests_lm_eval`) on the
+Times :func:`capscale.eval.scoring.score_requests` (shared prefix, packed rows, head only at continuation
+positions) and lm-eval's ``HFLM.loglikelihood`` (:func:`capscale.eval.scoring.score_requests_lm_eval`) on the
 same requests in one run, alternating the two over ``--repeats`` rounds, and prints items/s for both, the
 ratio (median over rounds, and from the summed times) and the maximum absolute per-choice log-likelihood
 difference in nats. Models are random-initialised real architectures built from configs (weights do not
@@ -219,7 +219,7 @@ def load_task(data_dir: str | Path, task: str, *, limit: int | None = None, num_
     (docs, requests)
         ``docs``: dicts with ``context``, ``choices``, ``gold``, ``request_ids`` (indices into ``requests``).
     """
-    from ..scoring import Request
+    from capscale.eval.scoring import Request
 
     data_dir = Path(data_dir)
     if task in ("arc_easy", "arc_challenge"):
@@ -295,7 +295,7 @@ def _flops_per_token(model: Any) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import scoring
+    from capscale.eval import scoring
 
     if args.threads:
         torch.set_num_threads(args.threads)

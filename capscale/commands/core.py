@@ -7,7 +7,7 @@ import sys
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .. import store
+    from capscale.data import store
 
     try:
         df = store.read(args.store, validate_store=False)
@@ -25,8 +25,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .. import store
-    from ..analyze import run_analysis
+    from capscale.data import store
+    from capscale.pipelines.analyze import run_analysis
 
     try:
         df = store.read(args.store, multi_gold=args.multi_gold)
@@ -62,7 +62,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..report import build_report
+    from capscale.pipelines.report import build_report
 
     try:
         path = build_report(args.results_dir, args.output, title=args.title)
@@ -74,7 +74,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..demo import DemoError, run_demo
+    from capscale.pipelines.demo import DemoError, run_demo
 
     try:
         run = run_demo(args.out, family_dir=args.family_dir, progress=not args.quiet)

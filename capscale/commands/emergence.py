@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def _inputs(args: argparse.Namespace):
-    """The command's TaskInputs and notes (:func:`capscale.emergence.load.load_inputs`)."""
-    from ..emergence.load import load_inputs
+    """The command's TaskInputs and notes (:func:`capscale.pipelines.emergence.load_inputs`)."""
+    from capscale.pipelines.emergence import load_inputs
 
     return load_inputs(args.input, family=args.family, tasks=None if args.all_tasks else [args.task],
                        fmt=args.format, steps=args.steps, ties=args.ties, shots=args.shots)
@@ -35,8 +35,8 @@ def _command(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .. import emergence
-    from ..emergence import plots
+    from capscale.analysis import emergence
+    from capscale.plotting import emergence as plots
 
     if bool(args.task) == bool(args.all_tasks):
         print("error: give exactly one of --task T or --all-tasks", file=sys.stderr)
@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("emergence", help="is a sharp jump real, or made by the metric? (emergence diagnostics)",
                        description="Emergence diagnostics for one model family over one task or all tasks "
-                       "(docs: capscale.emergence). Writes DIR/<task>.json (schema of emergence.md §9.7), "
+                       "(docs: capscale.analysis.emergence). Writes DIR/<task>.json (schema of emergence.md §9.7), "
                        "DIR/verdicts.csv and figures under DIR/figures/.")
     p.add_argument("input", metavar="STORE_OR_LADDER",
                    help="score store (.parquet/.csv/shard folder), ladder table (.csv/.parquet with a 'metric' "

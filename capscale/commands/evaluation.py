@@ -34,7 +34,7 @@ def _executor_options(args: argparse.Namespace) -> dict | None:
             print(f"error: {', '.join(ray_only)} only apply to --executor ray", file=sys.stderr)
             return None
         return {}
-    from ..executors import require_ray
+    from capscale.eval.ray import require_ray
 
     try:
         require_ray()
@@ -48,9 +48,9 @@ def _executor_options(args: argparse.Namespace) -> dict | None:
 def _eval(args: argparse.Namespace) -> int:
     import logging
 
-    from ..evaluate import EvalError, EvalOptions, evaluate
-    from ..family import FamilySpecError
-    from ..tasks import TaskError
+    from capscale.data.family import FamilySpecError
+    from capscale.data.tasks import TaskError
+    from capscale.eval.evaluate import EvalError, EvalOptions, evaluate
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     executor_options = _executor_options(args)
@@ -85,7 +85,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..family import scan
+    from capscale.data.family import scan
 
     try:
         res = scan(args.dir, family=args.family, tokens_per_step=args.tokens_per_step)
@@ -110,8 +110,8 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from ..family import FamilySpecError
-    from ..ingest import IngestError, ingest_lm_eval
+    from capscale.data.family import FamilySpecError
+    from capscale.data.ingest import IngestError, ingest_lm_eval
 
     try:
         rep = ingest_lm_eval(args.path, args.family, args.out, model_id=args.model_id,

@@ -7,14 +7,14 @@ import sys
 
 
 def _world_config(args: argparse.Namespace):
-    from .. import synthetic
+    from capscale.synthetic import world as synthetic
 
     kw = {k: getattr(args, k) for k in ("n_people", "exposures", "n_items", "seed") if getattr(args, k, None) is not None}
     return synthetic.WorldConfig(**kw)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .. import synthetic
+    from capscale.synthetic import world as synthetic
 
     try:
         world = synthetic.generate_world(_world_config(args))
@@ -27,7 +27,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .. import ladder, synthetic
+    from capscale.synthetic import ladder
+    from capscale.synthetic import world as synthetic
 
     if args.quick:
         sizes = dict(ladder.QUICK_SIZES)
@@ -53,7 +54,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .. import ladder
+    from capscale.synthetic import ladder
 
     try:
         spec = ladder.export_family(args.src, args.out, max_bytes=int(args.max_mb * 1e6))
@@ -67,7 +68,7 @@ def _export(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .. import ladder
+    from capscale.synthetic import ladder
 
     try:
         store = ladder.evaluate_family(args.family, threads=args.threads)
@@ -83,7 +84,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ladder", help="train a ladder of small models on the synthetic world",
-                       description="Train and package capscale's own model family (see capscale.ladder).")
+                       description="Train and package capscale's own model family (see capscale.synthetic.ladder).")
     lsub = p.add_subparsers(dest="ladder_command", metavar="SUBCOMMAND", required=True)
     t = lsub.add_parser("train", help="train every size on the synthetic corpus and write a family spec",
                         description="Generate the synthetic world, train a word-level tokenizer and every model "
@@ -106,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--max-mb", type=float, default=25.0, help="size cap in MB (default 25)")
     e.set_defaults(func=_export)
     c = lsub.add_parser("check", help="evaluate a family on its synthetic tasks and print the issue-4 checks",
-                        description="Score every checkpoint of FAMILY on the synthetic tasks (capscale.scoring) "
+                        description="Score every checkpoint of FAMILY on the synthetic tasks (capscale.eval.scoring) "
                         "and report knowledge scaling, the chain ordering of per-item Spearman correlations and "
                         "the multi-token exact-match curve, as Markdown.")
     c.add_argument("family", help="family.yaml or its folder")
@@ -115,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_check)
 
     s = sub.add_parser("synthetic", help="generate the synthetic world (corpus and tasks)",
-                       description="Synthetic micro-world (see capscale.synthetic).")
+                       description="Synthetic micro-world (see capscale.synthetic.world).")
     ssub = s.add_subparsers(dest="synthetic_command", metavar="SUBCOMMAND", required=True)
     g = ssub.add_parser("generate", help="write corpus.txt, world.json and tasks/ for a seeded world",
                         description="Write the corpus, the ground truth and the multiple-choice task files "

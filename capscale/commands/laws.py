@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
+from capscale._io import atomic_write_text
 
 FORM_CHOICES = ["compute_law", "chinchilla_nd", "gadre_exp", "ladder_sigmoid", "obs_sigmoid", "direct", "loglinear"]
 FORMAT_CHOICES = ["ladder", "store", "olmo-ladder", "pythia-evals"]
 
 
 def _load(args: argparse.Namespace, *, targets: bool = True):
-    from .. import datasets
+    from capscale.data import ladder_table as datasets
 
     ladder, store = datasets.read_any(args.ladder, args.format, targets=targets)
     fam = getattr(args, "family", None)
@@ -34,7 +34,7 @@ def _load(args: argparse.Namespace, *, targets: bool = True):
 
 
 def _metric(ladder, task: str, metric: str | None) -> str:
-    from ..predict_pipeline import default_metric
+    from capscale.pipelines.backtest import default_metric
 
     return default_metric(ladder, task, metric)
 
@@ -63,7 +63,7 @@ def _pred_kw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _clean(v: Any) -> Any:
-    from ..predict_pipeline import clean_json
+    from capscale.pipelines.backtest import clean_json
 
     return clean_json(v)
 
@@ -76,8 +76,8 @@ def _clean(v: Any) -> Any:
 def _fit(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import laws, predict
-    from ..datasets import chance_of
+    from capscale.analysis import laws, predict
+    from capscale.data.ladder_table import chance_of
 
     ladder, _ = _load(args, targets=False)
     task = _tasks(ladder, args)[0]
@@ -128,7 +128,7 @@ def _plot_fit(law, form, runs, window, path: Path, task: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .. import predict
+    from capscale.analysis import predict
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     if form in ("gadre_exp", "ladder_sigmoid"):
@@ -156,7 +156,7 @@ def _plot_fit(law, form, runs, window, path: Path, task: str) -> None:
     ax.set_title(f"{task}: {form}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from ..plots import save_figure
+    from capscale.plotting.chain import save_figure
 
     save_figure(fig, path, dpi=120)
 
@@ -182,7 +182,7 @@ def _parse_target(s: str) -> tuple[float, float]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .. import predict
+    from capscale.analysis import predict
 
     ladder, store = _load(args, targets=False)  # never fit on the OLMo target rows
     params, tokens = _parse_target(args.target)
@@ -205,7 +205,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.out:
         outdir = Path(args.out)
         atomic_write_text(outdir / f"predict_{task}.json", json.dumps(_clean({**out, "fit": pr.report()}), indent=2))
-        from ..predict_pipeline import plot_backtest
+        from capscale.pipelines.backtest import plot_backtest
 
         plot_backtest([{"task": task, "method": pr.name, "heldout_model": "target", "predicted": p.value,
                          "actual": float("nan"), "lower": p.lower, "upper": p.upper, "params": params,
@@ -219,7 +219,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from ..predict_pipeline import BACKTEST_KEYS, clean_json, run_backtests, summarize_backtests
+    from capscale.pipelines.backtest import BACKTEST_KEYS, clean_json, run_backtests, summarize_backtests
 
     ladder, store = _load(args)
     holdout: str | int = args.holdout if args.holdout == "largest" else int(args.holdout)
@@ -239,7 +239,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from .. import datasets
+    from capscale.data import ladder_table as datasets
 
     files = datasets.fetch(args.name, args.dest)
     print(f"{args.name}: {len(files)} file(s) written under {args.dest} (sha256 checked)")
@@ -274,7 +274,7 @@ def _common(p: argparse.ArgumentParser, *, method: bool = True) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit one curve form to a ladder",
-                       description="Fit one curve form (capscale.laws) to a task of a ladder and print its "
+                       description="Fit one curve form (capscale.analysis.laws) to a task of a ladder and print its "
                        "parameters, bounds hit and convergence as JSON.")
     _common(p, method=False)
     p.add_argument("--form", required=True, choices=FORM_CHOICES)
@@ -285,7 +285,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "trained on D tokens, with a 90%% interval.")
     _common(p)
     p.add_argument("--target", required=True, help="params=N,tokens=D")
-    p.add_argument("--method", default="auto", help="method name (capscale.predict.METHODS) or auto")
+    p.add_argument("--method", default="auto", help="method name (capscale.analysis.predict.METHODS) or auto")
     p.set_defaults(func=_guard(_predict))
 
     p = sub.add_parser("backtest", help="hold out the largest ladder runs and score predictions",

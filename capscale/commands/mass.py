@@ -1,8 +1,8 @@
-"""``capscale mass``: correct vs incorrect probability mass with scale (see :mod:`capscale.mass`).
+"""``capscale mass``: correct vs incorrect probability mass with scale (see :mod:`capscale.analysis.mass`).
 
 ``capscale mass STORE --family F --task T --out DIR`` fits the per-item laws of every task (or of
 ``--task``), writes the fits, co-variation statistics, predicted vs observed metrics and figures, and
-optionally (``--backtest``) a leave-largest-out comparison with other ``capscale.predict`` methods.
+optionally (``--backtest``) a leave-largest-out comparison with other ``capscale.analysis.predict`` methods.
 ``capscale mass-sim OUT`` writes a simulated store with planted per-item laws.
 """
 
@@ -27,8 +27,8 @@ SCENARIOS: dict[str, dict] = {
 def _mass(args: argparse.Namespace) -> int:
     import shlex
 
-    from .. import store
-    from ..mass_pipeline import MassRunOptions, run_mass
+    from capscale.data import store
+    from capscale.pipelines.mass import MassRunOptions, run_mass
 
     try:
         df = store.read(args.store, validate_store=False)
@@ -59,7 +59,8 @@ def _mass(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .. import mass, store
+    from capscale.analysis import mass
+    from capscale.data import store
 
     names = args.scenario or list(SCENARIOS)
     bad = [n for n in names if n not in SCENARIOS]
@@ -93,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--backtest", metavar="METHODS", nargs="?", const="loglinear,sigmoid,direct,gadre,ladder,ladder_c",
-                   help="also run capscale.predict's leave-largest-out backtest of 'mass' and these methods "
+                   help="also run capscale.analysis.predict's leave-largest-out backtest of 'mass' and these methods "
                    "(comma-separated; default loglinear,sigmoid,direct,gadre,ladder,ladder_c)")
     p.add_argument("--baseline-bootstrap", type=int, default=20,
                    help="bootstrap resamples of the other methods in --backtest (their point predictions do not "

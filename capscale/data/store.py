@@ -1,0 +1,502 @@
+"""The score store: one tidy row per (checkpoint, task, item, choice).
+
+Every stage of capscale reads and writes this one table. A store lives on disk as
+
+* a single Parquet file (``scores.parquet``),
+* a directory of Parquet shards (``store/<model>__<task>.parquet``, as written by ``capscale eval``), or
+* a CSV file (for small hand-made stores).
+
+Schema
+------
+Required columns
+
+============== ======= ==============================================================
+column         dtype   meaning
+============== ======= ==============================================================
+model_id       str     checkpoint identifier, unique within the store
+family         str     model family the checkpoint belongs to
+params         int     N, parameters
+tokens         int     D, training tokens seen by this checkpoint
+task           str     task name
+doc_id         str/int item identifier within the task
+choice_idx     int     0-based index of the choice
+is_correct     bool    whether this choice is (one of) the gold answer(s)
+loglik         float   log p(continuation | context), natural log (nats), summed over the
+                       continuation's tokens, not length-normalised
+============== ======= ==============================================================
+
+Optional columns: ``step`` (int), ``compute`` (FLOPs; default ``6 * params * tokens``),
+``n_tokens``, ``n_chars``, ``n_bytes`` (lengths of the choice continuation; ``n_chars`` and
+``n_bytes`` exclude the target delimiter, as lm-eval's ``acc_norm``/``acc_bytes`` do),
+``is_greedy`` (bool), ``seed`` (int), and free-form extras such as ``revision``, ``task_source``,
+``multiple_input`` or ``multi_gold``.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from capscale import store
+>>> df = store.example_store()            # a tiny valid store
+>>> store.validate(df) == []
+True
+>>> store.write(df, "/tmp/capscale-example.parquet")
+>>> store.read("/tmp/capscale-example.parquet").shape == df.shape
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "KEY_COLUMNS",
+    "Problem",
+    "StoreValidationError",
+    "read",
+    "write",
+    "write_shard",
+    "validate",
+    "check",
+    "normalize",
+    "example_store",
+    "shard_name",
+]
+
+#: Required columns and the kind of values they hold.
+REQUIRED_COLUMNS: dict[str, str] = {
+    "model_id": "str",
+    "family": "str",
+    "params": "int",
+    "tokens": "int",
+    "task": "str",
+    "doc_id": "str|int",
+    "choice_idx": "int",
+    "is_correct": "bool",
+    "loglik": "float",
+}
+
+#: Optional columns with a meaning capscale knows about.
+OPTIONAL_COLUMNS: dict[str, str] = {
+    "step": "int",
+    "compute": "float",
+    "n_tokens": "int",
+    "n_chars": "int",
+    "n_bytes": "int",
+    "is_greedy": "bool",
+    "seed": "int",
+    "revision": "str",
+    "task_source": "str",
+    "multiple_input": "bool",
+    "multi_gold": "bool",
+}
+
+#: A row is identified by these columns.
+KEY_COLUMNS = ["model_id", "task", "doc_id", "choice_idx"]
+
+# Internal provenance columns added while reading, used to name files and rows in errors.
+_FILE = "_source_file"
+_ROW = "_source_row"
+_MAX_LISTED = 10
+
+
+@dataclass
+class Problem:
+    """One validation problem found in a store.
+
+    Attributes
+    ----------
+    kind : str
+        Short machine-readable name (``missing_column``, ``non_finite_loglik``, ...).
+    message : str
+        Human-readable explanation.
+    column : str or None
+        The column concerned, if any.
+    rows : list of str
+        Offending rows as ``file:row`` (0-based data rows) or, for in-memory frames, ``row N``.
+    count : int
+        Total number of offending rows or groups (``rows`` lists at most 10).
+    """
+
+    kind: str
+    message: str
+    column: str | None = None
+    rows: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def __str__(self) -> str:
+        where = f" [column {self.column!r}]" if self.column else ""
+        rows = ""
+        if self.rows:
+            more = f" ... and {self.count - len(self.rows)} more" if self.count > len(self.rows) else ""
+            rows = "\n      at " + "; ".join(self.rows) + more
+        return f"{self.kind}{where}: {self.message}{rows}"
+
+
+class StoreValidationError(ValueError):
+    """Raised when a store fails validation; carries every problem found."""
+
+    def __init__(self, problems: list[Problem], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        head = f"score store {source!r}" if source else "score store"
+        lines = [f"{head} has {len(problems)} problem(s):"] + [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and writing
+# ----------------------------------------------------------------------------------------------
+
+
+def _store_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in {".parquet", ".csv"} and p.is_file())
+        files = [p for p in files if not p.name.startswith((".", "_tmp"))]
+        if not files:
+            raise FileNotFoundError(f"score store directory {str(path)!r} holds no .parquet or .csv shards")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"score store {str(path)!r} does not exist")
+    if path.suffix not in {".parquet", ".csv"}:
+        raise ValueError(f"score store {str(path)!r}: expected a .parquet or .csv file, or a directory of them")
+    return [path]
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    return pd.read_parquet(path)
+
+
+def read(
+    path: str | os.PathLike,
+    *,
+    validate_store: bool = True,
+    multi_gold: bool = False,
+    columns: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Read a score store from a Parquet file, a directory of Parquet/CSV shards, or a CSV file.
+
+    Parameters
+    ----------
+    path : path-like
+        File or directory.
+    validate_store : bool, default True
+        Validate after reading and raise :class:`StoreValidationError` listing every problem, each
+        naming the file and row it was found in.
+    multi_gold : bool, default False
+        Allow items with several correct choices (otherwise exactly one is required). Rows with a
+        true ``multi_gold`` column are always allowed several golds.
+    columns : iterable of str, optional
+        Read only these columns (Parquet only; the required columns are always read).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The store, normalised by :func:`normalize` (``compute`` filled in as 6·N·D FLOPs where missing).
+    """
+    path = Path(path)
+    files = _store_files(path)
+    frames = []
+    for f in files:
+        if columns is not None and f.suffix == ".parquet":
+            cols = list(dict.fromkeys([*REQUIRED_COLUMNS, *columns]))
+            import pyarrow.parquet as pq
+
+            present = set(pq.read_schema(f).names)
+            frame = pd.read_parquet(f, columns=[c for c in cols if c in present])
+        else:
+            frame = _read_one(f)
+        frame[_FILE] = str(f)
+        frame[_ROW] = np.arange(len(frame))
+        frames.append(frame)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if validate_store:
+        problems = validate(df, multi_gold=multi_gold)
+        if problems:
+            raise StoreValidationError(problems, str(path))
+    df = df.drop(columns=[_FILE, _ROW])
+    return normalize(df)
+
+
+def _atomic_write(df: pd.DataFrame, path: Path) -> None:
+    from capscale._io import atomic_write
+
+    atomic_write(path, (lambda tmp: df.to_csv(tmp, index=False)) if path.suffix == ".csv"
+                 else (lambda tmp: df.to_parquet(tmp, index=False)))
+
+
+def write(df: pd.DataFrame, path: str | os.PathLike, *, validate_store: bool = True) -> None:
+    """Write a store atomically (temporary file in the same folder, then rename).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The store.
+    path : path-like
+        ``.parquet`` or ``.csv`` file. To write a directory of shards use :func:`write_shard`.
+    validate_store : bool, default True
+        Refuse to write an invalid store (raises :class:`StoreValidationError`).
+    """
+    path = Path(path)
+    if path.suffix not in {".parquet", ".csv"}:
+        raise ValueError(f"cannot write score store to {str(path)!r}: use a .parquet or .csv file name")
+    if validate_store:
+        check(df, source=str(path))
+    _atomic_write(normalize(df), path)
+
+
+def shard_name(model_id: str, task: str) -> str:
+    """File name of the shard holding one (checkpoint, task): safe for any file system."""
+
+    def clean(s: str) -> str:
+        return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in str(s))
+
+    return f"{clean(model_id)}__{clean(task)}.parquet"
+
+
+def write_shard(df: pd.DataFrame, directory: str | os.PathLike, *, validate_store: bool = True) -> Path:
+    """Atomically write the rows of one (checkpoint, task) into a shard directory.
+
+    Returns
+    -------
+    pathlib.Path
+        The shard's path, ``directory/<model_id>__<task>.parquet``.
+    """
+    models, tasks = df["model_id"].unique(), df["task"].unique()
+    if len(models) != 1 or len(tasks) != 1:
+        raise ValueError(
+            f"a shard holds exactly one (model_id, task); got models {list(models)[:5]} and tasks {list(tasks)[:5]}"
+        )
+    path = Path(directory) / shard_name(models[0], tasks[0])
+    if validate_store:
+        check(df, source=str(path))
+    _atomic_write(normalize(df), path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _where(df: pd.DataFrame, mask: np.ndarray | pd.Series) -> tuple[list[str], int]:
+    idx = np.flatnonzero(np.asarray(mask))
+    out = []
+    for i in idx[:_MAX_LISTED]:
+        if _FILE in df.columns:
+            out.append(f"{df[_FILE].iat[i]}:{int(df[_ROW].iat[i])}")
+        else:
+            out.append(f"row {int(i)}")
+    return out, int(len(idx))
+
+
+def _group_where(keys: pd.DataFrame, cols: list[str]) -> tuple[list[str], int]:
+    out = [", ".join(f"{c}={r[c]!r}" for c in cols) for _, r in keys.head(_MAX_LISTED).iterrows()]
+    return out, len(keys)
+
+
+def validate(df: pd.DataFrame, *, multi_gold: bool = False) -> list[Problem]:
+    """Check a store against the schema and return every problem found (empty list if valid).
+
+    Checks: required columns present; ``loglik`` finite and numeric (``-inf`` is rejected too: it
+    usually means a tokenisation or masking bug); ``params``/``tokens`` positive integers;
+    exactly one correct choice per (model, task, item) unless ``multi_gold`` (or a true
+    ``multi_gold`` column for that item); no duplicate (model_id, task, doc_id, choice_idx) keys;
+    the same number of choices for an item in every model; a single ``family``, ``params`` and
+    ``tokens`` per ``model_id``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The store (as read by :func:`read` with ``validate_store=False`` or built in memory).
+    multi_gold : bool, default False
+        Allow items with several correct choices.
+
+    Returns
+    -------
+    list of Problem
+    """
+    problems: list[Problem] = []
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    for c in missing:
+        files = sorted(df[_FILE].unique()) if _FILE in df.columns else []
+        problems.append(
+            Problem(
+                "missing_column",
+                f"required column {c!r} is missing"
+                + (f" in {', '.join(files[:5])}" if files else "")
+                + f"; columns present: {[c for c in df.columns if not c.startswith('_source')]}",
+                column=c,
+            )
+        )
+    if missing:
+        return problems
+    if len(df) == 0:
+        return [Problem("empty", "the store has no rows")]
+
+    # loglik: numeric and finite
+    ll = pd.to_numeric(df["loglik"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(ll)
+    if bad.any():
+        rows, n = _where(df, bad)
+        problems.append(Problem("non_finite_loglik", f"{n} row(s) have a missing, non-numeric or infinite loglik",
+                                "loglik", rows, n))
+
+    for col in ("model_id", "family", "task", "doc_id"):
+        miss = df[col].isna().to_numpy()
+        if miss.any():
+            rows, n = _where(df, miss)
+            problems.append(Problem("missing_value", f"{n} row(s) have no {col}", col, rows, n))
+
+    for col in ("params", "tokens", "choice_idx"):
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        lo = 0 if col == "choice_idx" else 1
+        badv = ~np.isfinite(v) | (v < lo) | (v != np.round(v))
+        if badv.any():
+            rows, n = _where(df, badv)
+            what = "a non-negative integer" if col == "choice_idx" else "a positive integer"
+            problems.append(Problem("bad_value", f"{n} row(s) where {col} is not {what}", col, rows, n))
+
+    ic = df["is_correct"]
+    if ic.dtype != bool:
+        ok = ic.isin([True, False, 0, 1, "True", "False", "true", "false"]).to_numpy()
+        if not ok.all():
+            rows, n = _where(df, ~ok)
+            problems.append(Problem("bad_value", f"{n} row(s) where is_correct is not a boolean", "is_correct",
+                                    rows, n))
+            return problems
+
+    if "compute" in df.columns:
+        cv = pd.to_numeric(df["compute"], errors="coerce").to_numpy(dtype=float)
+        badc = ~(np.isnan(cv) | (cv > 0)) | np.isinf(cv)
+        if badc.any():
+            rows, n = _where(df, badc)
+            problems.append(Problem("bad_value", f"{n} row(s) where compute is not a positive finite number of "
+                                    "FLOPs", "compute", rows, n))
+
+    # One family / params / tokens per model
+    for col in ("family", "params", "tokens"):
+        nun = df.groupby("model_id", sort=False)[col].nunique(dropna=False)
+        inconsistent = nun[nun > 1]
+        if len(inconsistent):
+            rows = [f"model_id={m!r}" for m in inconsistent.index[:_MAX_LISTED]]
+            problems.append(Problem("inconsistent_model", f"{len(inconsistent)} model(s) have several values of "
+                                    f"{col}", col, rows, len(inconsistent)))
+
+    # Duplicate keys
+    dup = df.duplicated(KEY_COLUMNS, keep=False).to_numpy()
+    if dup.any():
+        rows, n = _where(df, dup)
+        problems.append(Problem("duplicate_key", f"{n} row(s) share a (model_id, task, doc_id, choice_idx) key "
+                                "with another row", "choice_idx", rows, n))
+
+    item = ["model_id", "task", "doc_id"]
+    correct = df["is_correct"].astype(str).str.lower().isin(["true", "1"]) if ic.dtype != bool else ic
+    g = correct.groupby([df[c] for c in item], sort=False)
+    n_correct = g.sum()
+    zero = n_correct[n_correct == 0]
+    if len(zero):
+        rows, n = _group_where(zero.reset_index(), item)
+        problems.append(Problem("no_correct_choice", f"{n} item(s) have no correct choice", "is_correct", rows, n))
+    several = n_correct[n_correct > 1]
+    if len(several) and not multi_gold:
+        allowed = pd.Series(False, index=several.index)
+        if "multi_gold" in df.columns:
+            mg = df["multi_gold"].fillna(False).astype(bool).groupby([df[c] for c in item], sort=False).any()
+            allowed = mg.reindex(several.index).fillna(False)
+        several = several[~allowed.to_numpy()]
+        if len(several):
+            rows, n = _group_where(several.reset_index(), item)
+            problems.append(Problem("several_correct_choices", f"{n} item(s) have more than one correct choice "
+                                    "(declare multi-gold with multi_gold=True or a 'multi_gold' column)",
+                                    "is_correct", rows, n))
+
+    # Same number of choices for an item in every model
+    k = df.groupby(item, sort=False).size().rename("k").reset_index()
+    nk = k.groupby(["task", "doc_id"], sort=False)["k"].nunique()
+    diff = nk[nk > 1]
+    if len(diff):
+        rows = []
+        for task, doc in diff.index[:_MAX_LISTED]:
+            sub = k[(k["task"] == task) & (k["doc_id"] == doc)]
+            counts = ", ".join(f"{m}: {kk}" for m, kk in zip(sub["model_id"], sub["k"], strict=True))
+            rows.append(f"task={task!r}, doc_id={doc!r} ({counts})")
+        problems.append(Problem("choice_count_mismatch", f"{len(diff)} item(s) have a different number of choices "
+                                "in different models", "choice_idx", rows, len(diff)))
+    return problems
+
+
+def check(df: pd.DataFrame, *, multi_gold: bool = False, source: str | None = None) -> None:
+    """Validate and raise :class:`StoreValidationError` with every problem if there are any."""
+    problems = validate(df, multi_gold=multi_gold)
+    if problems:
+        raise StoreValidationError(problems, source)
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy with canonical dtypes and ``compute = 6 * params * tokens`` (FLOPs) where missing.
+
+    ``loglik`` becomes float64, ``params``/``tokens``/``choice_idx`` int64, ``is_correct`` bool, the
+    string columns pandas strings (object), and ``doc_id`` is kept as int64 when every value is an
+    integer, otherwise str.
+    """
+    out = df.copy()
+    if "loglik" in out:
+        out["loglik"] = pd.to_numeric(out["loglik"]).astype("float64")
+    for c in ("params", "tokens", "choice_idx"):
+        if c in out:
+            out[c] = pd.to_numeric(out[c]).astype("int64")
+    for c in ("step", "n_tokens", "n_chars", "n_bytes", "seed"):
+        if c in out and not out[c].isna().any():
+            out[c] = pd.to_numeric(out[c]).astype("int64")
+    for c in ("is_correct", "is_greedy", "multiple_input", "multi_gold"):
+        if c in out and out[c].dtype != bool and not out[c].isna().any():
+            out[c] = out[c].astype(str).str.lower().isin(["true", "1"])
+    for c in ("model_id", "family", "task"):
+        if c in out:
+            out[c] = out[c].astype(str)
+    if "doc_id" in out:
+        d = out["doc_id"]
+        if not pd.api.types.is_integer_dtype(d):
+            as_num = pd.to_numeric(d, errors="coerce")
+            integral = bool(as_num.notna().all()) and bool((as_num == np.round(as_num)).all())
+            if integral and pd.api.types.is_float_dtype(d):
+                out["doc_id"] = as_num.astype("int64")
+            elif integral and (d.astype(str) == as_num.astype("int64").astype(str)).all():
+                out["doc_id"] = as_num.astype("int64")
+            else:
+                out["doc_id"] = d.astype(str)
+    if {"params", "tokens"} <= set(out.columns):
+        c6 = 6.0 * out["params"].astype("float64") * out["tokens"].astype("float64")
+        if "compute" not in out:
+            out["compute"] = c6
+        else:
+            out["compute"] = pd.to_numeric(out["compute"]).astype("float64").fillna(c6)
+    return out
+
+
+def example_store(n_models: int = 3, n_items: int = 4, k: int = 4, seed: int = 0) -> pd.DataFrame:
+    """A tiny valid store with random log-likelihoods (for docs and quick experiments).
+
+    Larger models get a larger log-likelihood on the correct choice on average.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in range(n_models):
+        params, tokens = int(10 ** (6 + m)), int(2e7 * 10**m)
+        for d in range(n_items):
+            gold = d % k
+            for c in range(k):
+                ll = -10.0 + rng.normal() + (1.5 * m if c == gold else 0.0)
+                rows.append(dict(model_id=f"m{m}", family="example", params=params, tokens=tokens, task="toy",
+                                 doc_id=d, choice_idx=c, is_correct=c == gold, loglik=ll, n_chars=5 + c,
+                                 n_bytes=5 + c))
+    return normalize(pd.DataFrame(rows))

@@ -1,0 +1,329 @@
+"""``capscale demo``: the whole toolkit on the embedded default, offline, in a few minutes.
+
+The embedded default is the committed demo family (``capscale/synthetic/family/``): a ladder of five
+small Llama-style models trained by ``capscale ladder train`` on capscale's synthetic micro-world,
+with log-spaced checkpoints, and the world's multiple-choice tasks (one-hop recall, two-hop
+composition, multi-token birth dates). The demo
+
+1. evaluates every checkpoint on every task with capscale's scoring engine -> ``OUT/store/``;
+2. runs the chain and per-item correlation analysis -> ``OUT/analysis/``;
+3. fits the per-item correct/incorrect mass laws and predicts accuracy from them -> ``OUT/mass/``;
+4. backtests fitted transforms (leave the largest size out) -> ``OUT/predict/``;
+5. runs the emergence diagnostics -> ``OUT/emergence/``;
+6. checks what the demo family must show -> ``OUT/checks.json``;
+7. writes ``OUT/report.html`` (self-contained) and ``OUT/run.json`` (what ran, how long).
+
+A rerun reuses the finished store shards (delete ``OUT/store`` to rescore).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+__all__ = ["DEMO_FAMILY", "run_demo", "demo_checks", "DemoError"]
+
+#: The committed demo family (checkpoints, family.yaml, tasks/).
+DEMO_FAMILY = Path(__file__).resolve().parents[1] / "synthetic" / "family"
+
+
+class DemoError(RuntimeError):
+    """The demo cannot start (missing family, unwritable output folder)."""
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".capscale-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise DemoError(f"cannot write to the output folder {str(out)!r} ({e.strerror or e}); choose another "
+                        "with --out DIR") from e
+
+
+def _family_files(family_dir: Path) -> tuple[Path, Path]:
+    spec = family_dir / "family.yaml"
+    tasks = family_dir / "tasks"
+    if not spec.is_file() or not tasks.is_dir():
+        raise DemoError(f"demo family not found in {str(family_dir)!r} (expected family.yaml and tasks/); "
+                        "reinstall capscale or rebuild it as described in capscale/synthetic/family/README.md")
+    return spec, tasks
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f"_tmp.{path.name}")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        v = float(o)
+        return v if math.isfinite(v) else str(v)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _copy_spec(spec: Path, dest: Path) -> None:
+    """Copy the family spec with checkpoint paths made absolute (usable from anywhere)."""
+    d = yaml.safe_load(spec.read_text())
+    for ck in d.get("checkpoints", []):
+        p = Path(ck["path"])
+        if not p.is_absolute():
+            ck["path"] = str((spec.parent / p).resolve())
+    tmp = dest.with_name(f"_tmp.{dest.name}")
+    tmp.write_text(yaml.safe_dump(d, sort_keys=False))
+    os.replace(tmp, dest)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages
+# ----------------------------------------------------------------------------------------------
+
+
+def _stage_eval(spec: Path, tasks_dir: Path, out: Path, progress: bool) -> pd.DataFrame:
+    from capscale.data import store
+    from capscale.eval.evaluate import EvalOptions, evaluate_item_sets
+    from capscale.synthetic import world as synthetic
+
+    try:  # the per-checkpoint "Loading weights" bars of transformers drown the demo's own progress
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    tasks = synthetic.load_tasks(tasks_dir)
+    options = EvalOptions(progress=False, batch_size="auto")  # 50+ tiny shards: one bar each is noise
+    evaluate_item_sets(out / "family.yaml", tasks, out=out / "store", options=options, task_source="synthetic")
+    return store.read(out / "store")
+
+
+def _stage_analysis(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
+    from capscale.pipelines.analyze import run_analysis
+
+    return run_analysis(scores, out / "analysis", progress=progress, source=str(out / "store"))
+
+
+def _stage_mass(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
+    from capscale.pipelines.mass import MassRunOptions, run_mass
+
+    res = run_mass(scores, MassRunOptions(out=str(out / "mass"), backtest="loglinear,sigmoid,direct",
+                                          source=str(out / "store"), command="capscale demo"))
+    (out / "logs" / "mass.log").write_text(res["report"] + "\n")
+    return {"summary": res["summary"].get("backtest", {})}
+
+
+def _stage_predict(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
+    from capscale.data import ladder_table as datasets
+    from capscale.pipelines.backtest import run_backtests, summarize_backtests
+
+    ladder = datasets.ladder_from_store(scores)
+    tasks = sorted(ladder.loc[ladder["metric"] == "acc", "task"].unique())
+    rows = run_backtests(ladder, tasks, "all", holdout="largest", store=scores, out=out / "predict",
+                         progress=progress, bootstrap=20, seed=0)
+    (out / "logs" / "predict.log").write_text(summarize_backtests(rows) + "\n")
+    return {}
+
+
+def _stage_emergence(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
+    from capscale.analysis import emergence
+
+    # final checkpoint of each of the 5 sizes: the family's scaling axis (mixing sizes and steps is not
+    # monotone in compute); B = 500 keeps the demo fast
+    return emergence.run_emergence(scores, out / "emergence", B=500, steps="final", progress=progress)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks of what the demo family must show (issue: the embedded default)
+# ----------------------------------------------------------------------------------------------
+
+
+def _longest_increasing(v: np.ndarray) -> int:
+    """Length of the longest strictly increasing subsequence (sizes in order)."""
+    best = [1] * len(v)
+    for i in range(len(v)):
+        for j in range(i):
+            if v[j] < v[i]:
+                best[i] = max(best[i], best[j] + 1)
+    return max(best, default=0)
+
+
+def demo_checks(out: str | os.PathLike) -> dict[str, dict]:
+    """Evaluate the three properties the demo family must show, from the demo's outputs.
+
+    Returns
+    -------
+    dict
+        ``{name: {"passed": bool, "detail": str}}``.
+    """
+    out = Path(out)
+    checks: dict[str, dict] = {}
+    items = pd.read_parquet(out / "analysis" / "per_item.parquet")
+
+    # 1. knowledge scaling on one-hop recall (final checkpoint of each size)
+    one = items[items["task"] == "synth_onehop"]
+    if len(one):
+        last = one.sort_values("tokens").groupby("params")["model_id"].last()
+        acc = one[one["model_id"].isin(last)].groupby("params")["acc"].mean().sort_index()
+        inc = _longest_increasing(acc.to_numpy())
+        ok = inc >= min(4, len(acc)) and acc.iloc[-1] >= 0.6
+        checks["knowledge scaling (one-hop accuracy increases with size across >= 4 of 5 sizes; largest >= 0.6 "
+               "at K = 4)"] = {
+            "passed": bool(ok),
+            "detail": "final-checkpoint accuracy by size (N): " + ", ".join(
+                f"{int(n):,}: {a:.3f}" for n, a in acc.items())
+            + f"; increasing across {inc} of {len(acc)} sizes (longest strictly increasing subsequence)"}
+
+    # 2. the Schaeffer et al. ordering of median per-item Spearman correlations
+    summ = pd.read_csv(out / "analysis" / "summary.csv")
+    sp = summ[summ["method"] == "spearman"].pivot_table(index="task", columns="metric", values="median")
+    rows, any_ok = [], False
+    for task, r in sp.iterrows():
+        need = ["log_p_vocab_correct", "p_choices_correct", "acc"]
+        if not all(c in r and np.isfinite(r[c]) for c in need):
+            continue
+        ok = r["log_p_vocab_correct"] > r["p_choices_correct"] > r["acc"]
+        any_ok |= bool(ok)
+        rows.append(f"{task}: {r['log_p_vocab_correct']:.3f} > {r['p_choices_correct']:.3f} > {r['acc']:.3f} "
+                    f"{'holds' if ok else 'fails'}")
+    checks["ordering of median per-item Spearman: log p_vocab > p_choices > accuracy (at least one task)"] = {
+        "passed": any_ok, "detail": "; ".join(rows)}
+
+    # 3. emergence-looking accuracy / exact match on the multi-token task with a smooth log-likelihood
+    ej = out / "emergence" / "synth_birthdate.json"
+    if ej.exists():
+        rep = json.loads(ej.read_text())
+        m = rep.get("metrics", {})
+        D = "exact_match_greedy" if "exact_match_greedy" in m else rep.get("decision_metric", "acc")
+        K = "logp_vocab"
+        bd, bk = (m.get(D) or {}).get("B_norm"), (m.get(K) or {}).get("B_norm")
+        jd, jk = (m.get(D) or {}).get("J_ex"), (m.get(K) or {}).get("J_ex")
+
+        def _f(v: Any) -> float:
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                return float("nan")
+
+        sharper = _f(jd) > _f(jk) or _f(bd) > _f(bk)
+        ok = rep.get("verdict") == "METRIC_INDUCED" or sharper
+        checks["multi-token task: sharp exact-match/accuracy curve beside a smooth log-likelihood"] = {
+            "passed": bool(ok),
+            "detail": f"verdict {rep.get('verdict')}; {D}: B/(n-1) = {_f(bd):.2f}, J_ex = {_f(jd):.2f}; "
+                      f"{K}: B/(n-1) = {_f(bk):.2f}, J_ex = {_f(jk):.2f}"}
+    return checks
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def run_demo(out: str | os.PathLike = "demo-output", *, family_dir: str | os.PathLike | None = None,
+             progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the demo end to end and write ``OUT/report.html``.
+
+    Parameters
+    ----------
+    out : path-like, default "demo-output"
+        Output folder (created; must be writable — checked before any work).
+    family_dir : path-like, optional
+        A family folder with ``family.yaml`` and ``tasks/`` (default: the committed demo family).
+    progress : bool
+        Show progress bars.
+    log : callable
+        Where progress lines go.
+
+    Returns
+    -------
+    dict
+        The run record (also written to ``OUT/run.json``): stages, their wall times and errors,
+        the checks, and the report's path.
+
+    Raises
+    ------
+    DemoError
+        When the output folder is not writable or the family is missing.
+    """
+    out = Path(out)
+    family_dir = Path(family_dir) if family_dir else DEMO_FAMILY
+    spec, tasks_dir = _family_files(family_dir)
+    _check_writable(out)
+    (out / "logs").mkdir(exist_ok=True)
+    t_all = time.time()
+    _copy_spec(spec, out / "family.yaml")
+    (out / "tasks").mkdir(exist_ok=True)
+    for f in tasks_dir.iterdir():
+        if f.is_file():
+            shutil.copy2(f, out / "tasks" / f.name)
+    run: dict[str, Any] = {"command": "capscale demo" + (f" --out {out}" if str(out) != "demo-output" else ""),
+                           "family": str(family_dir), "output": str(out.resolve()), "stages": {}}
+    log(f"capscale demo: family {family_dir} -> {out}/")
+
+    t0 = time.time()
+    log("[1/6] evaluating every checkpoint on the synthetic tasks (capscale scoring engine)")
+    scores = _stage_eval(spec, tasks_dir, out, progress)
+    run["stages"]["eval"] = {"seconds": round(time.time() - t0, 1), "rows": len(scores),
+                             "models": int(scores["model_id"].nunique()), "tasks": sorted(scores["task"].unique())}
+    log(f"      {len(scores):,} per-choice rows, {scores['model_id'].nunique()} checkpoints, "
+        f"{scores['task'].nunique()} tasks")
+
+    stages = [("analysis", "[2/6] chain metrics and per-item correlations", _stage_analysis),
+              ("mass", "[3/6] correct vs incorrect probability mass laws", _stage_mass),
+              ("predict", "[4/6] fitted transforms: leave-largest-out backtests", _stage_predict),
+              ("emergence", "[5/6] emergence diagnostics", _stage_emergence)]
+    failed = []
+    for name, title, fn in stages:
+        log(title)
+        t0 = time.time()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                info = fn(scores, out, progress)
+            run["stages"][name] = {"seconds": round(time.time() - t0, 1), "status": "ok"}
+            if isinstance(info, dict) and "summary" in info:
+                run["stages"][name]["summary"] = info["summary"]
+        except Exception as e:  # noqa: BLE001 - a failed stage is reported, the others still run
+            failed.append(name)
+            run["stages"][name] = {"seconds": round(time.time() - t0, 1), "status": "failed",
+                                   "error": f"{type(e).__name__}: {e}",
+                                   "traceback": traceback.format_exc(limit=6)}
+            log(f"      FAILED: {type(e).__name__}: {e}")
+
+    log("[6/6] checks and report")
+    try:
+        checks = demo_checks(out)
+    except Exception as e:  # noqa: BLE001
+        checks = {"checks could be computed": {"passed": False, "detail": f"{type(e).__name__}: {e}"}}
+    _write_json(out / "checks.json", checks)
+    run["checks"] = {k: v["passed"] for k, v in checks.items()}
+    run["seconds_total"] = round(time.time() - t_all, 1)
+    _write_json(out / "run.json", {k: v for k, v in run.items()})
+    from capscale.pipelines.report import build_report
+
+    report = build_report(out, out / "report.html", title="capscale demo: a ladder trained on a synthetic world")
+    run["report"] = str(report)
+    _write_json(out / "run.json", run)
+    for k, v in checks.items():
+        log(f"  [{'ok' if v['passed'] else 'NO'}] {k}: {v['detail']}")
+    if failed:
+        log(f"stages that failed: {failed} (details in {out}/run.json)")
+    log(f"done in {run['seconds_total']:.0f} s. Report: {report}")
+    run["failed"] = failed
+    return run

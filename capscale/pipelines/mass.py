@@ -1,0 +1,400 @@
+"""Run the mass stage end to end: fit, predict, compare with other methods, write tables and figures.
+
+:func:`run_mass` is what ``capscale mass STORE --out DIR`` does, as a function of a score store and a
+:class:`MassRunOptions`; the model itself lives in :mod:`capscale.analysis.mass`.
+
+Outputs in ``opts.out``: ``mass_fits.csv`` (per-item law parameters), ``mass_predictions.csv``
+(predicted vs observed acc / p_choices / Brier per model, in-sample and for the held-out largest
+model), ``mass_covariation.csv`` (how correct and incorrect mass move together per task),
+``mass_summary.json``, figures ``mass_{scatter,slopes,pred}_<task>.png`` and, with ``backtest``,
+``mass_backtest.{csv,md}`` (leave-largest-out comparison with other :mod:`capscale.analysis.predict` methods).
+Log-likelihoods in nats; compute C = 6·N·D FLOPs, x = log10 C.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capscale.analysis import chain, mass
+from capscale.data import store
+
+__all__ = ["MassRunOptions", "run_mass"]
+
+
+@dataclass(frozen=True)
+class MassRunOptions:
+    """Options of :func:`run_mass` (the flags of ``capscale mass``).
+
+    Attributes
+    ----------
+    out : str
+        Output folder.
+    family : str, optional
+        Model family (required when the store holds several).
+    tasks : tuple of str, optional
+        Tasks to analyse (default: every task).
+    final_only : bool
+        Analyse only the last checkpoint of each model size.
+    linear_only : bool
+        Never use the saturating form.
+    draws : int
+        Monte Carlo draws of the predictive distribution.
+    seed : int
+        Random seed of the Monte Carlo draws.
+    figures : bool
+        Write the PNG figures.
+    backtest : str, optional
+        Comma-separated :mod:`capscale.analysis.predict` methods to compare with ``mass`` (leave-largest-out).
+    baseline_bootstrap : int
+        Bootstrap resamples of the other methods in the backtest.
+    backtest_axis : {"params", "tokens"}
+        Hold out the largest size, or, within each size, the checkpoint with the most tokens.
+    skip_first : int
+        Drop the N earliest checkpoints of every size before fitting.
+    run_from_params : bool
+        In the backtest, treat all checkpoints of one size as one run.
+    source : str, optional
+        Where the store came from (recorded in the summary and error messages).
+    command : str, optional
+        The command line recorded in the backtest table.
+    """
+
+    out: str
+    family: str | None = None
+    tasks: tuple[str, ...] | None = None
+    final_only: bool = False
+    linear_only: bool = False
+    draws: int = 400
+    seed: int = 0
+    figures: bool = True
+    backtest: str | None = None
+    baseline_bootstrap: int = 20
+    backtest_axis: str = "params"
+    skip_first: int = 0
+    run_from_params: bool = False
+    source: str | None = None
+    command: str | None = None
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def run_mass(scores: pd.DataFrame, opts: MassRunOptions) -> dict[str, Any]:
+    """Fit, predict, compare and plot (see the module docstring); the store is validated first.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        A score store (``loglik`` in nats).
+    opts : MassRunOptions
+
+    Returns
+    -------
+    dict
+        ``summary`` (also in ``mass_summary.json``), ``out``, ``report`` (printable tables), and the
+        ``fits``, ``predictions`` and ``covariation`` tables.
+
+    Raises
+    ------
+    ValueError
+        Unknown family or task, several families without ``opts.family``, fewer than 2 compute values.
+    """
+    report: list[str] = []
+
+    store.check(scores, multi_gold=True, source=opts.source)
+    df = scores
+    df = store.normalize(df)
+    fams = sorted(df["family"].astype(str).unique())
+    fam = opts.family
+    if fam is None:
+        if len(fams) > 1:
+            raise ValueError(f"{opts.source or 'the store'} holds several families {fams}; choose one with --family")
+        fam = fams[0]
+    if fam not in fams:
+        raise ValueError(f"family {fam!r} not in {opts.source or 'the store'} (families: {fams})")
+    df = df[df["family"] == fam]
+    tasks = list(opts.tasks or []) or sorted(df["task"].unique())
+    missing = [t for t in tasks if t not in set(df["task"])]
+    if missing:
+        raise ValueError(f"task(s) {missing} not in family {fam!r} (tasks: {sorted(df['task'].unique())})")
+    df = df[df["task"].isin(tasks)]
+    if opts.skip_first:
+        df = _skip_first(df, opts.skip_first)
+    df_backtest = df  # the backtest gives every method every checkpoint (mass keeps each run's final one)
+    if opts.final_only:
+        df = _final_checkpoints(df)
+    cfg = mass.MassConfig(n_draws=opts.draws, seed=opts.seed, allow_saturating=not opts.linear_only)
+    out = opts.out
+    os.makedirs(out, exist_ok=True)
+    items = chain.compute(df)
+    models = (items[["model_id", "params", "tokens", "compute"]].drop_duplicates("model_id")
+              .sort_values(["compute", "model_id"], kind="stable"))
+    if models["compute"].nunique() < 2:
+        raise ValueError(f"family {fam!r} has {models['compute'].nunique()} distinct compute value(s); the per-item "
+                         "laws need at least 2 (3 or more recommended)")
+    _log(f"mass: family {fam!r}, {len(models)} models, {len(tasks)} task(s)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fits = mass.fit(df, items=items, config=cfg)
+    largest = models["model_id"].iloc[-1]
+    # held-out fit: the largest-compute model is predicted from the final checkpoint (most tokens) of
+    # every smaller size, as MassPredictor does; a single-size family holds out its last checkpoint
+    p_big = models["params"].iloc[-1]
+    if (models["params"] < p_big).any():
+        smaller = models[models["params"] < p_big].sort_values(["params", "tokens"], kind="stable")
+        train_ids = smaller.groupby("params").tail(1)["model_id"]
+    else:
+        train_ids = models["model_id"].iloc[:-1]
+    train_c = models.loc[models["model_id"].isin(set(train_ids)), "compute"]
+    fits_ho = None
+    if len(train_ids) >= 2 and train_c.nunique() >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fits_ho = mass.fit(df[df["model_id"].isin(train_ids)], config=cfg)
+
+    summary: dict = {"store": str(opts.source), "family": fam, "n_models": int(len(models)),
+                     "models": models.assign(log10_compute=np.log10(models["compute"])).to_dict("records"),
+                     "tasks": {}, "multiple_input_tasks": {}}
+    fit_tabs, pred_rows = [], []
+    for t, tf in fits.items():
+        fit_tabs.append(mass.fits_table(tf))
+        cov = mass.covariation(tf)
+        it = items[items["task"] == t]
+        obs = it.groupby("model_id")[["acc", "p_choices_correct", "brier"]].mean()
+        rows = []
+        for m in models.itertuples(index=False):
+            x = math.log10(m.compute)
+            pr = mass.predict_task(tf, x)
+            rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "in-sample", pr, obs))
+        if fits_ho is not None and t in fits_ho:
+            m = models.iloc[-1]
+            x = math.log10(m["compute"])
+            pr = mass.predict_task(fits_ho[t], x)
+            rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "held-out", pr, obs))
+        pred_rows += rows
+        section = "multiple_input_tasks" if tf.multiple_input else "tasks"
+        summary[section][t] = {"covariation": cov,
+                               "held_out": next((r for r in rows if r["kind"] == "held-out"), None)}
+        if not (not opts.figures):
+            safe = t.replace("/", "_")
+            mass.plot_mass_scatter(it, os.path.join(out, f"mass_scatter_{safe}.png"),
+                                   title=f"{fam} / {t}" + (" (multiple input)" if tf.multiple_input else ""))
+            mass.plot_slope_scatter(tf, os.path.join(out, f"mass_slopes_{safe}.png"))
+            acc_tab = pd.DataFrame([{"log10_compute": r["log10_compute"], "observed": r["acc_observed"],
+                                     "predicted": r["acc_predicted"], "lower": r["acc_lower"],
+                                     "upper": r["acc_upper"], "kind": r["kind"]} for r in rows])
+            mass.plot_predicted_vs_observed(acc_tab, os.path.join(out, f"mass_pred_{safe}.png"),
+                                            title=f"{fam} / {t}: accuracy from per-item mass laws"
+                                            + (f"\n(red: {largest} predicted from the smaller sizes)" if fits_ho is not None else ""))
+    fits_df = pd.concat(fit_tabs, ignore_index=True)
+    pred_df = pd.DataFrame(pred_rows)
+    cov_df = mass.covariation_table(fits)
+    _write_csv(fits_df, os.path.join(out, "mass_fits.csv"))
+    _write_csv(pred_df, os.path.join(out, "mass_predictions.csv"))
+    _write_csv(cov_df, os.path.join(out, "mass_covariation.csv"))
+    if opts.backtest:
+        methods = ["mass"] + [m for m in opts.backtest.split(",") if m and m != "mass"]
+        bt = (_backtest_tokens if opts.backtest_axis == "tokens" else _backtest)(df_backtest, tasks, methods, fam, opts)
+        _write_csv(bt, os.path.join(out, "mass_backtest.csv"))
+        summary["backtest"] = _backtest_summary(bt)
+        _write_text(os.path.join(out, "mass_backtest.md"), _backtest_markdown(bt, fam, opts))
+        report.append(_backtest_markdown(bt, fam, opts))
+    _write_text(os.path.join(out, "mass_summary.json"), json.dumps(_jsonable(summary), indent=1) + "\n")
+    for section, title in (("tasks", "tasks"), ("multiple_input_tasks", "multiple-input tasks (reported apart)")):
+        sub = cov_df[cov_df["multiple_input"] == (section != "tasks")]
+        if len(sub):
+            report.append(f"# {title}")
+            cols = ["task", "n_items", "slope_corr_pearson", "share_incorrect_faster", "share_both_increasing",
+                    "median_slope_correct", "median_slope_lse_incorrect", "n_excluded_or_flagged"]
+            report.append(sub[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    ho = pred_df[pred_df["kind"] == "held-out"]
+    if len(ho):
+        report.append("# held-out largest model: accuracy predicted from the other models' per-item laws")
+        report.append(ho[["task", "model_id", "acc_observed", "acc_predicted", "acc_lower", "acc_upper"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _log(f"wrote {out}/mass_fits.csv, mass_predictions.csv, mass_covariation.csv, mass_summary.json"
+         + ("" if (not opts.figures) else " and figures"))
+    return {"summary": _jsonable(summary), "out": out, "report": "\n".join(report),
+            "fits": fits_df, "predictions": pred_df, "covariation": cov_df}
+
+
+def _final_checkpoints(df):
+    """Keep, per (params) size, the checkpoint with the most tokens (ties: largest step)."""
+    cols = ["model_id", "params", "tokens"] + (["step"] if "step" in df.columns else [])
+    m = df[cols].drop_duplicates("model_id")
+    last = m.sort_values(cols[1:]).groupby("params").tail(1)["model_id"]
+    return df[df["model_id"].isin(set(last))]
+
+
+def _skip_first(df, n: int):
+    """Drop the ``n`` earliest checkpoints (by tokens) of every model size (params)."""
+    m = df[["model_id", "params", "tokens"]].drop_duplicates("model_id").sort_values(["params", "tokens"])
+    keep = m.groupby("params").apply(lambda g: g.iloc[n:], include_groups=False)["model_id"]
+    return df[df["model_id"].isin(set(keep))]
+
+
+def _backtest_tokens(df, tasks, methods, fam, opts):
+    """Data-scaling backtest: within each model size, hold out the checkpoint with the most tokens."""
+    from capscale.analysis import laws, predict
+    from capscale.data import ladder_table as datasets
+
+    rows = []
+    for p, g in df.groupby("params"):
+        ids = g.drop_duplicates("model_id").sort_values(["tokens", "model_id"])["model_id"].tolist()
+        if len(ids) < 4:
+            _log(f"backtest: size N={p} has {len(ids)} checkpoint(s); need 4 (3 to fit), skipped")
+            continue
+        train, held = ids[:-1], ids[-1]
+        lad = datasets.ladder_from_store(g)
+        ltr = lad[lad["model_id"].isin(train)]
+        gtr = g[g["model_id"].isin(train)]
+        hd = g[g["model_id"] == held]
+        items = chain.compute(hd)
+        tokens = float(hd["tokens"].iloc[0])
+        for t in tasks:
+            actual = float(items.loc[items["task"] == t, "acc"].mean())
+            for m in methods:
+                t0 = time.time()
+                base = {"task": t, "method": m, "heldout_model": held, "size_params": int(p), "actual": actual}
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        kw = {"bootstrap": opts.baseline_bootstrap} if m != "mass" else {"seed": opts.seed,
+                                                                                     "n_draws": opts.draws}
+                        pr = predict.get_method(m, **kw).fit(ltr, t, metric="acc", store=gtr if m == "mass" else None)
+                        pp = pr.predict(float(p), tokens)
+                    rows.append(base | {"predicted": pp.value, "abs_err": abs(pp.value - actual), "lower": pp.lower,
+                                        "upper": pp.upper, "covered": bool(pp.lower <= actual <= pp.upper),
+                                        "error": "", "seconds": round(time.time() - t0, 1)})
+                except (predict.MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError) as e:
+                    rows.append(base | {"predicted": math.nan, "abs_err": math.nan, "lower": math.nan,
+                                        "upper": math.nan, "covered": None, "error": f"{type(e).__name__}: {e}"[:200],
+                                        "seconds": round(time.time() - t0, 1)})
+    out = pd.DataFrame(rows)
+    if len(out):
+        # one "task" per (size, task) pair in the summary tables
+        out["task"] = out["task"] + " @N=" + out["size_params"].astype(str)
+    return out
+
+
+def _pred_row(task, fam, mi, m, x, kind, pr, obs) -> dict:
+    mid = m.model_id if hasattr(m, "model_id") else m["model_id"]
+    row = {"task": task, "family": fam, "multiple_input": mi, "model_id": mid, "log10_compute": x, "kind": kind}
+    for key, col in (("acc", "acc"), ("acc_pair", "acc"), ("p_choices", "p_choices_correct"), ("brier", "brier")):
+        p = pr[key]
+        row[f"{key}_observed"] = float(obs.loc[mid, col]) if mid in obs.index else float("nan")
+        row[f"{key}_predicted"], row[f"{key}_lower"], row[f"{key}_upper"] = p.value, p.lower, p.upper
+    row["warnings"] = "; ".join(pr["acc"].warnings)
+    return row
+
+
+def _backtest(df, tasks, methods, fam, opts):
+    """Leave-largest-out with capscale.analysis.predict on the ladder built from the store."""
+    from capscale.analysis import laws, predict
+    from capscale.data import ladder_table as datasets
+
+    lad = datasets.ladder_from_store(df)
+    if opts.run_from_params:
+        # checkpoints of one size form one run (so the largest size's checkpoints are all held out)
+        lad = lad.assign(run=lad["params"].map(lambda p: f"{fam}-N{int(p)}"))
+    rows = []
+    for t in tasks:
+        for m in methods:
+            t0 = time.time()
+            kw = {"bootstrap": opts.baseline_bootstrap} if m != "mass" else {"seed": opts.seed, "n_draws": opts.draws}
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = predict.backtest(lad, t, m, holdout="largest", store=df, **kw)
+                for r in res:
+                    rows.append({k: r.get(k) for k in ("task", "method", "heldout_model", "predicted", "actual",
+                                                       "abs_err", "lower", "upper", "covered")}
+                                | {"error": "", "seconds": round(time.time() - t0, 1)})
+            except (predict.MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError) as e:
+                rows.append({"task": t, "method": m, "heldout_model": None, "predicted": float("nan"),
+                             "actual": float("nan"), "abs_err": float("nan"), "lower": float("nan"),
+                             "upper": float("nan"), "covered": None, "error": f"{type(e).__name__}: {e}"[:200],
+                             "seconds": round(time.time() - t0, 1)})
+            _log(f"backtest {t} {m}: {rows[-1]['abs_err']:.4f} ({rows[-1]['seconds']} s)"
+                 if rows[-1]["error"] == "" else f"backtest {t} {m}: {rows[-1]['error']}")
+    return pd.DataFrame(rows)
+
+
+def _backtest_summary(bt) -> dict:
+    ok = bt[bt["error"] == ""]
+    per_task = ok.groupby(["task", "method"])["abs_err"].mean().unstack()
+    med = per_task.median().to_dict()
+    wins = (per_task.idxmin(axis=1).value_counts().to_dict()) if len(per_task) else {}
+    return {"median_abs_err": med, "n_tasks_best": wins, "per_task": per_task.to_dict()}
+
+
+def _backtest_markdown(bt, fam, opts) -> str:
+    ok = bt[bt["error"] == ""]
+    per_task = ok.groupby(["task", "method"])["abs_err"].mean().unstack()
+    methods = list(dict.fromkeys(bt["method"]))
+    per_task = per_task.reindex(columns=[m for m in methods if m in per_task.columns])
+    what = ("within each model size, the checkpoint with the most tokens held out (data scaling)"
+            if opts.backtest_axis == "tokens" else "the largest model size held out")
+    lines = [f"Leave-largest-out backtest, family `{fam}`, {what}: absolute error of the predicted accuracy "
+             "(`acc`) of the held-out model, in points (mean over held-out models of a task).", ""]
+    if opts.command:
+        lines += [f"Command: `{opts.command}`", ""]
+    lines += ["| task | " + " | ".join(per_task.columns) + " | best |",
+              "|---|" + "---|" * (len(per_task.columns) + 1)]
+    for t, r in per_task.iterrows():
+        best = r.idxmin() if r.notna().any() else "-"
+        lines.append(f"| {t} | " + " | ".join("n/a" if v != v else f"{100 * v:.2f}" for v in r) + f" | {best} |")
+    med = per_task.median()
+    lines.append("| **median** | " + " | ".join("n/a" if v != v else f"**{100 * v:.2f}**" for v in med)
+                 + f" | {med.idxmin() if med.notna().any() else '-'} |")
+    mrows = ok[ok["method"] == "mass"]
+    if len(mrows):
+        cov = mrows["covered"].astype(bool)
+        lines += ["", f"`mass` 90 % interval covers the actual in {int(cov.sum())} of {len(cov)} held-out case(s)."]
+    errs = bt[bt["error"] != ""]
+    if len(errs):
+        lines += ["", "Methods that could not run:"]
+        for r in errs.itertuples(index=False):
+            lines.append(f"- {r.task} / {r.method}: {r.error}")
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating | float):
+        f = float(o)
+        return f if math.isfinite(f) else ("inf" if f > 0 else "-inf" if f < 0 else None)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def _write_text(path: str, text: str) -> None:
+
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _write_csv(df, path: str) -> None:
+    _write_text(path, df.to_csv(index=False))
