@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from capscale.analysis import chain
+from capscale.analysis.chain import ladder_from_store
 from capscale.data import ladder_table as datasets
-from capscale.data import store
+from capscale.data import published, store
 
 
 def _tiny() -> pd.DataFrame:
@@ -60,7 +61,7 @@ def test_write_read_round_trip(tmp_path):
 
 def test_ladder_from_store_matches_chain_means():
     sdf = store.example_store(n_models=3, n_items=6)
-    lad = datasets.ladder_from_store(sdf)
+    lad = ladder_from_store(sdf)
     items = chain.compute(sdf)
     assert {"acc", "acc_norm", "task_loss", "task_bpb", "brier", "p_choices", "log_p_choices"} <= set(lad["metric"])
     for m in ("m0", "m2"):
@@ -88,7 +89,7 @@ def test_load_olmo_ladder(shared_data):
     path = shared_data / "olmo-ladder"
     if not path.is_dir():
         pytest.skip(f"no OLMo ladder data at {path}")
-    lad = datasets.load_olmo_ladder(path)
+    lad = published.load_olmo_ladder(path)
     runs = lad.groupby("run")["params"].first()
     assert len(runs) == 18 and {"7B-4T", "13B-5T"} <= set(runs.index)
     t13 = lad[(lad["run"] == "13B-5T") & (lad["task"] == "mmlu") & (lad["metric"] == "acc_norm")]
@@ -98,8 +99,8 @@ def test_load_olmo_ladder(shared_data):
     assert (t7["tokens"] == 3_945_065_873_408).all() and t7["step"].isna().all()
     n190 = lad[(lad["run"] == "190M-1xC") & (lad["task"] == "piqa") & (lad["metric"] == "task_bpb")]
     assert n190["tokens"].max() == 3_812_622_336 and len(n190) == 37
-    assert set(datasets.OLMO_PAPER_TASKS) <= set(lad["task"])
-    no_targets = datasets.load_olmo_ladder(path, targets=False)
+    assert set(published.OLMO_PAPER_TASKS) <= set(lad["task"])
+    no_targets = published.load_olmo_ladder(path, targets=False)
     assert not no_targets["run"].isin(["7B-4T", "13B-5T"]).any()
 
 
@@ -109,7 +110,7 @@ def test_load_pythia_evals(shared_data):
     if not path.is_dir():
         pytest.skip(f"no Pythia data at {path}")
     with pytest.warns(UserWarning, match="dropped 16 checkpoint"):
-        lad = datasets.load_pythia_evals(path)
+        lad = published.load_pythia_evals(path)
     fin = lad[(lad["run"] == "pythia-12b") & (lad["step"] == 143000)].set_index(["task", "metric"])["value"]
     # docs/transforms.md §7 table (12b at step 143000)
     assert fin[("lambada_openai", "ppl")] == pytest.approx(3.92, abs=0.005)

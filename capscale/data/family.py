@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from capscale.errors import CapscaleError
+
 __all__ = [
     "Checkpoint",
     "FamilySpec",
@@ -55,7 +57,7 @@ _FIELDS = ("model_id", "path", "revision", "params", "tokens", "step", "gguf_fil
            "tokenizer")
 
 
-class FamilySpecError(ValueError):
+class FamilySpecError(CapscaleError, ValueError):
     """A family spec is invalid; the message names the spec file and the checkpoint."""
 
 

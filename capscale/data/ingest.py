@@ -29,6 +29,7 @@ import pandas as pd
 
 from capscale.data import store
 from capscale.data.family import Checkpoint, FamilySpec, load_spec
+from capscale.errors import CapscaleError, InputError
 
 __all__ = ["IngestError", "IngestReport", "samples_to_rows", "read_samples_file", "ingest_lm_eval",
            "find_sample_files", "task_from_filename"]
@@ -36,7 +37,7 @@ __all__ = ["IngestError", "IngestReport", "samples_to_rows", "read_samples_file"
 _SAMPLES = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[\d\-:.]+)\.jsonl$")
 
 
-class IngestError(ValueError):
+class IngestError(CapscaleError, ValueError):
     """The log cannot be converted; the message names the file, line and task."""
 
 
@@ -84,11 +85,11 @@ def _pair(v: Any) -> tuple[float, bool]:
         try:
             v = ast.literal_eval(v)
         except (ValueError, SyntaxError):
-            raise ValueError(f"cannot parse response {v!r}") from None
+            raise InputError(f"cannot parse response {v!r}") from None
     if isinstance(v, (list, tuple)) and len(v) == 1 and isinstance(v[0], (list, tuple, str)):
         return _pair(v[0])
     if not isinstance(v, (list, tuple)) or len(v) < 2:
-        raise ValueError(f"expected (loglik, is_greedy), got {v!r}")
+        raise InputError(f"expected (loglik, is_greedy), got {v!r}")
     ll, g = v[0], v[1]
     ll = float(ll)
     if isinstance(g, str):

@@ -34,7 +34,7 @@ Optional columns: ``step`` (int), ``compute`` (FLOPs; default ``6 * params * tok
 Examples
 --------
 >>> import pandas as pd
->>> from capscale import store
+>>> from capscale.data import store
 >>> df = store.example_store()            # a tiny valid store
 >>> store.validate(df) == []
 True
@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from capscale.errors import CapscaleError, InputError, UsageError
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -139,7 +141,7 @@ class Problem:
         return f"{self.kind}{where}: {self.message}{rows}"
 
 
-class StoreValidationError(ValueError):
+class StoreValidationError(CapscaleError, ValueError):
     """Raised when a store fails validation; carries every problem found."""
 
     def __init__(self, problems: list[Problem], source: str | None = None):
@@ -165,7 +167,7 @@ def _store_files(path: Path) -> list[Path]:
     if not path.exists():
         raise FileNotFoundError(f"score store {str(path)!r} does not exist")
     if path.suffix not in {".parquet", ".csv"}:
-        raise ValueError(f"score store {str(path)!r}: expected a .parquet or .csv file, or a directory of them")
+        raise InputError(f"score store {str(path)!r}: expected a .parquet or .csv file, or a directory of them")
     return [path]
 
 
@@ -247,7 +249,7 @@ def write(df: pd.DataFrame, path: str | os.PathLike, *, validate_store: bool = T
     """
     path = Path(path)
     if path.suffix not in {".parquet", ".csv"}:
-        raise ValueError(f"cannot write score store to {str(path)!r}: use a .parquet or .csv file name")
+        raise UsageError(f"cannot write score store to {str(path)!r}: use a .parquet or .csv file name")
     if validate_store:
         check(df, source=str(path))
     _atomic_write(normalize(df), path)
@@ -272,7 +274,7 @@ def write_shard(df: pd.DataFrame, directory: str | os.PathLike, *, validate_stor
     """
     models, tasks = df["model_id"].unique(), df["task"].unique()
     if len(models) != 1 or len(tasks) != 1:
-        raise ValueError(
+        raise InputError(
             f"a shard holds exactly one (model_id, task); got models {list(models)[:5]} and tasks {list(tasks)[:5]}"
         )
     path = Path(directory) / shard_name(models[0], tasks[0])

@@ -3,8 +3,8 @@
 A task name resolves, in this order, to
 
 1. a task or group in a folder given with ``include_path`` (``--include-path``; lm-eval task YAMLs),
-2. capscale's local definition in the top-level ``tasks/`` folder when a data root is given (``--data-dir`` or
-   ``$CAPSCALE_DATA``): the real items of ``../shared/data/mc`` read in place, under lm-eval's names
+2. capscale's local definition in ``capscale/data/task_configs/`` (package data) when a data root is given
+   (``--data-dir`` or ``$CAPSCALE_DATA``): real items read in place from a folder ``mc/``, under lm-eval's names
    (``arc_easy``, ``piqa``, ``mmlu``, ``blimp``, ...),
 3. lm-eval's own (hub-backed) task of that name.
 
@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from capscale.errors import CapscaleError
 
 __all__ = [
     "TaskItem",
@@ -53,7 +55,7 @@ class _QuietCustomDataset(logging.Filter):
 logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomDataset())
 
 
-class TaskError(ValueError):
+class TaskError(CapscaleError, ValueError):
     """A task cannot be used; the message names the task."""
 
 
@@ -218,7 +220,7 @@ class _Resolver:
         close = difflib.get_close_matches(name, sorted(names), n=5)
         where = ", ".join(self.kinds())
         hint = f"; did you mean {close}?" if close else ""
-        extra = "" if self.data_dir else (" (local tasks over ../shared/data/mc need --data-dir or "
+        extra = "" if self.data_dir else (" (local tasks over a folder of multiple-choice items need --data-dir or "
                                           f"${DATA_ENV})")
         return UnknownTaskError(f"unknown task {name!r}: not found in {where}{extra}{hint}")
 

@@ -1,10 +1,10 @@
-"""Loaders for capscale's local task YAMLs (``tasks/*.yaml``): real MC items read in place.
+"""Loaders for capscale's local task YAMLs (``capscale/data/task_configs/*.yaml``): real MC items read in place.
 
 Each YAML in this folder names one of these functions as its ``custom_dataset``. lm-eval calls it as
 ``fn(**metadata, **dataset_kwargs)``; the data root comes from the ``capscale_data_dir`` metadata key (set by
 capscale from ``--data-dir``; with lm-eval's own CLI pass ``--metadata '{"capscale_data_dir": "DIR"}'``) or
 else from the ``CAPSCALE_DATA`` environment variable. The root may be the ``mc`` folder itself or its parent
-(``../shared/data``). Nothing is downloaded and nothing is copied.
+(the layout is in this folder's ``README.md``). Nothing is downloaded and nothing is copied.
 
 Every loader returns a ``datasets.DatasetDict`` whose documents have the same fields as the Hugging Face dataset
 that lm-eval's task of the same name reads, so the YAMLs keep lm-eval's own ``doc_to_text`` /
@@ -39,7 +39,7 @@ def mc_root(data_dir: str | os.PathLike | None = None) -> Path:
     if not raw:
         raise FileNotFoundError(
             f"no data root: pass --data-dir (metadata key {META_KEY!r}) or set ${DATA_ENV} to the folder "
-            "holding the multiple-choice items (../shared/data or ../shared/data/mc)")
+            "holding the multiple-choice items (a folder mc/ or its parent)")
     root = Path(raw).expanduser()
     if (root / "mc").is_dir():
         root = root / "mc"
