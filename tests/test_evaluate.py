@@ -14,8 +14,9 @@ from helpers_models import save_tiny_checkpoint, tiny_model
 from capscale.cli import main
 from capscale.data import store
 from capscale.data.family import Checkpoint, load_spec
-from capscale.eval import evaluate as ev
-from capscale.eval.evaluate import EvalError, EvalOptions, evaluate, evaluate_item_sets, evaluate_items
+from capscale.eval import local
+from capscale.eval.evaluate import evaluate, evaluate_item_sets, evaluate_items
+from capscale.eval.shards import RUN_LOG, EvalError, EvalOptions
 
 OPTS = EvalOptions(progress=False, batch_size=4)
 
@@ -59,7 +60,7 @@ def test_eval_cli_writes_valid_shards_and_run_log(family, mc_data, tmp_path, cap
     a = df[df.model_id == "tiny-step100"].sort_values(["task", "doc_id", "choice_idx"]).loglik.to_numpy()
     b = df[df.model_id == "tiny-step200"].sort_values(["task", "doc_id", "choice_idx"]).loglik.to_numpy()
     assert not np.allclose(a, b)
-    log = json.loads((out / ev.RUN_LOG).read_text())["runs"][-1]
+    log = json.loads((out / RUN_LOG).read_text())["runs"][-1]
     assert log["status"] == "done" and log["options"]["dtype"] is None and log["options"]["device"] == "cpu"
     assert log["options"]["batch_size"] == 4 and {"torch", "transformers", "lm_eval"} <= set(log["versions"])
     assert log["tasks"]["arc_easy"] == "capscale-local:tasks/arc_easy.yaml"
@@ -79,7 +80,7 @@ def test_eval_cli_writes_valid_shards_and_run_log(family, mc_data, tmp_path, cap
 
 def test_interrupted_run_keeps_finished_shards_and_resumes(family, mc_data, tmp_path, monkeypatch):
     out = tmp_path / "store"
-    real = ev.run_shard
+    real = local.run_shard
     calls = []
 
     def flaky(shard, options, **kw):
@@ -88,14 +89,14 @@ def test_interrupted_run_keeps_finished_shards_and_resumes(family, mc_data, tmp_
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the second shard
         return real(shard, options, **kw)
 
-    monkeypatch.setattr(ev, "run_shard", flaky)
+    monkeypatch.setattr(local, "run_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
         evaluate(family, "piqa,copa", out, data_dir=mc_data, limit=2, options=OPTS)
     assert [p.name for p in out.glob("*.parquet")] == ["tiny-step100__piqa.parquet"]
     assert not list(out.glob("_tmp*"))
     store.read(out)  # the finished shard is valid
-    assert json.loads((out / ev.RUN_LOG).read_text())["runs"][-1]["status"] == "failed"
-    monkeypatch.setattr(ev, "run_shard", real)
+    assert json.loads((out / RUN_LOG).read_text())["runs"][-1]["status"] == "failed"
+    monkeypatch.setattr(local, "run_shard", real)
     res = evaluate(family, "piqa,copa", out, data_dir=mc_data, limit=2, options=OPTS)
     assert [r.status for r in res] == ["skipped", "done", "done", "done"]
     assert len(store.read(out)) == 4 * 2 * 2
@@ -111,7 +112,7 @@ def test_lm_eval_backend_agrees_with_capscale_engine(family, mc_data, tmp_path):
     key = ["task", "doc_id", "choice_idx"]
     m = da.merge(db, on=key, suffixes=("", "_ref"))
     assert len(m) == len(da) == len(db)
-    assert np.abs(m.loglik - m.loglik_ref).max() <= 1e-4  # issue 3 parity target, fp32
+    assert np.abs(m.loglik - m.loglik_ref).max() <= 1e-4  # parity tolerance, fp32 (docs/scoring.md)
     assert (m.is_greedy == m.is_greedy_ref).all() and (m.n_tokens == m.n_tokens_ref).all()
     assert set(db.backend) == {"lm-eval"}
 
@@ -171,7 +172,7 @@ def test_bad_input_errors_name_checkpoint_or_task(family, mc_data, tmp_path):
         evaluate(tmp_path / "nb.yaml", "piqa,blimp_adjunct_island", tmp_path / "o4", data_dir=mc_data, limit=1,
                  options=OPTS)
     assert [p.name for p in (tmp_path / "o4").glob("*.parquet")] == ["nobos__piqa.parquet"]
-    run = json.loads((tmp_path / "o4" / ev.RUN_LOG).read_text())["runs"][-1]
+    run = json.loads((tmp_path / "o4" / RUN_LOG).read_text())["runs"][-1]
     assert run["status"] == "failed" and [s["status"] for s in run["shards"]] == ["done", "failed"]
     assert "bos_token" in run["shards"][1]["error"]
     # a single checkpoint folder without D
@@ -192,4 +193,4 @@ def test_batch_size_invariance(family, mc_data, tmp_path):
                  options=EvalOptions(progress=False, batch_size=bs))
         frames.append(store.read(tmp_path / str(bs)).sort_values(["doc_id", "choice_idx"]).loglik.to_numpy())
     assert np.abs(frames[0] - frames[1]).max() <= 1e-5 and np.abs(frames[0] - frames[2]).max() <= 1e-5
-    assert os.path.isfile(tmp_path / "1" / ev.RUN_LOG)
+    assert os.path.isfile(tmp_path / "1" / RUN_LOG)

@@ -17,7 +17,7 @@ from capscale.data import store
 from capscale.data.family import Checkpoint
 from capscale.data.ingest import IngestError, _pair, ingest_lm_eval, samples_to_rows, task_from_filename
 from capscale.data.tasks import build_items, local_tasks_dir, resolve_tasks
-from capscale.eval.evaluate import EvalOptions, score_items
+from capscale.eval.shards import EvalOptions, score_items
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from oracles import simple_score_family
 
 from capscale import cli
 from capscale.synthetic import ladder
@@ -127,7 +128,7 @@ def test_unwritable_output_fails_clearly(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(PermissionError, match="cannot write to output folder"):
         ladder.train_ladder(blocker / "out", tiny_config(), log=lambda m: None)
-    assert cli.main(["ladder", "train", "--quick", "--out", str(blocker / "out")]) == 2
+    assert cli.main(["ladder", "train", "--quick", "--out", str(blocker / "out")]) == 1  # invalid input
 
 
 def test_bad_shapes():
@@ -137,15 +138,18 @@ def test_bad_shapes():
         tiny_config(sizes={}).validate()
 
 
-def test_both_scorers_agree(tiny_ladder):
-    a = ladder.evaluate_family(tiny_ladder / "family.yaml", engine="simple")
-    b = ladder.evaluate_family(tiny_ladder / "family.yaml", engine="capscale")
+def test_evaluate_family_matches_the_simple_oracle(tiny_ladder):
+    """evaluate_family (the eval stage's loop and scoring engine) against the self-contained scorer in oracles.py."""
+    a = simple_score_family(tiny_ladder / "family.yaml")
+    b = ladder.evaluate_family(tiny_ladder)  # the folder works as well as its family.yaml
     key = ["model_id", "task", "doc_id", "choice_idx"]
     a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
     assert (a[key] == b[key]).all().all()
     np.testing.assert_allclose(a["loglik"], b["loglik"], atol=1e-4)
     assert (a["is_greedy"] == b["is_greedy"]).mean() > 0.99
-    assert (a["n_tokens"] == b["n_tokens"]).all()
+    for col in ("n_tokens", "is_correct", "n_chars", "n_bytes"):
+        assert (a[col] == b[col]).all(), col
+    assert set(b["task_source"]) == {"synthetic"} and set(b["dtype"]) == {"float32"}
     from capscale.data import store
 
     assert store.validate(b) == []
@@ -165,7 +169,7 @@ def test_export_respects_the_size_cap(tiny_ladder, tmp_path):
               for s in ("q0", "q1")}
     assert finals <= set(paths)
     assert (tmp_path / "fam" / "tasks" / "synth_onehop.jsonl").is_file()
-    assert len(ladder.evaluate_family(tmp_path / "fam" / "family.yaml", engine="simple")) > 0
+    assert len(ladder.evaluate_family(tmp_path / "fam" / "family.yaml")) > 0
     with pytest.raises(ValueError, match="final checkpoints alone"):
         ladder.export_family(tiny_ladder, tmp_path / "fam2", max_bytes=1000)
 

@@ -9,7 +9,7 @@ from helpers_models import tiny_model
 from capscale.analysis import chain, correlate
 from capscale.data import store
 from capscale.eval import scoring
-from capscale.pipelines.analyze import run_analysis
+from capscale.pipelines import analyze
 
 ITEMS = [
     ("Question: What colour is the sky on a clear day?\nAnswer:", ["blue", "green", "red", "loud"], 0),
@@ -54,6 +54,6 @@ def test_score_store_chain_analyze(tmp_path):
         assert np.isclose(np.exp(ll - np.logaddexp.reduce(ll)).sum(), 1.0)
     corr = correlate.per_item_correlations(items)
     assert set(corr["method"]) == {"pearson", "spearman", "kendall"}
-    info = run_analysis(back, tmp_path / "analysis", progress=False)
+    info = analyze.run(back, analyze.Options(out=tmp_path / "analysis", progress=False)).summary
     assert info["models"] == 3
     assert (tmp_path / "analysis" / "summary.csv").exists()

@@ -280,7 +280,8 @@ def kill_when_running(title: str, killed: list[int], timeout: float = 120) -> th
 def test_eval_ray_with_killed_worker_gives_local_store(ray_local, eval_setup, tmp_path, caplog):
     """8 checkpoints x 2 tasks on 2 Ray workers; one worker is SIGKILLed mid-shard: the shard is retried, the
     store is complete and identical to --executor local, and the report names the retried shard."""
-    from capscale.eval.evaluate import RUN_LOG, EvalOptions, evaluate
+    from capscale.eval.evaluate import evaluate
+    from capscale.eval.shards import RUN_LOG, EvalOptions
 
     family, tasks = eval_setup
     opts = EvalOptions(progress=False, batch_size=4)
@@ -331,7 +332,7 @@ def test_eval_cli_ray_worker_writes_skips_finished(ray_local, eval_setup, tmp_pa
     assert main([*base, "--out", str(out), "--address", "auto"]) == 2
     assert "only apply to --executor ray" in capsys.readouterr().err
     (out / "m02__bench_size.parquet").unlink()
-    assert main([*base, "--out", str(out), "--executor", "ray", "--gpus-per-shard", "1"]) == 2
+    assert main([*base, "--out", str(out), "--executor", "ray", "--gpus-per-shard", "1"]) == 1  # no GPU: invalid
     assert "cannot be met" in capsys.readouterr().err
 
 
@@ -348,7 +349,7 @@ def test_eval_ray_broken_checkpoint_reported_others_complete(ray_local, eval_set
     import shutil
 
     from capscale.cli import main
-    from capscale.eval.evaluate import RUN_LOG
+    from capscale.eval.shards import RUN_LOG
 
     family, tasks = eval_setup
     root = family.parent
@@ -362,7 +363,7 @@ def test_eval_ray_broken_checkpoint_reported_others_complete(ray_local, eval_set
     rc = main(["eval", "--family", str(spec), "--tasks", TASKS, "--include-path", str(tasks), "--out", str(out),
                "--batch-size", "4", "--no-progress", "--executor", "ray", "--max-retries", "1"])
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == 1  # invalid input: a checkpoint that cannot be loaded
     assert "FAILED bad/bench_colour after 2 attempt(s)" in err and "FAILED bad/bench_size after 2 attempt(s)" in err
     assert "checkpoint 'bad'" in err and "cannot load" in err
     assert sorted(p.name for p in out.glob("*.parquet")) == ["m01__bench_colour.parquet", "m01__bench_size.parquet"]
@@ -426,7 +427,8 @@ class _Opts:
 def test_eval_ray_forwards_driver_env_without_runtime_env(ray_local, eval_setup, tmp_path, monkeypatch):
     """The driver's HF_*/CAPSCALE_* variables reach the shard (set after the workers started, so only the runner's
     own forwarding can deliver them)."""
-    from capscale.eval.evaluate import EvalOptions, evaluate
+    from capscale.eval.evaluate import evaluate
+    from capscale.eval.shards import EvalOptions
 
     family, tasks = eval_setup
     monkeypatch.setenv("CAPSCALE_FORWARD_PROBE", "from-the-driver")

@@ -3,7 +3,7 @@
 Models are tiny random-initialised GPT-NeoX and Llama models built from configs (hidden 64, 2 layers).
 Tokenizers are trained on the fly with ``tokenizers`` (no hub, about a second): a GPT-2/Pythia-style
 byte-level BPE (no BOS added, no pad token) and a Llama-style SentencePiece-like BPE (``▁``, BOS added),
-see :func:`capscale.benchmarks.scoring.train_bpe_tokenizer`. Real items come from ../shared/data/mc.
+see :func:`capscale.benchmarks.scoring.train_bpe_tokenizer`. Real items come from the data root beside the checkout (the `mc_data` fixture).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from capscale.benchmarks.scoring import (  # noqa: E402
 from capscale.eval import scoring  # noqa: E402
 from capscale.eval.scoring import CheckpointNotFoundError, Request, ScoringError  # noqa: E402
 
-TOL = 1e-4  # nats per choice, fp32 (issue 3)
+TOL = 1e-4  # nats per choice, fp32 (the engine's parity tolerance, docs/scoring.md)
 INV_TOL = 1e-5  # batch-size invariance
 
 

@@ -1,9 +1,14 @@
 """Run evaluation shards on Ray: one Ray task per (checkpoint, task) shard.
 
-The evaluation orchestrator splits ``capscale eval`` into shards (one checkpoint x one task each) and runs
-each with a pure function ``run_shard(shard, options) -> DataFrame | path``. :func:`run_ray` runs the same
-function on a Ray cluster (or a local Ray instance started on this machine), so the local and the Ray
-executor write identical stores.
+Two layers:
+
+* :func:`run_ray`, a generic Ray runner: any picklable shards and a pure shard function
+  ``run_fn(shard, options) -> DataFrame | path | ShardPayload``, one Ray task per shard, with skips, bounded
+  retries and atomic writes, returning an :class:`ExecutionReport`;
+* the evaluation-specific part: :class:`EvalShardRunner` (the shard function of ``capscale eval``:
+  :func:`capscale.eval.shards.run_shard` on a worker) and :func:`ray_executor` (the ``"ray"`` executor of
+  :func:`capscale.eval.evaluate.evaluate`). It needs only :mod:`capscale.eval.shards`, so the local and the
+  Ray executor run the same code and write identical stores.
 
 What the Ray executor does
 --------------------------
@@ -48,11 +53,13 @@ Ray is an optional dependency (``pip install 'capscale[ray]'``); it is imported 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,9 +67,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
-from capscale._io import atomic_write_bytes, atomic_write_text
-from capscale.eval.evaluate import ShardResult
+from capscale._io import atomic_write_bytes, write_json
+from capscale.data import store
+from capscale.data.family import Checkpoint
+from capscale.data.tasks import BuiltTask, TaskSpec, build_items
+from capscale.errors import CapscaleError
+from capscale.eval.shards import (
+    EvalError,
+    EvalOptions,
+    Shard,
+    ShardResult,
+    load_checkpoint,
+    run_shard,
+)
 
 __all__ = [
     "RAY_MISSING",
@@ -94,7 +113,7 @@ WRITE_FROM = ("driver", "worker")
 _FORWARDED_ENV_PREFIXES = ("HF_", "TRANSFORMERS_", "TOKENIZERS_", "CAPSCALE_")
 
 
-class ExecutorError(ValueError):
+class ExecutorError(CapscaleError, ValueError):
     """The executor cannot run as asked (bad option, infeasible resource request, Ray not reachable)."""
 
 
@@ -226,7 +245,7 @@ class ExecutionReport:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON atomically; returns the path."""
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return write_json(path, self.to_dict(), indent=2)
 
 
 # ----------------------------------------------------------------------------------------------- shards
@@ -266,8 +285,6 @@ def _default_path(shard: Any, out: Path) -> Path:
         p = getattr(shard, attr, None)
         if isinstance(p, (str, os.PathLike)) and str(p).endswith((".parquet", ".csv")):
             return Path(p)
-    from capscale.data import store
-
     key = _default_key(shard)
     if " / " not in key:
         raise ExecutorError(f"cannot tell where shard {shard!r} is stored: give shard_path=")
@@ -276,14 +293,10 @@ def _default_path(shard: Any, out: Path) -> Path:
 
 
 def _default_write(df: pd.DataFrame, path: Path) -> None:
-    from capscale.data import store
-
     store.write(df, path)
 
 
 def _default_check(df: pd.DataFrame, path: Path) -> None:
-    from capscale.data import store
-
     store.check(df, source=str(path))
 
 
@@ -317,7 +330,7 @@ def _execute(run_fn: Callable[[Any, Any], Any], shard: Any, options: Any, dest: 
         out["seconds"] = time.perf_counter() - t0
         return out
     if hasattr(result, "path") and not isinstance(result, (str, os.PathLike, pd.DataFrame)):
-        # a result record (e.g. evaluate.ShardResult) of a function that wrote the shard itself
+        # a result record (e.g. capscale.eval.shards.ShardResult) of a function that wrote the shard itself
         out["meta"] = result
         result = result.path
     if isinstance(result, pd.DataFrame):
@@ -585,8 +598,6 @@ def run_ray(
                 fn_ref, shards[i], opt_ref, str(dests[i]), write_from, write_ref, check_ref)
 
         pending = {submit(i): i for i in todo}
-        from tqdm.auto import tqdm
-
         show = sys.stderr.isatty() if progress is None else progress
         bar = tqdm(total=len(todo), desc="shards (ray)", unit="shard", disable=not show)
         try:
@@ -642,9 +653,7 @@ _WORKER_CACHE: dict[str, Any] = {"model_key": None, "model": None, "tasks": {}}
 _MAX_CACHED_TASKS = 64
 
 
-def _cached_task(spec: Any) -> Any:
-    from capscale.data.tasks import build_items
-
+def _cached_task(spec: TaskSpec) -> BuiltTask:
     tasks = _WORKER_CACHE["tasks"]
     key = (spec, spec.source, repr(spec.config))
     if key not in tasks:
@@ -654,13 +663,11 @@ def _cached_task(spec: Any) -> Any:
     return tasks[key]
 
 
-def _cached_model(ck: Any, options: Any) -> tuple[Any, Any]:
-    from capscale.eval import evaluate as ev
-
+def _cached_model(ck: Checkpoint, options: EvalOptions) -> tuple[Any, Any]:
     key = (ck.model_id, ck.path, ck.revision, ck.gguf_file, ck.tokenizer, options.dtype_for(ck), options.device)
     if _WORKER_CACHE["model_key"] != key:
         _WORKER_CACHE["model_key"], _WORKER_CACHE["model"] = None, None  # free the previous one first
-        _WORKER_CACHE["model"] = ev._load(ck, options)
+        _WORKER_CACHE["model"] = load_checkpoint(ck, options)
         _WORKER_CACHE["model_key"] = key
     return _WORKER_CACHE["model"]
 
@@ -723,15 +730,14 @@ def _warm_up(threads: int | None, env: dict[str, str] | None = None,
              configs: Sequence[dict[str, Any]] = ()) -> int:
     """Import what a shard needs in a Ray worker; returns its pid.
 
-    Imports torch, transformers and the scoring engine, and the model class of every config in ``configs``
+    Imports torch and transformers (the scoring engine comes with this module), and the model class of every
+    config in ``configs``
     (``{"path", "revision", "trust_remote_code"}``; importing a transformers model class for the first time
     takes 1-2 s of CPU). Failures here are ignored: the shard that needs the class imports it (and reports any
     error) itself.
     """
     _apply_env(env)
     _quiet_worker(threads)
-    from capscale.eval import evaluate, scoring  # noqa: F401
-
     for cfg in configs:
         try:
             from transformers import AutoConfig
@@ -773,7 +779,7 @@ def _warm_up_configs(checkpoints: Sequence[Any], trust_remote_code: bool, limit:
 
 @dataclass(frozen=True)
 class EvalShardRunner:
-    """The shard function of ``capscale eval`` on a Ray worker: :func:`capscale.eval.evaluate.run_shard`.
+    """The shard function of ``capscale eval`` on a Ray worker: :func:`capscale.eval.shards.run_shard`.
 
     ``built`` holds the tasks' items, built once on the driver (as the local executor does), so workers need
     neither lm-eval's task index nor the task data: only the checkpoints. With ``write_from="driver"`` the
@@ -791,7 +797,7 @@ class EvalShardRunner:
     """
 
     write_from: str = "driver"
-    built: dict[Any, Any] = field(default_factory=dict)
+    built: dict[TaskSpec, BuiltTask] = field(default_factory=dict)
     threads: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     driver_host: str | None = None
@@ -806,23 +812,17 @@ class EvalShardRunner:
             return default_threads_for(self.driver_threads) or self.reserved_threads
         return self.reserved_threads
 
-    def __call__(self, shard: Any, options: Any) -> Any:
-        import dataclasses
-        import tempfile
-
+    def __call__(self, shard: Shard, options: EvalOptions) -> ShardResult | ShardPayload:
         _apply_env(self.env)  # before transformers is imported in this worker
-
-        from capscale.eval import evaluate as ev
-
         _quiet_worker(self.threads_here())
         options = dataclasses.replace(options, progress=False)
         built = self.built.get(shard.task) or _cached_task(shard.task)
         model, tok = _cached_model(shard.checkpoint, options)
         if self.write_from == "worker":
-            return ev.run_shard(shard, options, model=model, tokenizer=tok, built=built)
+            return run_shard(shard, options, model=model, tokenizer=tok, built=built)
         with tempfile.TemporaryDirectory(prefix="capscale-shard-") as tmp:
-            res = ev.run_shard(dataclasses.replace(shard, out_dir=tmp), options, model=model, tokenizer=tok,
-                               built=built)
+            res = run_shard(dataclasses.replace(shard, out_dir=tmp), options, model=model, tokenizer=tok,
+                            built=built)
             data = Path(res.path).read_bytes()
         res.path = str(shard.path)
         return ShardPayload(data=data, meta=res)
@@ -830,7 +830,7 @@ class EvalShardRunner:
 
 @dataclass
 class RayShardResult(ShardResult):
-    """A :class:`capscale.eval.evaluate.ShardResult` with the Ray executor's attempts, their errors and the node.
+    """A :class:`capscale.eval.shards.ShardResult` with the Ray executor's attempts, their errors and the node.
 
     Attributes
     ----------
@@ -850,7 +850,7 @@ class RayShardResult(ShardResult):
     node: str | None = None
 
 
-def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any], None], *,
+def ray_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Callable[[RayShardResult], None], *,
                  address: str | None = None, gpus_per_shard: float | None = None, cpus_per_shard: float = 1.0,
                  write_from: str = "driver", max_retries: int = 2, num_cpus: int | None = None,
                  threads_per_shard: int | None = None, warm_up: bool = True, progress: bool | None = None,
@@ -878,14 +878,10 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
 
     Raises
     ------
-    capscale.eval.evaluate.EvalError
+    capscale.eval.shards.EvalError
         After all other shards completed, when some shard failed ``max_retries + 1`` times; the message is
         the report (every failed and retried shard with its errors).
     """
-    import dataclasses
-
-    from capscale.eval import evaluate as ev
-
     device = str(options.device)
     if device.startswith("cuda:"):  # Ray assigns the GPU; inside the task it is always "cuda"
         log.warning("--device %s: the Ray executor assigns GPUs itself; using 'cuda' on the GPU Ray gives each "
@@ -905,21 +901,17 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
         ck, t = s.checkpoint, s.task
         extra = {"attempts": o.attempts, "attempt_errors": list(o.errors), "node": o.node}
         if o.status == "skipped":
-            base = ev.run_shard(s, options)  # returns "skipped" at once: the file exists
+            base = run_shard(s, options)  # returns "skipped" at once: the file exists
         elif o.status == "done" and meta is not None:
             base = meta
         else:
-            base = ev.ShardResult(ck.model_id, t.name, o.status, o.path if o.status == "done" else None,
+            base = ShardResult(ck.model_id, t.name, o.status, o.path if o.status == "done" else None,
                                   n_rows=o.n_rows or 0, task_source=t.source, dtype=options.dtype_for(ck),
                                   error=" | ".join(o.errors) or None)
-        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(ev.ShardResult)}
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(ShardResult)}
         if o.status == "done":
             fields["path"] = str(s.path)
         on_result(RayShardResult(**fields, **extra))
-
-    from tqdm.auto import tqdm
-
-    from capscale.data.tasks import build_items
 
     if threads_per_shard is not None and threads_per_shard < 1:
         raise ExecutorError(f"threads_per_shard must be >= 1, got {threads_per_shard}")
@@ -955,7 +947,7 @@ def ray_executor(shards: Sequence[Any], options: Any, on_result: Callable[[Any],
                          write_from=write_from, done_fn=lambda p: Path(p).is_file(), on_outcome=to_result,
                          progress=options.progress if progress is None else progress, init_kwargs=init_kwargs)
     if report.failed:
-        raise ev.EvalError(report.summary())
+        raise EvalError(report.summary())
     if report.retried:
         log.warning("%s", report.summary())
     else:

@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from capscale.errors import CapscaleError
+
 __all__ = [
     "Request",
     "Score",
@@ -97,7 +99,7 @@ class Score:
     n_tokens: int
 
 
-class ScoringError(ValueError):
+class ScoringError(CapscaleError, ValueError):
     """Bad input to the scorer (the message names the request or checkpoint)."""
 
 

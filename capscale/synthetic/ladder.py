@@ -32,10 +32,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from capscale._io import atomic_write_dir, atomic_write_text
+from capscale.analysis import chain
+from capscale.data.select import final_checkpoints
+from capscale.errors import InputError, UsageError
+from capscale.eval.evaluate import evaluate_item_sets
+from capscale.eval.shards import EvalOptions
 from capscale.synthetic import world as synthetic
 
 __all__ = [
     "SIZES",
+    "longest_increasing",
     "QUICK_SIZES",
     "LadderConfig",
     "build_tokenizer",
@@ -47,7 +54,9 @@ __all__ = [
     "train_ladder",
     "read_family",
     "export_family",
-    "score_items",
+    "evaluate_family",
+    "check_targets",
+    "format_checks",
 ]
 
 FAMILY = "capscale-synth"
@@ -114,17 +123,17 @@ class LadderConfig:
         """Raise ``ValueError`` with a clear message for settings that cannot produce a ladder."""
         self.world.validate()
         if not self.sizes:
-            raise ValueError("LadderConfig.sizes is empty")
+            raise UsageError("LadderConfig.sizes is empty")
         for name, shape in self.sizes.items():
             if len(shape) != 4 or any(int(x) < 1 for x in shape):
-                raise ValueError(f"size {name!r}: shape must be 4 positive ints (d, L, heads, ff), got {shape}")
+                raise UsageError(f"size {name!r}: shape must be 4 positive ints (d, L, heads, ff), got {shape}")
             d, _, h, _ = shape
             if d % h or (d // h) % 2:
-                raise ValueError(f"size {name!r}: hidden size {d} must split into {h} heads of even width")
+                raise UsageError(f"size {name!r}: hidden size {d} must split into {h} heads of even width")
         if self.n_checkpoints < 1:
-            raise ValueError("LadderConfig.n_checkpoints must be >= 1")
+            raise UsageError("LadderConfig.n_checkpoints must be >= 1")
         if self.seq_len < 8 or self.batch_size < 1:
-            raise ValueError("LadderConfig: seq_len must be >= 8 and batch_size >= 1")
+            raise UsageError("LadderConfig: seq_len must be >= 8 and batch_size >= 1")
 
 
 def build_tokenizer(lines: Sequence[str]):
@@ -164,7 +173,7 @@ def checkpoint_steps(total_steps: int, n: int) -> list[int]:
     [10, 20, 40, 80, 160, 320, 640]
     """
     if total_steps < n:
-        raise ValueError(f"{total_steps} training steps cannot hold {n} distinct checkpoints")
+        raise InputError(f"{total_steps} training steps cannot hold {n} distinct checkpoints")
     steps = sorted({max(1, int(round(total_steps / 2 ** k))) for k in range(n)})
     k = n
     while len(steps) < n:  # collisions at the low end: fill with the smallest unused steps
@@ -223,17 +232,13 @@ def _save_checkpoint(model, tokenizer, path: Path) -> None:
     """fp16 safetensors + config + tokenizer, written to a temporary folder then renamed."""
     import torch
 
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        m16 = copy.deepcopy(model).to(torch.float16)
+    m16 = copy.deepcopy(model).to(torch.float16)
+
+    def write(tmp: str) -> None:
         m16.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_dir(path, write)
 
 
 def _check_writable(out: Path) -> None:
@@ -282,7 +287,7 @@ def train_ladder(out: str | os.PathLike, config: LadderConfig | None = None, *,
     n_seq = (len(stream) - 1) // cfg.seq_len
     total_steps = int(n_seq * cfg.epochs) // cfg.batch_size
     if total_steps * per_step < _min_tokens_needed(cfg):
-        raise ValueError(
+        raise InputError(
             f"world too small: its corpus has {len(stream)} tokens, enough for {total_steps} steps of "
             f"{per_step} tokens, but {cfg.n_checkpoints} log-spaced checkpoints need at least "
             f"{4 * cfg.n_checkpoints} steps; raise WorldConfig.n_people or exposures (now "
@@ -394,14 +399,7 @@ def rebuild_spec(out: str | os.PathLike, config: LadderConfig | None = None) -> 
 
 
 def _write_yaml(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(obj, f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def read_family(path: str | os.PathLike) -> dict:
@@ -411,11 +409,11 @@ def read_family(path: str | os.PathLike) -> dict:
         p = p / SPEC_NAME
     spec = yaml.safe_load(p.read_text(encoding="utf-8"))
     if not isinstance(spec, dict) or "checkpoints" not in spec or "family" not in spec:
-        raise ValueError(f"{p}: a family spec needs 'family' and 'checkpoints'")
+        raise InputError(f"{p}: a family spec needs 'family' and 'checkpoints'")
     for i, c in enumerate(spec["checkpoints"]):
         for key in ("path", "params", "tokens", "step", "model_id"):
             if key not in c:
-                raise ValueError(f"{p}: checkpoints[{i}] lacks {key!r}")
+                raise InputError(f"{p}: checkpoints[{i}] lacks {key!r}")
         c["abs_path"] = str((p.parent / c["path"]).resolve())
     return spec
 
@@ -443,7 +441,7 @@ def export_family(src: str | os.PathLike, dest: str | os.PathLike, *, max_bytes:
     chosen = [max(cs, key=lambda c: c["step"]) for cs in by_size.values()]
     used = sum(sizes[c["path"]] for c in chosen) + 200_000  # margin for tokenizer, tasks, yaml
     if used > max_bytes:
-        raise ValueError(f"final checkpoints alone need {used} bytes > {max_bytes}")
+        raise InputError(f"final checkpoints alone need {used} bytes > {max_bytes}")
     rest = sorted((c for c in spec["checkpoints"] if c not in chosen), key=lambda c: (-c["step"], c["params"]))
     for c in rest:
         if used + sizes[c["path"]] <= max_bytes:
@@ -465,64 +463,13 @@ def export_family(src: str | os.PathLike, dest: str | os.PathLike, *, max_bytes:
     return new
 
 
-def score_items(model, tokenizer, items: pd.DataFrame, *, batch_size: int = 64) -> pd.DataFrame:
-    """Per-choice log-likelihoods (nats) of ``" " + choice`` after ``context`` for one checkpoint.
-
-    A small self-contained scorer (lm-eval conventions: context and continuation encoded
-    together, continuation tokens = the tail after the context's tokens, no BOS, summed log
-    softmax over the full vocabulary; ``is_greedy`` = every continuation token is the argmax).
-    Returns one row per (doc_id, choice_idx) with ``is_correct, loglik, is_greedy, n_tokens,
-    n_chars, n_bytes``.
-    """
-    import torch
-
-    reqs = []
-    for it in items.itertuples(index=False):
-        ctx = tokenizer(it.context, add_special_tokens=False)["input_ids"]
-        for ci, ch in enumerate(it.choices):
-            full = tokenizer(it.context + " " + ch, add_special_tokens=False)["input_ids"]
-            if full[: len(ctx)] != ctx or len(full) == len(ctx):
-                raise ValueError(f"doc_id {it.doc_id}: continuation {ch!r} does not tokenize after the context")
-            reqs.append((it.doc_id, ci, ci == it.gold, full, len(ctx), ch))
-    rows = []
-    model.eval()
-    with torch.no_grad():
-        for b in range(0, len(reqs), batch_size):
-            chunk = reqs[b: b + batch_size]
-            width = max(len(r[3]) for r in chunk)
-            ids = torch.full((len(chunk), width), int(tokenizer.pad_token_id))
-            for i, r in enumerate(chunk):
-                ids[i, : len(r[3])] = torch.tensor(r[3])
-            logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
-            for i, (doc, ci, corr, full, nctx, ch) in enumerate(chunk):
-                tgt = torch.tensor(full[nctx:])
-                lp = logp[i, nctx - 1: len(full) - 1]
-                ll = float(lp.gather(1, tgt[:, None]).sum())
-                greedy = bool((lp.argmax(-1) == tgt).all())
-                rows.append(dict(doc_id=doc, choice_idx=ci, is_correct=corr, loglik=ll, is_greedy=greedy,
-                                 n_tokens=len(tgt), n_chars=len(ch), n_bytes=len(ch.encode())))
-    return pd.DataFrame(rows)
-
-
-def _score_with_engine(model, tokenizer, items: pd.DataFrame) -> pd.DataFrame:
-    """As :func:`score_items`, through the project's scoring engine (:mod:`capscale.eval.scoring`)."""
-    from capscale.eval import scoring
-
-    reqs, meta = [], []
-    for it in items.itertuples(index=False):
-        for ci, ch in enumerate(it.choices):
-            reqs.append(scoring.Request(it.context, " " + ch))
-            meta.append(dict(doc_id=it.doc_id, choice_idx=ci, is_correct=ci == it.gold, n_chars=len(ch),
-                             n_bytes=len(ch.encode())))
-    scores = scoring.score_requests(model, tokenizer, reqs, batch_size="auto", progress=False)
-    for m, sc in zip(meta, scores, strict=True):
-        m.update(loglik=float(sc.loglik), is_greedy=bool(sc.is_greedy), n_tokens=int(sc.n_tokens))
-    return pd.DataFrame(meta)
-
-
 def evaluate_family(spec_path: str | os.PathLike, tasks_dir: str | os.PathLike | None = None, *,
-                    threads: int = 1, engine: str = "capscale") -> pd.DataFrame:
-    """Score every checkpoint of a family on the synthetic tasks; returns a score store DataFrame.
+                    threads: int = 1, options: EvalOptions | None = None) -> pd.DataFrame:
+    """Score every checkpoint of a family on the synthetic tasks; returns score store rows.
+
+    Scores through the evaluation stage's items -> rows loop
+    (:func:`capscale.eval.evaluate.evaluate_item_sets`, i.e. :func:`capscale.eval.scoring.score_requests`),
+    loading each checkpoint once; nothing is written.
 
     Parameters
     ----------
@@ -531,42 +478,42 @@ def evaluate_family(spec_path: str | os.PathLike, tasks_dir: str | os.PathLike |
     tasks_dir : path-like, optional
         Folder of ``<task>.jsonl``; default the spec's ``tasks_dir``.
     threads : int
-        ``torch.set_num_threads`` while scoring.
-    engine : {"capscale", "simple"}
-        ``capscale.eval.scoring.score_requests`` (default) or the self-contained :func:`score_items`.
-        Models are scored in float32.
+        ``torch.set_num_threads`` while scoring (float32 sums depend on it).
+    options : EvalOptions, optional
+        Default: float32 on CPU, ``batch_size="auto"``, no progress bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per checkpoint x task x item x choice in the store schema (``loglik`` in nats,
+        ``task_source`` ``"synthetic"``).
+
+    Raises
+    ------
+    ValueError
+        The spec lacks a field (the message names the file and the checkpoint).
+    FileNotFoundError
+        No task files, or a checkpoint folder is missing.
     """
     import torch
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
-    if engine not in ("capscale", "simple"):
-        raise ValueError(f"engine must be 'capscale' or 'simple', got {engine!r}")
     hf_logging.disable_progress_bar()
-    spec = read_family(spec_path)
-    base = Path(spec_path) if Path(spec_path).is_dir() else Path(spec_path).parent
-    tasks = synthetic.load_tasks(tasks_dir or base / spec.get("tasks_dir", "tasks"))
+    p = Path(spec_path)
+    spec_file = p / SPEC_NAME if p.is_dir() else p
+    spec = read_family(spec_file)
+    tasks = synthetic.load_tasks(tasks_dir or spec_file.parent / spec.get("tasks_dir", "tasks"))
+    options = options or EvalOptions(dtype="float32", batch_size="auto", progress=False)
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
-    frames = []
     try:
-        for c in spec["checkpoints"]:
-            tok = PreTrainedTokenizerFast.from_pretrained(c["abs_path"])
-            model = AutoModelForCausalLM.from_pretrained(c["abs_path"], dtype=torch.float32)
-            model.eval()
-            for task, items in tasks.items():
-                s = _score_with_engine(model, tok, items) if engine == "capscale" else score_items(model, tok, items)
-                s.insert(0, "task", task)
-                s.insert(0, "model_id", c["model_id"])
-                s["family"], s["params"], s["tokens"], s["step"] = spec["family"], c["params"], c["tokens"], c["step"]
-                frames.append(s)
+        return evaluate_item_sets(spec_file, tasks, options=options, task_source="synthetic")
     finally:
         torch.set_num_threads(prev)
-    return pd.concat(frames, ignore_index=True)
 
 
 def check_targets(store_df: pd.DataFrame, onehop: str = "synth_onehop", multi: str = "synth_birthdate") -> dict:
-    """The demo family's acceptance checks (issue 4) from a score store of the family.
+    """The demo family's acceptance checks (docs/real-data.md §6) from a score store of the family.
 
     Returns a dict with
     ``onehop_final_acc`` (size -> accuracy of the final checkpoint, ordered by N),
@@ -581,12 +528,10 @@ def check_targets(store_df: pd.DataFrame, onehop: str = "synth_onehop", multi: s
     """
     from scipy import stats
 
-    from capscale.analysis import chain
-
     items = chain.compute(store_df)
-    finals = items.loc[items.groupby("params")["tokens"].transform("max") == items["tokens"]]
+    finals = final_checkpoints(items, by="params")
     oh = finals[finals["task"] == onehop].groupby("params")["acc"].mean().sort_index()
-    inc = _longest_increasing(oh.to_numpy())
+    inc = longest_increasing(oh.to_numpy())
     med: dict[str, dict[str, float]] = {}
     for task, g in items.groupby("task"):
         med[task] = {}
@@ -612,8 +557,11 @@ def check_targets(store_df: pd.DataFrame, onehop: str = "synth_onehop", multi: s
                 multi_curve=curve)
 
 
-def _longest_increasing(values: np.ndarray) -> int:
-    """Length of the longest strictly increasing subsequence (O(n^2); n = number of sizes)."""
+def longest_increasing(values: np.ndarray) -> int:
+    """Length of the longest strictly increasing subsequence of ``values`` (O(n²); n = number of sizes).
+
+    The demo family's checks use it: "accuracy increases with size across at least k sizes".
+    """
     best = [1] * len(values)
     for i in range(len(values)):
         for j in range(i):
@@ -623,7 +571,7 @@ def _longest_increasing(values: np.ndarray) -> int:
 
 
 def format_checks(checks: dict, onehop_k: int = 4) -> str:
-    """Markdown report of :func:`check_targets` with a pass/fail line per issue-4 target."""
+    """Markdown report of :func:`check_targets` with a pass/fail line per target."""
     acc = checks["onehop_final_acc"]
     n_sizes = len(acc)
     lines = ["| N (non-embedding) | one-hop accuracy (final checkpoint) |", "|---|---|"]

@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from capscale._io import atomic_write_text
+from capscale._io import atomic_write_text, write_json
 
 __all__ = [
     "WorldConfig",
@@ -326,7 +326,7 @@ def write_world(world: World, directory: str | os.PathLike) -> dict[str, Path]:
     atomic_write_text(corpus, "\n".join(corpus_lines(world)) + "\n")
     meta = {"config": dataclasses.asdict(world.config), "people": world.people.to_dict("records"),
             "companies": world.companies.to_dict("records")}
-    atomic_write_text(d / "world.json", json.dumps(meta, indent=1, default=bool))
+    write_json(d / "world.json", meta)
     write_tasks(make_tasks(world), d / "tasks")
     return {"corpus": corpus, "world": d / "world.json", "tasks": d / "tasks"}
 

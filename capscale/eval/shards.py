@@ -1,0 +1,458 @@
+"""Shards of an evaluation run and the one loop that turns items into store rows.
+
+Everything both executors (:mod:`capscale.eval.local` and :mod:`capscale.eval.ray`) need lives here:
+
+* :class:`EvalOptions` (how to score), :class:`Shard` (one checkpoint x one leaf task, written to one Parquet
+  file) and :class:`ShardResult` (what running it produced: one entry of the run log);
+* :func:`load_family` and :func:`plan_shards` (resolve the family and the tasks, list the shards);
+* :func:`score_items`, the items -> rows loop: every scored item of capscale goes through it, and through
+  :func:`capscale.eval.scoring.score_requests` (or lm-eval's HFLM with ``backend="lm-eval"``);
+* :func:`load_checkpoint` and :func:`run_shard` (score one shard and write it atomically with
+  :func:`capscale.data.store.write_shard`: a pure function of its inputs, so a shard can run anywhere);
+* the run log helpers (:data:`RUN_LOG`, :func:`versions`, :func:`write_run_log`, :func:`failed_result`).
+
+Units: ``loglik`` in nats (summed over the continuation's tokens); ``n_chars`` / ``n_bytes`` are the lengths of
+the choice string without the target delimiter (lm-eval's acc_norm / acc_bytes denominators); ``n_tokens`` the
+continuation's tokens after lm-eval's boundary rule; times in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from capscale._io import write_json
+from capscale.data import store
+from capscale.data.family import Checkpoint, FamilySpec, load_spec, spec_from_checkpoint
+from capscale.data.tasks import BuiltTask, TaskItem, TaskSpec, build_items, resolve_tasks
+from capscale.errors import CapscaleError, UsageError
+from capscale.eval import scoring
+
+__all__ = [
+    "RUN_LOG",
+    "EvalError",
+    "EvalOptions",
+    "Shard",
+    "ShardResult",
+    "load_family",
+    "plan_shards",
+    "score_items",
+    "load_checkpoint",
+    "run_shard",
+    "versions",
+    "write_run_log",
+    "failed_result",
+]
+
+#: Name of the JSON run log in the store folder.
+RUN_LOG = "run_log.json"
+log = logging.getLogger(__name__)
+
+
+class EvalError(CapscaleError, RuntimeError):
+    """A shard could not be evaluated; the message names the checkpoint and the task."""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to score.
+
+    Attributes
+    ----------
+    device : str
+        ``cpu``, ``cuda`` or ``cuda:N``.
+    dtype : str or None
+        ``float32`` or ``bfloat16``; None: the checkpoint's spec dtype, else float32.
+    batch_size : int or "auto"
+        Packed rows (distinct contexts) per forward pass, or ``"auto"`` (a token budget; see
+        :func:`capscale.eval.scoring.score_requests`). The lm-eval backend reads ``"auto"`` as 1.
+    backend : str
+        ``capscale`` (shared-prefix engine) or ``lm-eval`` (lm-eval's HFLM, the reference path).
+    progress : bool
+        tqdm progress bars.
+    add_bos_token : bool or None
+        As HFLM (None: the tokenizer decides).
+    trust_remote_code : bool
+        Passed to ``from_pretrained``.
+    """
+
+    device: str = "cpu"
+    dtype: str | None = None
+    batch_size: int | str = "auto"
+    backend: str = "capscale"
+    progress: bool = True
+    add_bos_token: bool | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.backend not in {"capscale", "lm-eval"}:
+            raise UsageError(f"unknown backend {self.backend!r}; use 'capscale' or 'lm-eval'")
+        if self.device not in {"cpu", "cuda"} and not str(self.device).startswith("cuda:"):
+            raise UsageError(f"unknown device {self.device!r}; use 'cpu' or 'cuda'")
+
+    def dtype_for(self, ck: Checkpoint) -> str:
+        """The load dtype of ``ck``: this run's ``dtype``, else the checkpoint's, else ``"float32"``."""
+        return self.dtype or ck.dtype or "float32"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work: one checkpoint x one leaf task, written to ``path``.
+
+    Attributes
+    ----------
+    checkpoint : Checkpoint
+    task : TaskSpec
+    out_dir : str
+        The store folder (absolute).
+    """
+
+    checkpoint: Checkpoint
+    task: TaskSpec
+    out_dir: str
+
+    @property
+    def path(self) -> Path:
+        """The shard's Parquet file in the store."""
+        return Path(self.out_dir) / store.shard_name(self.checkpoint.model_id, self.task.name)
+
+    @property
+    def key(self) -> str:
+        """``model_id/task``: the shard's name in logs and reports."""
+        return f"{self.checkpoint.model_id}/{self.task.name}"
+
+    def done(self) -> bool:
+        """Whether the shard's file exists (the store writes atomically, so it is complete)."""
+        return self.path.is_file()
+
+
+@dataclass
+class ShardResult:
+    """What running a shard produced (one entry of the run log).
+
+    ``tokens_per_s`` counts the tokens fed to the model (context once per distinct context plus the
+    continuations, without padding) for the capscale engine, and the scored continuation tokens for the
+    lm-eval backend; ``n_tokens_scored`` is the number of continuation tokens. ``wall_s`` is the scoring
+    time in seconds (model loading excluded); ``items_per_s`` and ``tokens_per_s`` are per second of it.
+    ``status`` is ``"done"``, ``"skipped"`` (the file existed; ``note`` says how its settings differ from this
+    run's, if they do) or ``"failed"`` (``error`` holds the message).
+    """
+
+    model_id: str
+    task: str
+    status: str  # "done", "skipped", "failed"
+    path: str | None = None
+    n_items: int = 0
+    n_rows: int = 0
+    n_excluded: int = 0
+    excluded: dict[str, list[Any]] = field(default_factory=dict)
+    wall_s: float = 0.0
+    items_per_s: float | None = None
+    tokens_per_s: float | None = None
+    n_tokens_scored: int = 0
+    tokens_fed: int | None = None
+    engine_stats: dict[str, Any] = field(default_factory=dict)
+    task_source: str = ""
+    num_fewshot: int | None = None
+    dtype: str = ""
+    error: str | None = None
+    note: str | None = None
+
+
+# -------------------------------------------------------------------------------------------------- planning
+
+
+def load_family(family: str | os.PathLike | FamilySpec, **single: Any) -> FamilySpec:
+    """A :class:`FamilySpec` from a spec file (YAML/CSV), a single checkpoint folder, or a spec object.
+
+    Parameters
+    ----------
+    family : path or FamilySpec
+    **single
+        ``params``, ``tokens``, ``step``, ``tokens_per_step``, ``family_name``, ``revision``, ``gguf_file``:
+        apply to a single checkpoint folder only (None values are ignored).
+    """
+    if isinstance(family, FamilySpec):
+        return family
+    single = {("family" if k == "family_name" else k): v for k, v in single.items() if v is not None}
+    p = Path(family)
+    if p.is_file() and p.suffix.lower() in {".yaml", ".yml", ".csv"}:
+        return load_spec(p, family=single.get("family"))
+    return spec_from_checkpoint(p if p.exists() else str(family), **single)
+
+
+def plan_shards(spec: FamilySpec, tasks: Sequence[TaskSpec] | str | Sequence[str], out: str | os.PathLike, *,
+                data_dir: str | os.PathLike | None = None, include_path: Any = None, num_fewshot: int | None = None,
+                limit: int | float | None = None) -> list[Shard]:
+    """List the shards of a run: every checkpoint x every leaf task (groups expanded).
+
+    Tasks are resolved (and checked to be multiple choice) and every checkpoint's path is checked before any
+    scoring, so a bad name fails fast with an error naming it.
+
+    Parameters
+    ----------
+    spec : FamilySpec
+    tasks : str, list of str or list of TaskSpec
+        Task/group names (comma-separated string allowed) or resolved tasks.
+    out : path
+        The store folder.
+    data_dir, include_path, num_fewshot, limit
+        As :func:`capscale.data.tasks.resolve_tasks`.
+
+    Returns
+    -------
+    list of Shard
+        Checkpoint-major: all tasks of the first checkpoint, then the next.
+    """
+    if tasks and isinstance(tasks, (list, tuple)) and all(isinstance(t, TaskSpec) for t in tasks):
+        specs = list(tasks)
+    else:
+        specs = resolve_tasks(tasks, data_dir=data_dir, include_path=include_path, num_fewshot=num_fewshot,
+                              limit=limit)
+    for ck in spec.checkpoints:
+        ck.check_location()
+    out = str(Path(out).resolve())
+    return [Shard(ck, t, out) for ck in spec.checkpoints for t in specs]
+
+
+# ---------------------------------------------------------------------------------------------------- scoring
+
+
+def _check_special_tokens(tokenizer: Any, items: Sequence[TaskItem], where: str) -> None:
+    if any(ctx == "" for it in items for ctx, _ in it.requests):
+        if getattr(tokenizer, "bos_token_id", None) is None and getattr(tokenizer, "eos_token_id", None) is None:
+            raise EvalError(f"{where}: the task has empty contexts, which are conditioned on the BOS (else EOS) "
+                            "token, but the tokenizer defines neither bos_token nor eos_token")
+    for it in items:
+        for j, (_, cont) in enumerate(it.requests):
+            if cont == "":
+                raise EvalError(f"{where}: item {it.doc_id!r} choice {j} has an empty continuation")
+
+
+def score_items(model: Any, tokenizer: Any, items: Sequence[TaskItem], *, checkpoint: Checkpoint, task: str,
+                options: EvalOptions, task_source: str = "items", num_fewshot: int | None = None,
+                group: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score items with a loaded model and return store rows plus timing statistics.
+
+    The one items -> rows loop of capscale: the local and the Ray executor (through :func:`run_shard`),
+    :func:`capscale.eval.evaluate.evaluate_items` / ``evaluate_item_sets`` and
+    :func:`capscale.synthetic.ladder.evaluate_family` all score through it.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A loaded causal LM and its tokenizer (:func:`load_checkpoint`).
+    items : list of TaskItem
+    checkpoint : Checkpoint
+        Fills ``model_id``, ``family``, ``params``, ``tokens``, ``step``, ``revision`` (and ``compute``/``seed``).
+    task : str
+        The ``task`` column.
+    options : EvalOptions
+    task_source, num_fewshot, group
+        Copied into the rows (``num_fewshot``/``group`` columns are dropped when None).
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        Rows in the store schema (one per item x choice; ``loglik`` in nats) and ``{"wall_s",
+        "n_tokens_scored", "items_per_s", "tokens_per_s", "tokens_fed", "engine_stats"}`` (seconds, tokens).
+
+    Raises
+    ------
+    EvalError
+        Naming the checkpoint and task (no items, missing special tokens, empty continuation after the
+        boundary rule).
+    """
+    where = f"checkpoint {checkpoint.model_id!r}, task {task!r}"
+    if not items:
+        raise EvalError(f"{where}: no items to score")
+    _check_special_tokens(tokenizer, items, where)
+    reqs = [scoring.Request(c, k) for it in items for c, k in it.requests]
+    t0 = time.perf_counter()
+    engine_stats: dict[str, Any] = {}
+    try:
+        if options.backend == "lm-eval":
+            bs = 1 if options.batch_size == "auto" else options.batch_size
+            scores = scoring.score_requests_lm_eval(model, tokenizer, reqs, batch_size=bs, device=options.device,
+                                                    add_bos_token=options.add_bos_token)
+        else:
+            scores = scoring.score_requests(model, tokenizer, reqs, batch_size=options.batch_size,
+                                            device=options.device, progress=options.progress,
+                                            add_bos_token=options.add_bos_token, desc=f"{checkpoint.model_id} {task}",
+                                            stats=engine_stats)
+    except (scoring.ScoringError, AssertionError, ValueError) as e:
+        m = re.search(r"request (\d+)", str(e))
+        if m and int(m.group(1)) < len(reqs):
+            owners = [(it.doc_id, j) for it in items for j in range(len(it.requests))]
+            doc, j = owners[int(m.group(1))]
+            where = f"{where}, item {doc!r} choice {j}"
+        raise EvalError(f"{where}: {e}") from e
+    wall = time.perf_counter() - t0
+    rows: list[dict[str, Any]] = []
+    i = 0
+    ck = checkpoint
+    for it in items:
+        multi_gold = len(it.gold) > 1
+        for j, choice in enumerate(it.choices):
+            s = scores[i]
+            i += 1
+            rows.append({
+                "model_id": ck.model_id, "family": ck.family, "params": ck.params, "tokens": ck.tokens,
+                "step": ck.step, "task": task, "doc_id": it.doc_id, "choice_idx": j, "is_correct": j in it.gold,
+                "loglik": float(s.loglik), "n_tokens": int(s.n_tokens), "n_chars": len(choice),
+                "n_bytes": len(choice.encode("utf-8")), "is_greedy": bool(s.is_greedy),
+                "revision": ck.revision, "task_source": task_source, "multiple_input": bool(it.multiple_input),
+                "multi_gold": multi_gold, "num_fewshot": num_fewshot, "group": group,
+                "dtype": options.dtype_for(ck), "backend": options.backend,
+                **({"compute": ck.compute} if ck.compute else {}), **({"seed": ck.seed} if ck.seed is not None else {}),
+            })
+    df = pd.DataFrame(rows)
+    for col in ("step", "revision", "group", "num_fewshot"):
+        if df[col].isna().all():
+            df = df.drop(columns=col)
+    n_tok = int(sum(s.n_tokens for s in scores))
+    fed = engine_stats.get("unique_tokens")
+    stats = {"wall_s": wall, "n_tokens_scored": n_tok, "items_per_s": len(items) / wall if wall > 0 else None,
+             "tokens_per_s": (fed if fed is not None else n_tok) / wall if wall > 0 else None,
+             "tokens_fed": fed, "engine_stats": {k: v for k, v in engine_stats.items() if k != "batch_sizes"}}
+    return df, stats
+
+
+def load_checkpoint(ck: Checkpoint, options: EvalOptions) -> tuple[Any, Any]:
+    """Load a checkpoint's model (in ``options.dtype_for(ck)`` on ``options.device``) and tokenizer.
+
+    ``ck.tokenizer``, when set, replaces the tokenizer found in the checkpoint.
+
+    Raises
+    ------
+    EvalError
+        Naming the checkpoint and its path when it cannot be loaded.
+    """
+    try:
+        model, tok = scoring.load_model(ck.path, revision=ck.revision, dtype=options.dtype_for(ck),
+                                        device=options.device, gguf_file=ck.gguf_file,
+                                        trust_remote_code=options.trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - re-raised with the checkpoint's name
+        raise EvalError(f"checkpoint {ck.model_id!r} ({ck.path}): cannot load: {e}") from e
+    if ck.tokenizer:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(ck.tokenizer)
+    return model, tok
+
+
+def _existing_mismatch(shard: Shard, options: EvalOptions) -> str | None:
+    """Say how a finished shard differs from what this run would write (it is kept, never overwritten)."""
+    import pyarrow.parquet as pq
+
+    want = {"dtype": options.dtype_for(shard.checkpoint), "backend": options.backend,
+            "task_source": shard.task.source}
+    try:
+        have_cols = set(pq.read_schema(shard.path).names)
+        cols = [c for c in want if c in have_cols]
+        got = pd.read_parquet(shard.path, columns=cols) if cols else pd.DataFrame()
+    except Exception as e:  # noqa: BLE001 - an unreadable shard is reported, not fatal here
+        return f"existing shard unreadable ({e}); delete it to recompute"
+    diffs = [f"{c}={sorted(map(str, got[c].unique()))} (this run: {want[c]})" for c in cols
+             if set(map(str, got[c].unique())) != {str(want[c])}]
+    if not diffs:
+        return None
+    msg = (f"shard {shard.path.name} was kept from an earlier run with different settings: {'; '.join(diffs)}; "
+           "delete it (or use another --out) to recompute")
+    log.warning(msg)
+    return msg
+
+
+def run_shard(shard: Shard, options: EvalOptions, *, model: Any = None, tokenizer: Any = None,
+              built: BuiltTask | None = None) -> ShardResult:
+    """Score one shard and write it atomically; a pure function of (shard, options).
+
+    Parameters
+    ----------
+    shard : Shard
+    options : EvalOptions
+    model, tokenizer : optional
+        Already loaded for this checkpoint (a cache of the executors); loaded here when None.
+    built : BuiltTask, optional
+        The task's items (a cache); built here when None.
+
+    Returns
+    -------
+    ShardResult
+        ``"skipped"`` at once when the shard's file exists, else ``"done"``.
+
+    Raises
+    ------
+    EvalError
+        Naming the checkpoint and task.
+    """
+    ck, t = shard.checkpoint, shard.task
+    if shard.done():
+        return ShardResult(ck.model_id, t.name, "skipped", str(shard.path), task_source=t.source,
+                           dtype=options.dtype_for(ck), note=_existing_mismatch(shard, options))
+    if built is None:
+        built = build_items(t)
+    if model is None:
+        model, tokenizer = load_checkpoint(ck, options)
+    df, st = score_items(model, tokenizer, built.items, checkpoint=ck, task=t.name, options=options,
+                         task_source=t.source, num_fewshot=built.num_fewshot, group=t.group)
+    try:
+        path = store.write_shard(df, shard.out_dir)
+    except store.StoreValidationError as e:
+        raise EvalError(f"checkpoint {ck.model_id!r}, task {t.name!r}: scored rows fail validation: {e}") from e
+    n_excl = sum(len(v) for v in built.excluded.values())
+    return ShardResult(ck.model_id, t.name, "done", str(path), n_items=len(built.items), n_rows=len(df),
+                       n_excluded=n_excl, excluded={k: [str(x) for x in v[:20]] for k, v in built.excluded.items()},
+                       wall_s=st["wall_s"], items_per_s=st["items_per_s"], tokens_per_s=st["tokens_per_s"],
+                       n_tokens_scored=st["n_tokens_scored"], tokens_fed=st["tokens_fed"],
+                       engine_stats=st["engine_stats"], task_source=t.source, num_fewshot=built.num_fewshot,
+                       dtype=options.dtype_for(ck))
+
+
+def failed_result(shard: Shard, options: EvalOptions, err: BaseException) -> ShardResult:
+    """The run log entry of a shard that failed with ``err``."""
+    return ShardResult(shard.checkpoint.model_id, shard.task.name, "failed", task_source=shard.task.source,
+                       dtype=options.dtype_for(shard.checkpoint), error=str(err))
+
+
+# ---------------------------------------------------------------------------------------------------- run log
+
+
+def versions() -> dict[str, str]:
+    """Python, platform and the versions of capscale and the packages that change scores (``"not installed"``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("capscale", "torch", "transformers", "lm_eval", "datasets", "tokenizers", "pandas", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def write_run_log(out: str | os.PathLike, run: dict[str, Any]) -> Path:
+    """Add or replace (by ``run["run_id"]``) one run in ``out/run_log.json``, atomically; returns the path.
+
+    An unreadable log is started afresh.
+    """
+    path = Path(out) / RUN_LOG
+    runs: list[Any] = []
+    if path.is_file():
+        try:
+            runs = json.loads(path.read_text()).get("runs", [])
+        except (json.JSONDecodeError, AttributeError):
+            runs = []
+    runs = [r for r in runs if r.get("run_id") != run["run_id"]] + [run]
+    write_json(path, {"runs": runs})
+    return path
