@@ -1,5 +1,10 @@
 """Planted families with a known answer, for tests, the benchmark and the docs (emergence.md §9.4-G, §9.5).
 
+Two generators of valid score stores (one row per model × task × item × choice, ``loglik`` in nats):
+:func:`planted_store` plants per-item latent margins (the emergence diagnostics' known answers) and
+:func:`simulate_store` plants per-item laws of every choice's log-likelihood in log10 compute (the mass
+model's known answers, ``capscale mass-sim``).
+
 :func:`planted_store` writes a valid score store (per-choice log-likelihoods) for a ladder of
 ``n_models`` log-spaced in compute, where each item's latent margin ℓ_gold − max_{c≠gold} ℓ_c is
 
@@ -18,10 +23,14 @@ distractor sits ``margin`` below it and the others at fixed per-item gaps below 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["planted_store"]
+from capscale.analysis import mass
+
+__all__ = ["planted_store", "simulate_store"]
 
 
 def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 400, n_choices: int = 4,
@@ -91,3 +100,75 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
         "is_correct": ch == np.tile(np.repeat(gold_idx, n_choices), n_models), "loglik": ll.ravel(),
         "compute": (6.0 * params * tokens).astype(float)[m_idx], "n_chars": 10, "n_bytes": 10,
     })
+
+
+def simulate_store(n_items: int = 400, n_choices: int = 4, x: tuple[float, ...] = (19.0, 19.5, 20.0, 20.5, 21.0,
+                   21.5, 22.0), *, task: str = "sim", family: str = "sim", seed: int = 0,
+                   slope_correct: tuple[float, float] = (1.2, 0.6), slope_incorrect: tuple[float, float] = (0.8, 0.5),
+                   intercept_sd: float = 1.5, item_sd: float = 0.3, choice_sd: float = 0.25, model_sd: float = 0.0,
+                   saturation: float = 0.0, x0: float = 20.5, return_truth: bool = False
+                   ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    """A score store whose per-item log-likelihoods follow known laws in x = log10 compute.
+
+    ℓ_{j,i}(x) = a_{j,i} + b_{j,i}·u(x) + e (nats), with u = x − x0 (or the saturating basis
+    :func:`capscale.analysis.mass.basis` with rate ``saturation``); choice 0 is the gold.
+
+    Parameters
+    ----------
+    n_items, n_choices : int
+        Items of the task and choices per item.
+    x : tuple of float
+        log10 compute (FLOPs) of the models, one model ``<family>-m<index>`` per value.
+    task, family : str
+        Names written to the store.
+    seed : int
+        Seed of every random draw.
+    slope_correct, slope_incorrect : (float, float)
+        Mean and SD of the per-item slopes b (nats per decade of compute) of the gold and of the other
+        choices.
+    intercept_sd : float
+        SD of the intercepts a ~ N(−10, intercept_sd) (nats at x0); the gold's are raised by 0.5.
+    item_sd, choice_sd, model_sd : float
+        Noise SDs (nats): shared by all choices of an item and model, per choice, and per model (on the
+        gold only).
+    saturation : float
+        Saturation rate k per decade (0: linear laws).
+    x0 : float
+        log10 compute at which a is the value and b the slope.
+    return_truth : bool
+        Also return the planted laws.
+
+    Returns
+    -------
+    pandas.DataFrame or (DataFrame, DataFrame)
+        The store (models have tokens = 20·params and 6·N·D = 10^x, rounded to integers); with
+        ``return_truth`` also the planted laws (``doc_id, choice_idx, is_correct, intercept, slope``).
+    """
+    rng = np.random.default_rng(seed)
+    K = n_choices
+    b = np.empty((n_items, K))
+    a = rng.normal(-10.0, intercept_sd, (n_items, K))
+    a[:, 0] += 0.5
+    b[:, 0] = rng.normal(*slope_correct, n_items)
+    b[:, 1:] = rng.normal(*slope_incorrect, (n_items, K - 1))
+    rows = []
+    for m, xm in enumerate(x):
+        C = 10.0**xm
+        params = int(round(math.sqrt(C / 120.0)))
+        tokens = int(round(C / (6.0 * params)))
+        u = mass.basis(np.array([xm]), x0, saturation)[0] if saturation > 0 else xm - x0
+        ll = a + b * u + item_sd * rng.standard_normal((n_items, 1)) + choice_sd * rng.standard_normal((n_items, K))
+        ll[:, 0] += model_sd * rng.standard_normal()
+        for j in range(n_items):
+            for c in range(K):
+                rows.append((f"{family}-m{m}", family, params, tokens, task, j, c, c == 0, float(ll[j, c])))
+    df = pd.DataFrame(rows, columns=["model_id", "family", "params", "tokens", "task", "doc_id", "choice_idx",
+                                     "is_correct", "loglik"])
+    df["compute"] = 6.0 * df["params"].astype(float) * df["tokens"].astype(float)
+    if not return_truth:
+        return df
+    truth = pd.DataFrame({"doc_id": np.repeat(np.arange(n_items), K), "choice_idx": np.tile(np.arange(K), n_items),
+                          "is_correct": np.tile(np.arange(K) == 0, n_items), "intercept": a.ravel(),
+                          "slope": b.ravel()})
+    return df, truth
+

@@ -1,4 +1,4 @@
-"""Chain metrics: golden test vector (chain.md §2.1, emergence.md §5.2) and deterministic properties."""
+"""Chain metrics: golden test vector (docs/chain.md §2.1, docs/emergence.md §9.2) and deterministic properties."""
 
 from __future__ import annotations
 

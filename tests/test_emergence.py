@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sst
 
-from capscale.analysis import chain
+from capscale._io import write_json
+from capscale.analysis import _stats, chain
 from capscale.analysis import emergence as em
 from capscale.analysis.emergence import fits, stats
 from capscale.testing import planted_store
@@ -126,9 +127,14 @@ def test_benjamini_hochberg_values():
 # fits and bootstrap
 
 
-def test_aicc_formula():
-    assert fits.aicc(2.0, 8, 3) == pytest.approx(8 * math.log(2 / 8) + 6 + 24 / 4)
-    assert math.isnan(fits.aicc(1.0, 4, 3))  # n - k - 1 = 0
+def test_fit_all_aicc_is_nan_where_undefined():
+    x = np.linspace(20.0, 24.0, 5)
+    y = np.array([[0.1, 0.15, 0.4, 0.7, 0.8]])
+    f = fits.fit_all(x, y, bounded=True)
+    tss = float(((y - y.mean()) ** 2).sum())
+    assert f["linear"]["aicc"][0] == pytest.approx(_stats.aicc(f["linear"]["rss"][0], 5, 3, tss))
+    assert math.isfinite(f["linear"]["aicc"][0])
+    assert math.isnan(f["broken"]["aicc"][0])  # k = 5: n - k - 1 < 1 with 5 models
 
 
 def test_fits_recover_planted_parameters():
@@ -300,7 +306,7 @@ def test_json_is_strict_and_infinite_b_is_a_string(tmp_path):
     ti = em.from_arrays("step", "f", [f"m{i}" for i in range(6)], 10**x, {"acc": acc}, n_choices=np.full(40, 4))
     r = em.analyse(ti, B=100)
     assert r["metrics"]["acc"]["B"] == math.inf
-    p = em.write_json(r, tmp_path / "step.json")
+    p = write_json(tmp_path / "step.json", r, drop_private=True)
     j = json.loads(p.read_text())  # strict JSON (no Infinity literal)
     assert j["metrics"]["acc"]["B"] == "inf"
     assert REQUIRED_KEYS <= set(j)
@@ -362,20 +368,22 @@ def test_cli_writes_schema_and_figures(tmp_path):
     assert REQUIRED_KEYS <= set(j) and j["n_models"] == 7 and j["n_items"] == 59
     assert j["exclusions"]["items_nonfinite_loglik"] == 1
     assert (out / "verdicts.csv").exists() and (out / "figures" / "planted_P1_ladder.png").exists()
-    assert main(["emergence", str(path), "--task", "nope", "--out", str(out)]) == 2
+    assert main(["emergence", str(path), "--task", "nope", "--out", str(out)]) == 1  # invalid input
+    assert main(["emergence", str(path), "--out", str(out)]) == 2  # usage: neither --task nor --all-tasks
     assert store is not None
 
 
 @pytest.mark.shared_data
 def test_pythia_evals_scan(shared_data):
     from capscale.data import ladder_table as datasets
+    from capscale.data import published
     from capscale.data.published import attach_stderr, pythia_stderr
 
     path = shared_data / "pythia-evals"
     if not path.is_dir():
         pytest.skip(f"{path} not found")
     with pytest.warns(UserWarning):
-        lad = datasets.load_pythia_evals(path, params="non_embedding", families=("pythia-deduped",))
+        lad = published.load_pythia_evals(path, params="non_embedding", families=("pythia-deduped",))
     lad = attach_stderr(lad, pythia_stderr(path))
     assert lad.loc[lad["metric"] == "acc", "stderr"].notna().all()
     tis = [em.from_ladder(lad, "pythia-deduped", t, chance={"acc": datasets.chance_of(t)})
@@ -411,15 +419,15 @@ def test_constant_accuracy_is_smooth_not_an_error():
 
 
 def test_store_with_several_checkpoints_keeps_the_final_one():
-    from capscale.analysis.emergence.inputs import final_checkpoints
+    from capscale.analysis.emergence.inputs import final_only
 
     a = planted_store("linear", n_models=5, n_items=20)
     b = a.copy()
     b["model_id"] = b["model_id"] + "@early"
     b["tokens"] = b["tokens"] // 2
-    out, note = final_checkpoints(pd.concat([a, b]))
+    out, note = final_only(pd.concat([a, b]))
     assert set(out["model_id"]) == set(a["model_id"]) and "5 of 10" in note
-    assert final_checkpoints(a)[1] is None
+    assert final_only(a)[1] is None
 
 
 def test_scan_with_workers_matches_serial():
@@ -433,21 +441,38 @@ def test_scan_with_workers_matches_serial():
     assert [r["metrics"]["acc"]["J_ex_ci"] for r in a] == [r["metrics"]["acc"]["J_ex_ci"] for r in b]
 
 
-def test_run_emergence_from_a_store(tmp_path):
+def test_run_from_a_store(tmp_path):
+    from capscale.errors import InputError, UsageError
+    from capscale.pipelines import emergence
+
     df = pd.concat([planted_store(k, task=k, n_models=7, n_items=60, seed=1) for k in ("linear", "kink")])
-    res = em.run_emergence(df, tmp_path / "em", B=150, figures=False)
-    assert set(res["summary"]) == {"linear", "kink"} and set(res["summary"].values()) <= set(em.VERDICTS)
+    res = emergence.run(df, emergence.Options(out=tmp_path / "em", B=150, figures="none"))
+    verdicts = res.summary["verdicts"]
+    assert list(verdicts) == ["kink", "linear"] and set(verdicts.values()) <= set(em.VERDICTS)
+    assert res.summary["reports"] == 2 and res.summary["figures"] == 0
+    assert list(res.tables["verdicts"]["task"]) == ["kink", "linear"]
     j = json.loads((tmp_path / "em" / "kink.json").read_text())
     assert REQUIRED_KEYS <= set(j) and j["fdr"]["m_tests"] == 2
-    assert (tmp_path / "em" / "verdicts.csv").exists()
+    assert j["command"] == "capscale.pipelines.emergence.run('the score store', Options(B=150, figures='none'))"
+    assert res.files == [tmp_path / "em" / f for f in ("kink.json", "linear.json", "verdicts.csv")]
+    # the same store from a file gives the same reports (apart from the input-format note and the command)
+    store_path = tmp_path / "s.parquet"
+    df.to_parquet(store_path)
+    res2 = emergence.run(store_path, emergence.Options(B=150, figures="none"))
+    assert res2.files == [] and res2.out is None and res2.summary["verdicts"] == verdicts
+    pd.testing.assert_frame_equal(res2.tables["verdicts"], res.tables["verdicts"])
+    with pytest.raises(InputError, match=r"family must be one of \['planted'\], not 'x' \(the score store\)"):
+        emergence.run(df, emergence.Options(family="x"))
+    with pytest.raises(UsageError, match="steps must be one of"):
+        emergence.Options(steps="last")
 
 
 def test_load_inputs_from_store_and_ladder(tmp_path):
     """The API behind `capscale emergence INPUT`: format detection, family/task selection, clear errors."""
     import pandas as pd
 
-    from capscale.analysis.emergence import detect_format, load_inputs
     from capscale.data import store
+    from capscale.pipelines.emergence import detect_format, load_inputs
     from capscale.testing import planted_store
 
     df = pd.concat([planted_store("linear", n_models=6, n_items=30, task="a", seed=1),

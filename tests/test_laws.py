@@ -163,18 +163,18 @@ STEP2_PARAMS = {  # a, L0, k, b (docs/transforms.md §3.5)
 
 @pytest.fixture(scope="module")
 def olmo(shared_data):
-    from capscale.data import ladder_table as datasets
+    from capscale.data import published
 
     path = shared_data / "olmo-ladder"
     if not path.is_dir():
         pytest.skip(f"OLMo ladder data not found at {path}")
-    return path, datasets.load_olmo_ladder(path)
+    return path, published.load_olmo_ladder(path)
 
 
 @pytest.mark.shared_data
 def test_olmo_ladder_method_reproduces_reference_outputs(olmo):
     from capscale.analysis import predict
-    from capscale.data import ladder_table as datasets
+    from capscale.data import published
 
     path, ladder = olmo
     ref1 = pd.read_csv(path / "reference-outputs" / "step1_main.csv").set_index("Task")
@@ -182,8 +182,8 @@ def test_olmo_ladder_method_reproduces_reference_outputs(olmo):
     refc = pd.read_csv(path / "reference-outputs" / "chained_main.csv").set_index("Task")
     train, held = predict.split_largest(ladder, 2)
     assert sorted(held["run"].unique()) == ["13B-5T", "7B-4T"]
-    for task in datasets.OLMO_PAPER_TASKS:
-        key = datasets.OLMO_REFERENCE_KEYS[task]
+    for task in published.OLMO_PAPER_TASKS:
+        key = published.OLMO_REFERENCE_KEYS[task]
         pr = predict.get_method("ladder", bootstrap=0, inflate=False).fit(train, task, metric="acc_norm")
         t = held[(held["run"] == "13B-5T") & (held["task"] == task)]
         bpb = float(t.loc[t["metric"] == "task_bpb", "value"].iloc[0])
@@ -197,7 +197,7 @@ def test_olmo_ladder_method_reproduces_reference_outputs(olmo):
         if task in STEP2_PARAMS:
             got = [pr.laws_["step2"].params_[k] for k in ("a", "L0", "k", "b")]
             np.testing.assert_allclose(got, STEP2_PARAMS[task], rtol=1e-3, atol=1e-4)
-    # CSQA's step-1 E lands on its lower bound 0 and is flagged (docs §3.6)
+    # CSQA's step-1 E lands on its lower bound 0 and is flagged (docs/transforms.md §3.6)
     pr = predict.get_method("ladder", bootstrap=0, inflate=False).fit(train, "csqa", metric="acc_norm")
     assert pr.laws_["step1"].at_bound_["E"]
     assert any("parameter E" in w for w in pr.fit_warnings_)

@@ -13,12 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capscale.analysis import chain, mass
+from capscale.analysis.predict import MassPredictor
+from capscale.testing import simulate_store
 
 
 @pytest.fixture(scope="module")
 def planted():
     """600 items, 4 choices, 7 models; the largest (10^22 FLOPs) is held out."""
-    sim, truth = mass.simulate_store(n_items=600, seed=11, return_truth=True)
+    sim, truth = simulate_store(n_items=600, seed=11, return_truth=True)
     train = sim[sim["model_id"] != "sim-m6"]
     tf = mass.fit(train)["sim"]
     held = chain.compute(sim[sim["model_id"] == "sim-m6"])
@@ -53,7 +55,7 @@ def test_predicts_heldout_accuracy_within_two_points(planted):
 
 def test_residual_correlation_is_estimated_not_zero():
     # shared item-model noise 0.5, per-choice noise 0.3: corr between any two choices = 0.25 / 0.34
-    sim = mass.simulate_store(n_items=400, seed=2, item_sd=0.5, choice_sd=0.3)
+    sim = simulate_store(n_items=400, seed=2, item_sd=0.5, choice_sd=0.3)
     tf = mass.fit(sim)["sim"]
     want = 0.25 / 0.34
     assert abs(tf.corr_ci - want) < 0.1
@@ -91,12 +93,12 @@ def test_noise_free_laws_give_exact_softmax_metrics():
 
 
 def test_saturating_form_chosen_for_saturating_items():
-    sim = mass.simulate_store(n_items=300, seed=5, saturation=0.8, x=tuple(np.linspace(19, 22, 8)),
+    sim = simulate_store(n_items=300, seed=5, saturation=0.8, x=tuple(np.linspace(19, 22, 8)),
                               item_sd=0.1, choice_sd=0.1)
     tf = mass.fit(sim)["sim"]
     assert tf.groups["correct"].k_task > 0
     assert (tf.groups["correct"].k > 0).mean() > 0.9
-    lin = mass.fit(mass.simulate_store(n_items=300, seed=5, x=tuple(np.linspace(19, 22, 8))))["sim"]
+    lin = mass.fit(simulate_store(n_items=300, seed=5, x=tuple(np.linspace(19, 22, 8))))["sim"]
     assert lin.groups["correct"].k_task == 0.0
 
 
@@ -113,7 +115,7 @@ def test_trajectories_golden_values():
 
 
 def test_bad_input_counted_not_dropped():
-    sim = mass.simulate_store(n_items=40, seed=3, x=(19.0, 20.0, 21.0, 22.0))
+    sim = simulate_store(n_items=40, seed=3, x=(19.0, 20.0, 21.0, 22.0))
     sim["doc_id"] = sim["doc_id"].astype(int)
     # item 0: only one model; item 1: constant trajectories; item 2: -inf loglik of an incorrect choice
     # for one model; item 3: the correct choice is -inf for every model
@@ -145,7 +147,7 @@ def test_bad_input_counted_not_dropped():
 
 def test_varying_gold_and_number_of_choices():
     """ARC-like items: gold anywhere, 3 to 5 choices; no phantom (item, choice) rows are fitted."""
-    sim = mass.simulate_store(n_items=60, seed=8, n_choices=5)
+    sim = simulate_store(n_items=60, seed=8, n_choices=5)
     k = 3 + sim["doc_id"] % 3
     sim = sim[sim["choice_idx"] < k].copy()
     # move the gold (choice 0) to position doc_id % k by permuting choice indices within an item
@@ -163,13 +165,13 @@ def test_varying_gold_and_number_of_choices():
 
 
 def test_single_model_family_clear_error():
-    sim = mass.simulate_store(n_items=10, x=(20.0,))
+    sim = simulate_store(n_items=10, x=(20.0,))
     with pytest.raises(ValueError, match="at least 2 training models"):
-        mass.MassPredictor().fit(pd.DataFrame({"model_id": ["sim-m0"]}), "sim", store=sim)
+        MassPredictor().fit(pd.DataFrame({"model_id": ["sim-m0"]}), "sim", store=sim)
 
 
 def test_unpooled_option_and_unknown_task():
-    sim = mass.simulate_store(n_items=30, seed=1, x=(19.0, 20.0, 21.0))
+    sim = simulate_store(n_items=30, seed=1, x=(19.0, 20.0, 21.0))
     tf = mass.fit(sim, config=mass.MassConfig(pool=False))["sim"]
     assert not tf.groups["correct"].pooled
     assert np.allclose(tf.groups["correct"].beta, tf.groups["correct"].beta_ols)
@@ -181,31 +183,32 @@ def test_unpooled_option_and_unknown_task():
 @given(k=st.floats(0.0, 3.0), x=st.floats(15.0, 25.0))
 def test_basis_value_and_slope_at_reference(k, x):
     x_ref = 20.0
-    assert float(mass._basis(x_ref, x_ref, k)) == 0.0
+    assert float(mass.basis(x_ref, x_ref, k)) == 0.0
     h = 1e-6
-    d = (float(mass._basis(x_ref + h, x_ref, k)) - float(mass._basis(x_ref - h, x_ref, k))) / (2 * h)
+    d = (float(mass.basis(x_ref + h, x_ref, k)) - float(mass.basis(x_ref - h, x_ref, k))) / (2 * h)
     assert d == pytest.approx(1.0, rel=1e-4)
-    u = float(mass._basis(x, x_ref, k))
+    u = float(mass.basis(x, x_ref, k))
     assert u <= x - x_ref + 1e-9  # concave, below its tangent
     if k > 0:
         assert u < 1.0 / k  # bounded: the law saturates
 
 
-def test_ols_rows_matches_polyfit():
-    rng = np.random.default_rng(0)
-    x = np.linspace(-1, 1, 6)
-    Y = rng.normal(size=(5, 6))
-    W = np.ones_like(Y, dtype=bool)
-    W[0, :2] = False
-    beta, rss, _ = mass._ols_rows(np.broadcast_to(x, Y.shape), np.where(W, Y, np.nan), W)
-    for r in range(5):
-        b, a = np.polyfit(x[W[r]], Y[r, W[r]], 1)
-        assert beta[r] == pytest.approx([a, b])
+def test_constant_trajectory_has_exact_zero_slope_and_rss():
+    """A row whose points are all equal is a horizontal line (no rounding-level RSS entering the prior)."""
+    sim = simulate_store(n_items=30, seed=6, x=(19.0, 19.6, 20.5, 21.1, 22.0), saturation=0.7)
+    sim.loc[sim["doc_id"] == 4, "loglik"] = -7.3 - 0.1 * sim.loc[sim["doc_id"] == 4, "choice_idx"]
+    tf = mass.fit(sim)["sim"]
+    g = tf.groups["correct"]
+    row = int(np.flatnonzero(g.keys["doc_id"].to_numpy() == 4)[0])
+    assert g.status[row] == "constant"
+    assert g.beta_ols[row, 0] == -7.3 and g.beta_ols[row, 1] == 0.0
+    assert g.s2_ols[row] == 0.0
+    assert np.isfinite(g.prior_s2) and g.prior_s2 > 1e-3  # the zero variance is not part of the prior
 
 
 def test_covariation_statistics():
     # incorrect mass grows faster than the correct mass for most items in the "inverse" scenario
-    sim = mass.simulate_store(n_items=300, seed=4, slope_correct=(0.5, 0.3), slope_incorrect=(1.2, 0.3))
+    sim = simulate_store(n_items=300, seed=4, slope_correct=(0.5, 0.3), slope_incorrect=(1.2, 0.3))
     cov = mass.covariation(mass.fit(sim)["sim"])
     assert cov["share_incorrect_faster"] > 0.8
     assert cov["median_slope_lse_incorrect"] > cov["median_slope_correct"]
@@ -215,12 +218,12 @@ def test_covariation_statistics():
 
 def test_predictor_and_backtest_contract():
     predict = importlib.import_module("capscale.analysis.predict")
-    datasets = importlib.import_module("capscale.data.ladder_table")
+    from capscale.analysis.chain import ladder_from_store
 
-    sim = mass.simulate_store(n_items=120, seed=7)
+    sim = simulate_store(n_items=120, seed=7)
     with pytest.raises(ValueError, match="needs the per-choice score store"):
-        mass.MassPredictor().fit(pd.DataFrame({"model_id": ["a"]}), "sim")
-    lad = datasets.ladder_from_store(sim)
+        MassPredictor().fit(pd.DataFrame({"model_id": ["a"]}), "sim")
+    lad = ladder_from_store(sim)
     res = predict.backtest(lad, "sim", "mass", holdout="largest", store=sim)
     assert len(res) == 1
     r = res[0]
@@ -230,17 +233,43 @@ def test_predictor_and_backtest_contract():
     assert r["lower"] <= r["predicted"] <= r["upper"]
     assert r["abs_err"] < 0.05
     json.dumps(res)  # JSON-able like the other methods
-    p = predict.get_method("mass", bootstrap=10).fit(lad, "sim", metric="brier", store=sim)
+    p = predict.get_method("mass", n_draws=200).fit(lad, "sim", metric="brier", store=sim)
     pb = p.predict(1e9, 2e10)
     assert isinstance(pb, predict.Prediction) and 0 <= pb.value <= 0.5
+    rep = p.report()
+    assert rep["method"] == "mass" and rep["metric"] == "brier" and rep["n_draws"] == 200
+    json.dumps(rep, allow_nan=True)
+
+
+def test_mass_predictor_follows_the_predictor_contract():
+    from sklearn.base import clone
+
+    from capscale.errors import NotFittedError
+
+    with pytest.raises(TypeError, match="bootstrap"):
+        MassPredictor(bootstrap=10)  # options are explicit: an unknown one is an error, not ignored
+    p = MassPredictor(seed=3, n_draws=50)
+    assert p.get_params() == {"checkpoints": "final", "config": None, "inflate": True, "level": None,
+                              "n_draws": 50, "seed": 3}
+    assert clone(p).get_params() == p.get_params() and p.set_params(level=0.8).level == 0.8
+    with pytest.raises(NotFittedError, match="predictor 'mass'.*before predict"):
+        p.predict(1e9, 2e10)
+    with pytest.raises(NotFittedError, match="before report"):
+        p.report()
+    sim = simulate_store(n_items=30, seed=2)
+    from capscale.analysis.chain import ladder_from_store
+
+    p.fit(ladder_from_store(sim), "sim", store=sim)
+    assert p.config_.seed == 3 and p.config_.n_draws == 50 and p.config_.interval == 0.8
+    assert p.config is None and p.window_ == 1  # the option is not touched; the settings used are config_
 
 
 def test_cli_mass_outputs(tmp_path):
     from capscale import cli
     from capscale.data import store
 
-    a = mass.simulate_store(n_items=60, seed=1, task="plain")
-    b = mass.simulate_store(n_items=40, seed=2, task="wino", n_choices=2)
+    a = simulate_store(n_items=60, seed=1, task="plain")
+    b = simulate_store(n_items=40, seed=2, task="wino", n_choices=2)
     b["multiple_input"] = True
     a["multiple_input"] = False
     path = tmp_path / "s.parquet"
@@ -256,29 +285,18 @@ def test_cli_mass_outputs(tmp_path):
     preds = pd.read_csv(out / "mass_predictions.csv")
     ho = preds[preds["kind"] == "held-out"]
     assert set(ho["task"]) == {"plain", "wino"} and (ho["model_id"] == "sim-m6").all()
-    assert cli.main(["mass", str(path), "--family", "nope", "--out", str(out)]) == 2
+    assert cli.main(["mass", str(path), "--family", "nope", "--out", str(out)]) == 1  # invalid input
 
 
 def test_predictor_uses_final_checkpoint_of_each_run():
-    datasets = importlib.import_module("capscale.data.ladder_table")
-    sim = mass.simulate_store(n_items=30, seed=9, x=(19.0, 19.5, 20.0, 20.5, 21.0, 21.5))
-    lad = datasets.ladder_from_store(sim)
+    from capscale.analysis.chain import ladder_from_store
+    sim = simulate_store(n_items=30, seed=9, x=(19.0, 19.5, 20.0, 20.5, 21.0, 21.5))
+    lad = ladder_from_store(sim)
     # pretend the six models are two runs of three checkpoints each
     lad["run"] = lad["model_id"].map(lambda m: "runA" if int(m[-1]) < 3 else "runB")
-    p = mass.MassPredictor().fit(lad, "sim", store=sim)
+    p = MassPredictor().fit(lad, "sim", store=sim)
     assert sorted(p.fit_.models["model_id"]) == ["sim-m2", "sim-m5"]
-    p_all = mass.MassPredictor(checkpoints="all").fit(lad, "sim", store=sim)
+    p_all = MassPredictor(checkpoints="all").fit(lad, "sim", store=sim)
     assert len(p_all.fit_.models) == 6
-    with pytest.raises(ValueError, match="checkpoints"):
-        mass.MassPredictor(checkpoints="some")
-
-
-def test_final_checkpoint_per_size_when_runs_are_single_checkpoints():
-    """A store ladder whose model ids carry no @step: checkpoints of one size count as one run."""
-    lad = pd.DataFrame({"model_id": ["a-1", "a-2", "b-1", "b-2", "b-3"], "run": ["a-1", "a-2", "b-1", "b-2", "b-3"],
-                        "family": "f", "params": [1e6, 1e6, 4e6, 4e6, 4e6], "tokens": [1e8, 2e8, 1e8, 3e8, 2e8],
-                        "step": [1.0, 2.0, 1.0, 3.0, 2.0]})
-    assert sorted(mass._final_per_run(lad)["model_id"]) == ["a-2", "b-2"]
-    # a data-scaling family (one size) keeps every checkpoint
-    one = lad[lad["params"] == 4e6]
-    assert len(mass._final_per_run(one)) == 3
+    with pytest.raises(ValueError, match="checkpoints must be 'final' or 'all'"):
+        MassPredictor(checkpoints="some").fit(lad, "sim", store=sim)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -119,13 +122,156 @@ def test_two_points_for_three_parameters_is_an_error():
 
 
 def test_store_methods_need_a_store():
-    class NeedsStore(predict._Base):
+    class NeedsStore(predict.LadderMethod):
         name = "needs_store"
         needs_store = True
+
+        def _core(self, runs):
+            raise AssertionError("not reached: fit checks for the store first")
 
     with pytest.raises(predict.MethodNotApplicable, match="needs a score store"):
         NeedsStore().fit(planted_ladder(), "t")
     assert "mass" in predict.METHODS
+
+
+# --------------------------------------------------------------------------------------------
+# The predictor contract (scikit-learn's estimator rules)
+# --------------------------------------------------------------------------------------------
+
+LADDER_METHODS = ["loglinear", "direct", "sigmoid", "ladder", "ladder_c", "gadre", "ensemble"]
+
+
+@pytest.mark.parametrize("name", LADDER_METHODS)
+def test_options_are_explicit_and_round_trip(name):
+    from sklearn.base import clone
+
+    pr = predict.get_method(name, bootstrap=7, seed=3)
+    params = pr.get_params()
+    assert params["bootstrap"] == 7 and params["seed"] == 3
+    assert set(params) == set(inspect.signature(type(pr).__init__).parameters) - {"self"}
+    twin = clone(pr)
+    assert twin is not pr and twin.get_params() == params
+    assert pr.set_params(seed=11) is pr and pr.seed == 11
+    with pytest.raises(ValueError, match="invalid option 'bootstrapp'"):
+        pr.set_params(bootstrapp=3)
+    with pytest.raises(TypeError, match="n_draws"):
+        predict.get_method(name, n_draws=5)
+
+
+def test_options_are_stored_unchanged_and_fitted_attributes_end_in_underscore():
+    pr = predict.get_method("direct", bootstrap=5.0, level=0.8)
+    assert pr.bootstrap == 5.0 and isinstance(pr.bootstrap, float)  # not converted by __init__
+    before = set(vars(pr))
+    pr.fit(planted_ladder(noise=0.002), "t", metric="acc")
+    new = {k for k in set(vars(pr)) - before if not k.startswith("_")}
+    assert new and all(k.endswith("_") for k in new), new
+    assert pr.task_ == "t" and pr.metric_ == "acc" and len(pr.boot_) == 5
+
+
+@pytest.mark.parametrize("name", LADDER_METHODS)
+def test_predict_and_report_before_fit_raise_not_fitted(name):
+    from capscale.errors import NotFittedError
+
+    pr = predict.get_method(name)
+    with pytest.raises(NotFittedError, match=f"predictor '{name}'.*not fitted.*before predict"):
+        pr.predict(1e9, 2e10)
+    with pytest.raises(NotFittedError, match="before report"):
+        pr.report()
+    with pytest.raises(NotFittedError):
+        predict.check_is_fitted(pr)  # default: any fitted attribute (ending in _) counts
+
+
+def test_check_is_fitted_passes_after_fit():
+    pr = predict.get_method("loglinear", bootstrap=0).fit(planted_ladder(), "t", metric="acc")
+    predict.check_is_fitted(pr)
+    predict.check_is_fitted(pr, ("fn_", "laws_"))
+    with pytest.raises(AttributeError, match="before report"):  # NotFittedError is also an AttributeError
+        predict.check_is_fitted(pr, "nope_", action="report")
+
+
+def test_predictor_subclass_needs_explicit_options():
+    with pytest.raises(TypeError, match="explicit keyword arguments"):
+        class Sloppy(predict.LadderMethod):  # noqa: F841
+            def __init__(self, **kw):
+                super().__init__(**kw)
+
+
+def test_method_not_applicable_is_a_capscale_error():
+    from capscale.errors import CapscaleError
+
+    assert issubclass(predict.MethodNotApplicable, CapscaleError)
+    assert issubclass(predict.MethodNotApplicable, ValueError)
+
+
+def test_registry_is_lazy_and_resolves_every_method():
+    code = ("import sys, capscale.analysis.predict as p; "
+            "assert 'capscale.analysis.mass' not in sys.modules, 'mass imported at load'; "
+            "assert p.method_class('mass').__name__ == 'MassPredictor' and p.MassPredictor is p.method_class('mass')")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for name in predict.METHODS:
+        assert issubclass(predict.method_class(name), predict.Predictor)
+        assert predict.method_class(name).name == name
+
+
+def test_shared_options_go_to_the_methods_that_have_them():
+    assert predict.method_options("mass", {"bootstrap": 5, "seed": 2}) == {"seed": 2}
+    assert predict.method_options("ladder", {"bootstrap": 5, "ladder_window": 1}) == {"bootstrap": 5,
+                                                                                       "ladder_window": 1}
+    with pytest.raises(TypeError, match=r"unknown predictor option\(s\) \['bootstrapp'\]"):
+        predict.backtest(planted_ladder(), "t", "loglinear", bootstrapp=5)
+
+
+def test_refit_forgets_the_previous_fit():
+    lad = planted_ladder(noise=0.002)
+    pr = predict.get_method("ensemble", bootstrap=0, inflate=False)
+    first = pr.fit(lad, "t", metric="acc").predict(1e10, 2e11).value
+    pr.fit(lad[lad["params"] <= 1e9], "t", metric="acc")
+    assert len(pr.runs_) == 5
+    again = pr.fit(lad, "t", metric="acc").predict(1e10, 2e11).value
+    assert again == first
+
+
+# --------------------------------------------------------------------------------------------
+# fit_law (capscale fit)
+# --------------------------------------------------------------------------------------------
+
+
+def test_fit_law_points_and_json():
+    lad = planted_ladder()
+    fit = predict.fit_law(lad, "t", "compute_law")
+    assert fit.metric == "acc" and fit.loss == ("t", "task_loss") and fit.final_window == 1
+    assert list(fit.points.columns) == ["run", "params", "tokens", "compute", "x", "y"]
+    assert len(fit.points) == len(SIZES)
+    np.testing.assert_allclose(fit.points["compute"], 6 * fit.points["params"] * fit.points["tokens"])
+    np.testing.assert_allclose(fit.points["y"], 1.5 + math.exp(8.0) / fit.points["compute"] ** 0.12)
+    assert fit.law.params_["alpha"] == pytest.approx(0.12, rel=1e-3)
+    d = fit.to_dict()
+    assert list(d)[:5] == ["task", "metric", "loss", "final_window", "x"]
+    assert d["x"] == "C = 6*N*D FLOPs" and d["loss"] == ["t", "task_loss"] and d["form"] == "compute_law"
+    assert d["bounds"]["a"] == [None, None] and d["bounds"]["E"][0] == 0.0
+    json.dumps(d, allow_nan=False)
+
+
+def test_fit_law_checkpoint_forms_fit_every_kept_checkpoint():
+    lad = planted_ladder()
+    g = predict.fit_law(lad, "t", "gadre_exp")
+    assert len(g.points) == len(SIZES) * 8 and g.law.n_points_ == len(g.points)
+    np.testing.assert_allclose(g.points["y"], 1 - g.checkpoints["value"])
+    s = predict.fit_law(lad, "t", "ladder_sigmoid")
+    assert len(s.points) == len(SIZES) * 7  # the first 10 % (1 of 8 checkpoints) of every run skipped
+    assert s.to_dict()["x"] == "loss"
+    o = predict.fit_law(lad, "t", "obs_sigmoid")
+    np.testing.assert_allclose(o.points["x"], np.log10(o.points["compute"]))
+
+
+def test_fit_law_errors():
+    lad = planted_ladder()
+    with pytest.raises(ValueError, match="unknown form 'nope'"):
+        predict.fit_law(lad, "t", "nope")
+    with pytest.raises(predict.MethodNotApplicable, match="no task loss"):
+        predict.fit_law(lad[lad["metric"] == "acc"], "t", "compute_law")
+    with pytest.raises(ValueError, match="no acc or acc_norm"):
+        predict.fit_law(lad[lad["metric"] == "task_loss"], "t", "loglinear")
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,19 +306,107 @@ def test_cli_predict_backtest_fit(tmp_path, capsys):
     assert rc == 2 and "not a sensible value" in capsys.readouterr().err
 
 
+def test_cli_fit_and_predict_write_what_they_print(tmp_path, capsys):
+    path = tmp_path / "ladder.csv"
+    planted_ladder(noise=0.002).to_csv(path, index=False)
+    rc = main(["fit", str(path), "--task", "t", "--form", "direct", "--out", str(tmp_path / "f")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert (tmp_path / "f" / "fit_t_direct.json").read_text() == printed
+    assert (tmp_path / "f" / "fit_t_direct.png").stat().st_size > 0
+
+    rc = main(["predict", str(path), "--task", "t", "--target", "params=1e10,tokens=2e11", "--method", "ladder",
+               "--bootstrap", "3", "--out", str(tmp_path / "p")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    saved = json.loads((tmp_path / "p" / "predict_t.json").read_text())
+    assert f"{saved['prediction']:.4f}  90% [{saved['lower']:.4f}, {saved['upper']:.4f}]  method=ladder" in text
+    assert saved["fit"]["method"] == "ladder" and set(saved["fit"]["laws"]) == {"step1", "step2"}
+    assert (tmp_path / "p" / "predict_t.png").exists()
+
+    rc = main(["fit", str(path), "--task", "t,nope", "--form", "direct"])
+    assert rc == 2 and "unknown task(s) ['nope']" in capsys.readouterr().err
+    rc = main(["predict", str(path), "--task", "t", "--target", "params=1e10"])
+    assert rc == 2 and "give exactly params=N,tokens=D" in capsys.readouterr().err
+
+
+def test_cli_form_choices_are_the_forms_fit_law_fits():
+    from capscale.commands import laws as laws_cmd
+
+    assert laws_cmd.FORM_CHOICES == list(predict.FORMS)
+
+
+def test_cli_predict_mass_from_a_store(tmp_path, capsys):
+    from capscale.data import store
+    from capscale.testing import simulate_store
+
+    path = tmp_path / "s.parquet"
+    store.write(store.normalize(simulate_store(n_items=40, seed=5)), path)
+    rc = main(["predict", str(path), "--task", "sim", "--target", "params=1e9,tokens=4e10", "--method", "mass",
+               "--json", "--out", str(tmp_path / "p")])  # --bootstrap (default 50) does not apply to mass
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["selected"] == "mass" and out["lower"] <= out["prediction"] <= out["upper"]
+    saved = json.loads((tmp_path / "p" / "predict_sim.json").read_text())
+    assert saved["fit"]["method"] == "mass" and saved["fit"]["n_runs"] == 7
+
+
+def test_pipelines_return_run_results(tmp_path):
+    from capscale.pipelines import backtest, fit
+
+    lad = planted_ladder(noise=0.002)
+    res = fit.run(lad, fit.Options(tasks=("t",), form="loglinear", out=str(tmp_path)))
+    assert res.stage == "fit" and res.summary == predict.fit_law(lad, "t", "loglinear").to_dict()
+    assert [p.name for p in res.files] == ["fit_t_loglinear.json", "fit_t_loglinear.png"]
+    assert list(res.tables["points"]["run"]) == sorted(lad["run"].unique())
+
+    res = fit.run(lad, fit.Options(tasks=("t",), target=(1e10, 2e11), method="direct", bootstrap=4))
+    pr, _ = predict.fit_method(lad, "t", "direct", metric="acc", bootstrap=4, seed=0)
+    assert res.stage == "predict" and res.files == [] and res.summary["prediction"] == pr.predict(1e10, 2e11).value
+    with pytest.raises(ValueError, match="exactly one of form"):
+        fit.Options(tasks=("t",))
+
+    opts = backtest.Options(tasks=("t",), method="loglinear", holdout=2, bootstrap=5, out=str(tmp_path / "bt"),
+                            name="x")
+    res = backtest.run(lad, opts)
+    rows = predict.backtest(lad, "t", "loglinear", holdout=2, bootstrap=5, seed=0)
+    assert [r["predicted"] for r in res.summary["rows"]] == [r["predicted"] for r in rows]
+    assert res.summary["n_predictions"] == 2
+    assert res.summary["mae"] == pytest.approx(np.mean([r["abs_err"] for r in rows]))
+    assert [p.name for p in res.files] == ["x.csv", "x.json", "x_t.png"] and all(p.exists() for p in res.files)
+    assert list(res.tables["backtest"]["heldout_model"]) == ["r1e+09", "r3e+09"]
+
+
+def test_options_from_cli():
+    import argparse
+
+    from capscale.pipelines import backtest, fit
+
+    ns = argparse.Namespace(task="a, b", target="params=1e9,tokens=2e10", method="auto", bootstrap=9, seed=1,
+                            metric=None, loss_task="x", loss_metric=None, out=None, json=True)
+    o = fit.Options.from_cli(ns)
+    assert o.tasks == ("a", "b") and o.target == (1e9, 2e10) and o.form is None
+    assert o.predictor_options() == {"bootstrap": 9, "seed": 1, "x_task": "x"}
+    ns = argparse.Namespace(task="a", all_tasks=False, holdout="2", method="all", name=None, bootstrap=50, seed=0)
+    o = backtest.Options.from_cli(ns, progress=True)
+    assert o.holdout == 2 and o.name == "backtest" and o.progress and o.tasks == ("a",)
+    with pytest.raises(ValueError, match="--holdout 'big'"):
+        backtest.Options.from_cli(argparse.Namespace(holdout="big"))
+
+
 @pytest.mark.shared_data
 def test_olmo_ladder_method_backtest_matches_published_13b(shared_data):
-    from capscale.data import ladder_table as datasets
+    from capscale.data import published
 
     path = shared_data / "olmo-ladder"
     if not path.is_dir():
         pytest.skip(f"no OLMo ladder data at {path}")
-    lad = datasets.load_olmo_ladder(path)
+    lad = published.load_olmo_ladder(path)
     ref = pd.read_csv(path / "reference-outputs" / "chained_main.csv").set_index("Task")
     for task in ("mmlu", "arc_challenge"):
         res = predict.backtest(lad, task, "ladder", holdout=2, metric="acc_norm", bootstrap=0, inflate=False)
         r13 = next(r for r in res if r["heldout_model"] == "13B-5T")
-        key = datasets.OLMO_REFERENCE_KEYS[task]
+        key = published.OLMO_REFERENCE_KEYS[task]
         assert abs(r13["predicted"] - ref.loc[key, "Pred"]) < 0.005
         assert r13["actual"] == pytest.approx(ref.loc[key, "Actual"], abs=1e-9)
 

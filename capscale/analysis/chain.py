@@ -33,7 +33,7 @@ Brier is the *mean* over the K choices (the authors' code); lm-eval's ``brier_sc
 Examples
 --------
 >>> import pandas as pd
->>> from capscale import chain
+>>> from capscale.analysis import chain
 >>> df = pd.DataFrame(dict(model_id="m", family="f", params=1, tokens=1, task="t", doc_id=0,
 ...                        choice_idx=[0, 1, 2, 3], is_correct=[False, True, False, False],
 ...                        loglik=[-2.0, -1.0, -3.0, -4.0]))
@@ -48,8 +48,9 @@ import numpy as np
 import pandas as pd
 
 from capscale.data import store as _store
+from capscale.data.ladder_table import LADDER_COLUMNS, check_ladder
 
-__all__ = ["compute", "METRICS", "HIGHER_IS_BETTER", "CHAIN_ORDER"]
+__all__ = ["compute", "ladder_from_store", "METRICS", "HIGHER_IS_BETTER", "CHAIN_ORDER"]
 
 ITEM_KEYS = ["model_id", "task", "doc_id"]
 
@@ -220,3 +221,43 @@ def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
     res = pd.DataFrame(out)
     sort_cols = ["task", "compute", "model_id", "doc_id"] if "compute" in res else ["task", "model_id", "doc_id"]
     return res.sort_values(sort_cols, kind="stable").reset_index(drop=True)
+
+
+def ladder_from_store(store_df: pd.DataFrame) -> pd.DataFrame:
+    """Build a ladder table from a score store: per (checkpoint, task) mean metrics over items.
+
+    Metrics: ``acc`` (fractional ties), ``acc_norm`` (if ``n_chars``), ``acc_bytes`` and ``task_bpb``
+    (bits per byte of the gold continuation; if ``n_bytes``), ``task_loss`` (mean negative
+    log-likelihood of the gold continuation, nats per item), ``brier`` (mean over choices),
+    ``p_choices`` and ``log_p_choices`` (softmax over the choices).
+
+    Parameters
+    ----------
+    store_df : pandas.DataFrame
+        A score store (:mod:`capscale.data.store`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Ladder table; ``run`` is the model_id without its ``@...`` suffix; step is NaN without a
+        ``step`` column.
+    """
+    items = compute(store_df)
+    items["task_loss"] = -items["log_p_vocab_correct"]
+    items["log_p_choices"] = items["log_p_choices_correct"]
+    items["p_choices"] = items["p_choices_correct"]
+    metrics = ["acc", "task_loss", "brier", "p_choices", "log_p_choices"]
+    if "acc_norm" in items:
+        metrics.insert(1, "acc_norm")
+    if "neg_bpb" in items:
+        items["task_bpb"] = -items["neg_bpb"]
+        metrics += ["acc_bytes", "task_bpb"]
+    keys = ["model_id", "task"]
+    model_cols = ["family", "params", "tokens", "compute"] + (["step"] if "step" in items else [])
+    agg = items.groupby(keys, sort=False)[metrics].mean()
+    meta = items.groupby("model_id", sort=False)[model_cols].first()
+    long = agg.reset_index().melt(id_vars=keys, value_vars=metrics, var_name="metric", value_name="value")
+    long = long.merge(meta.reset_index(), on="model_id", how="left")
+    if "step" not in long:
+        long["step"] = np.nan
+    return check_ladder(long[LADDER_COLUMNS], source="ladder_from_store")

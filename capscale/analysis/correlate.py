@@ -32,7 +32,8 @@ Summary statistics per (family, task, metric, method), over the non-NaN r:
 
 Examples
 --------
->>> from capscale import store, chain, correlate
+>>> from capscale.data import store
+>>> from capscale.analysis import chain, correlate
 >>> items = chain.compute(store.example_store(n_models=4, n_items=20))
 >>> corr = correlate.per_item_correlations(items)
 >>> summary = correlate.summarize(corr)

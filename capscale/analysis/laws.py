@@ -48,6 +48,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import optimize
 
+from capscale.analysis._stats import lstsq
+from capscale.errors import CapscaleError
+
 try:  # installed with scikit-learn (a capscale dependency); fits still work without it, only slower
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover
@@ -75,7 +78,7 @@ __all__ = [
 _REL_BOUND_TOL = 1e-6
 
 
-class FitInputError(ValueError):
+class FitInputError(CapscaleError, ValueError):
     """The data given to a fit is unusable; the message names the offending positions."""
 
 
@@ -632,20 +635,19 @@ class ObsSigmoid(Law):
 # ----------------------------------------------------------------------------------------------
 
 
-def _ols(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Weighted OLS of y on [1, x]; returns (coef [intercept, slope], covariance, residual variance)."""
-    X = np.stack([np.ones_like(x), x], axis=1)
-    sw = np.sqrt(w)
-    coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
-    r = y - X @ coef
-    dof = max(len(y) - 2, 1)
-    s2 = float(np.sum(w * r**2) / dof)
-    xtwx = (X * w[:, None]).T @ X
-    try:
-        cov = s2 * np.linalg.inv(xtwx)
-    except np.linalg.LinAlgError:
-        cov = np.full((2, 2), np.nan)
-    return coef, cov, s2
+def _weighted_line(name: str, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Weighted least squares of y on [1, x] (:func:`capscale.analysis._stats.lstsq`).
+
+    Returns (coef [intercept, slope], covariance, residual variance Σ w r² / max(n − 2, 1) with n all the
+    points, zero-weight ones included). Raises :class:`FitInputError` when the points of positive weight do
+    not determine a line.
+    """
+    res = lstsq(np.stack([np.ones_like(x), x], axis=1), y, w, rcond=0.0)
+    if not res.identified:
+        raise FitInputError(f"{name}: the points with positive weight ({int(res.n)} of {len(y)}) do not "
+                            "determine a line (a single distinct x)")
+    s2 = float(res.rss) / max(len(y) - 2, 1)
+    return res.coef, res.cov(s2), s2
 
 
 class LogLinear(Law):
@@ -661,7 +663,7 @@ class LogLinear(Law):
         lx = np.log10(x)
         if np.ptp(lx) == 0:
             raise FitInputError(f"{self.name}: every x is identical ({x[0]:.4g}); the slope is not identifiable")
-        coef, cov, s2 = _ols(lx, y, w)
+        coef, cov, s2 = _weighted_line(self.name, lx, y, w)
         self._set(coef)
         self.cov_ = cov
         self.objective_ = float(s2)
@@ -709,7 +711,7 @@ class DirectLaw(Law):
                                 f"with distinct compute ({int(ok.sum())} usable of {len(y)})")
         lx = np.log(x[ok])
         t = np.log(-np.log(accp[ok]))
-        coef, cov, s2 = _ols(lx, t, w[ok])
+        coef, cov, s2 = _weighted_line(self.name, lx, t, w[ok])
         self._set(np.array([coef[1], coef[0]]))
         self.cov_ = cov[::-1, ::-1]
         self.objective_ = float(s2)

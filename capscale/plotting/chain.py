@@ -44,20 +44,10 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110, close: bool = T
     The folder is created if needed; the figure is closed afterwards unless ``close=False``.
     Extra keyword arguments go to ``Figure.savefig`` (e.g. ``bbox_inches="tight"``).
     """
-    import tempfile
+    from capscale._io import atomic_write
 
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="_tmp.", suffix=os.path.splitext(str(path))[1] or ".png", dir=d)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, **kw)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    try:  # the temporary file keeps the destination's suffix, so savefig picks the same format
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, **kw))
     finally:
         if close:
             import matplotlib.pyplot as plt

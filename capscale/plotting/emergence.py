@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from capscale._io import safe_name
 from capscale.analysis.emergence import fits as _fits
 from capscale.analysis.emergence import stats as _st
+from capscale.analysis.emergence.analysis import to_shape
 
 __all__ = ["plot_report"]
 
@@ -197,8 +199,6 @@ def plot_crossing(rep: dict, path: Path) -> Path | None:
 
 def plot_fits(rep: dict, reps: dict, path: Path) -> Path | None:
     """P6: fits of D and K in their shape spaces on the first n − 1 models, held-out point with z."""
-    from capscale.analysis.emergence.analysis import _to_shape  # local: avoids an import cycle at module load
-
     plt = _plt()
     x = np.asarray(rep["x"])
     n = len(x)
@@ -209,7 +209,7 @@ def plot_fits(rep: dict, reps: dict, path: Path) -> Path | None:
     xx = np.linspace(x[0], x[-1], 200)
     for ax, m in zip(axes[0], ms):
         d = rep["metrics"][m]
-        S, space = _to_shape(m, np.asarray(d["y"])[None, :], d.get("chance"))
+        S, space = to_shape(m, np.asarray(d["y"])[None, :], d.get("chance"))
         s = S[0]
         tr = s[: n - 1]
         xt = x[: n - 1]
@@ -277,8 +277,6 @@ def plot_report(rep: dict, out_dir: str | os.PathLike, stem: str | None = None) 
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from capscale.analysis.emergence.scan import safe_name
-
     stem = stem or safe_name(rep["task"])
     paths: list[Path | None] = []
     if rep.get("metrics"):

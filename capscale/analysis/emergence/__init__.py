@@ -14,18 +14,22 @@ Public API
     and its ``reasons``.
 :func:`scan` / :func:`apply_fdr`
     Many tasks with Benjamini–Hochberg control of the per-task "D sharp" tests.
-:func:`run_emergence`
-    Score store in, ``<task>.json`` + ``verdicts.csv`` + figures out (what ``capscale emergence`` does).
-:func:`write_json`, :func:`verdict_table`, :func:`capscale.plotting.emergence.plot_report`
-    Outputs.
+:func:`verdict_table`
+    One row per report.
+:func:`to_shape`
+    A metric's curves in its shape space (chance-normalised, log-NLL, ...), as the fits see them.
 :mod:`~capscale.analysis.emergence.stats`, :mod:`~capscale.analysis.emergence.fits`
     The statistics (breakthroughness, linearity, jump shares, Kendall τ with exact p, BH) and the
     parametric fits, vectorised over bootstrap replicates.
 
+Reading inputs from files and writing the reports, the verdict table and the figures to a folder (what
+``capscale emergence`` does) is :mod:`capscale.pipelines.emergence`; the figures are
+:func:`capscale.plotting.emergence.plot_report`.
+
 Example
 -------
 >>> import numpy as np
->>> from capscale import emergence as em
+>>> from capscale.analysis import emergence as em
 >>> N = np.logspace(8, 11.5, 8); p = np.exp(-(N / 1e9) ** -0.6)
 >>> round(em.stats.breakthroughness(p**10) / 7, 2), round(em.stats.breakthroughness(-10 * (1 - p)) / 7, 2)
 (1.4, 1.16)
@@ -73,7 +77,14 @@ Where this implementation deviates from emergence.md §9, and why
 from __future__ import annotations
 
 from capscale.analysis.emergence import fits, stats
-from capscale.analysis.emergence.analysis import DEFAULTS, VERDICTS, analyse, bootstrap_weights, decide
+from capscale.analysis.emergence.analysis import (
+    DEFAULTS,
+    VERDICTS,
+    analyse,
+    bootstrap_weights,
+    decide,
+    to_shape,
+)
 from capscale.analysis.emergence.inputs import (
     TaskInput,
     drop_nonfinite_items,
@@ -81,16 +92,7 @@ from capscale.analysis.emergence.inputs import (
     from_items,
     from_ladder,
 )
-from capscale.analysis.emergence.scan import (
-    apply_fdr,
-    run_emergence,
-    safe_name,
-    scan,
-    to_jsonable,
-    verdict_table,
-    write_json,
-)
-from capscale.pipelines.emergence import detect_format, load_inputs
+from capscale.analysis.emergence.scan import apply_fdr, scan, verdict_table
 
 __all__ = [
     "DEFAULTS",
@@ -100,18 +102,13 @@ __all__ = [
     "apply_fdr",
     "bootstrap_weights",
     "decide",
-    "detect_format",
     "drop_nonfinite_items",
     "fits",
     "from_arrays",
     "from_items",
     "from_ladder",
-    "load_inputs",
-    "run_emergence",
-    "safe_name",
     "scan",
     "stats",
-    "to_jsonable",
+    "to_shape",
     "verdict_table",
-    "write_json",
 ]

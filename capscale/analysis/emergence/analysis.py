@@ -16,7 +16,7 @@ from capscale.analysis.emergence import fits as _fits
 from capscale.analysis.emergence import stats as _st
 from capscale.analysis.emergence.inputs import BOUNDED, TaskInput
 
-__all__ = ["analyse", "decide", "VERDICTS", "DEFAULTS", "bootstrap_weights"]
+__all__ = ["analyse", "decide", "to_shape", "VERDICTS", "DEFAULTS", "bootstrap_weights"]
 
 VERDICTS = ("METRIC_INDUCED", "GENUINE_TRANSITION_CANDIDATE", "SMOOTH", "INVERSE_OR_NONMONOTONE",
             "INSUFFICIENT_DATA")
@@ -126,8 +126,13 @@ def _chance_levels(ti: TaskInput) -> dict[str, float]:
     return ch
 
 
-def _to_shape(metric: str, Y: np.ndarray, chance: float | None) -> tuple[np.ndarray, str]:
-    """Map raw curves to the metric's shape space (§9.4-C); returns (array, description)."""
+def to_shape(metric: str, Y: np.ndarray, chance: float | None) -> tuple[np.ndarray, str]:
+    """Map raw curves to the metric's shape space (§9.4-C); returns (array, description).
+
+    Bounded metrics with a chance level are chance-normalised, ``logp_vocab``/``neg_bpb`` go to negated log-NLL
+    space, ``log_pu`` to negated PassUntil space; any other metric is returned as it is. ``Y`` holds one curve
+    per row (models along the last axis).
+    """
     if metric in BOUNDED and chance is not None:
         top = 0.0 if metric == "neg_brier" else 1.0
         return (Y - chance) / (top - chance), "chance-normalised: (y - chance)/(perfect - chance)"
@@ -214,7 +219,7 @@ def _fit_summary(x: np.ndarray, S: np.ndarray, bounded: bool, alpha: float, n: i
 def _metric_report(metric: str, x: np.ndarray, Y: np.ndarray, chance: float | None, alpha: float,
                    model_ids: list[str], per_item: np.ndarray | None, cfg: dict) -> dict:
     n = len(x)
-    S, space = _to_shape(metric, Y, chance)
+    S, space = to_shape(metric, Y, chance)
     has_reps = Y.shape[0] > 1
     rep: dict = {"space": space, "chance": _f(chance)}
     rep["y"] = Y[0].tolist()

@@ -19,8 +19,9 @@ name           formula (y in the metric's shape space)          k (with σ)   n 
 =============  ===============================================  ===========  =====
 
 ``sigmoid2`` and ``hinge2`` need a bounded metric normalised so that chance = 0 and perfect = 1.
-AICc = n·ln(RSS/n) + 2k + 2k(k+1)/(n − k − 1) (k counts σ); RSS is floored at 1e-12 of the total sum
-of squares so that an exact fit gives a finite AICc.
+AICc = n·ln(RSS/n) + 2k + 2k(k+1)/(n − k − 1) (k counts σ; :func:`capscale.analysis._stats.aicc`, NaN
+where n − k − 1 < 1); RSS is floored at 1e-12 of the total sum of squares so that an exact fit gives a
+finite AICc. Every linear least-squares step is :func:`capscale.analysis._stats.lstsq`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import least_squares
 
-__all__ = ["K_PARAMS", "MIN_N", "aicc", "fit_linear_family", "fit_sigmoid2", "fit_sigmoid4", "fit_hinge2",
+from capscale.analysis._stats import aicc, lstsq
+
+__all__ = ["K_PARAMS", "MIN_N", "fit_linear_family", "fit_sigmoid2", "fit_sigmoid4", "fit_hinge2",
            "fit_broken", "fit_all", "LN81"]
 
 #: ln 81: the 10 %→90 % width of a logistic in units of 1/k.
@@ -40,51 +43,29 @@ K_PARAMS = {"linear": 3, "sigmoid2": 3, "hinge2": 3, "quadratic": 4, "broken": 5
 MIN_N = {m: k + 2 for m, k in K_PARAMS.items()}
 
 
-def aicc(rss: np.ndarray | float, n: int, k: int, tss: np.ndarray | float | None = None) -> np.ndarray | float:
-    """Small-sample AIC, n·ln(RSS/n) + 2k + 2k(k+1)/(n−k−1); NaN where n − k − 1 < 1."""
-    rss = np.asarray(rss, dtype=np.float64)
-    if n - k - 1 < 1:
-        return np.full_like(rss, np.nan) if rss.ndim else float("nan")
-    floor = 1e-12 * (np.asarray(tss, dtype=np.float64) if tss is not None else 1.0) + 1e-300
-    out = n * np.log(np.maximum(rss, floor) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
-    return out if out.ndim else float(out)
+def _best_design(D: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+    """Least squares of every row of Y (R, n) on every design D[g] (G, n, p); the design of least RSS per row.
 
-
-def _design_fit(D: np.ndarray, Y: np.ndarray, best_only: bool = False) -> dict[str, np.ndarray]:
-    """Least squares of every row of Y (R, n) on every design D[g] (G, n, p).
-
-    RSS comes from the orthonormal projection, RSS = ‖y‖² − ‖Qᵀy‖² (one BLAS product for all rows and
-    designs). With ``best_only`` only the design of least RSS per row is kept: ``best`` (R,), ``coef``
-    (R, p), ``rss`` (R,); otherwise ``coef`` (R, G, p) and ``rss`` (R, G).
+    One QR per design and the RSS from the projections, ‖y‖² − ‖Qᵀy‖², with one matrix product for all rows
+    and designs (:func:`capscale.analysis._stats.lstsq`, every design of full rank accepted). Returns
+    ``best`` (R,) design index, ``coef`` (R, p) and ``rss`` (R,).
     """
-    G, n, p = D.shape
-    Q, Rm = np.linalg.qr(D)  # (G, n, p), (G, p, p)
-    Qm = Q.transpose(1, 0, 2).reshape(n, G * p)
-    proj = (Y @ Qm).reshape(len(Y), G, p)
-    yy = (Y**2).sum(axis=1)
-    rss = yy[:, None] - (proj**2).sum(axis=2)
-    Rinv = np.linalg.inv(Rm)
-    if best_only:
-        best = np.argmin(rss, axis=1)
-        idx = np.arange(len(Y))
-        coef = np.einsum("rpq,rq->rp", Rinv[best], proj[idx, best])
-        return {"best": best, "coef": coef, "rss": np.maximum(rss[idx, best], 0.0)}
-    coef = np.einsum("gpq,rgq->rgp", Rinv, proj)
-    return {"coef": coef, "rss": np.maximum(rss, 0.0)}
+    f = lstsq(D, Y[:, None, :], rcond=0.0, rss="projection")
+    best = np.argmin(f.rss, axis=1)
+    idx = np.arange(len(Y))
+    return {"best": best, "coef": f.coef[idx, best], "rss": f.rss[idx, best]}
 
 
 def fit_linear_family(x: np.ndarray, Y: np.ndarray, degree: int) -> dict[str, np.ndarray]:
     """Polynomial of ``degree`` in x (centred internally), for every row of Y.
 
-    Returns ``coef`` (R, degree+1) in powers of the *centred* x (``x_mean`` given), ``rss`` (R,),
-    ``fitted`` (R, n).
+    Returns ``coef`` (R, degree+1) in powers of the *centred* x (``x_mean`` given), ``rss`` (R,).
     """
     x = np.asarray(x, dtype=np.float64)
     xm = float(x.mean())
     V = np.vander(x - xm, degree + 1, increasing=True)
-    coef = Y @ np.linalg.pinv(V).T
-    rss = ((Y - coef @ V.T) ** 2).sum(axis=1)
-    return {"coef": coef, "rss": rss, "x_mean": xm}
+    f = lstsq(V, Y, rcond=0.0)
+    return {"coef": f.coef, "rss": f.rss, "x_mean": xm}
 
 
 def predict_poly(coef: np.ndarray, x_mean: float, xnew: np.ndarray) -> np.ndarray:
@@ -151,7 +132,7 @@ def fit_sigmoid4(x: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
     ok = P.std(axis=1) > 1e-9  # a flat σ over the models makes the design rank-deficient
     X0, K, P = X0[ok], K[ok], P[ok]
     D = np.stack([np.ones_like(P), P], axis=2)
-    f = _design_fit(D, Y, best_only=True)
+    f = _best_design(D, Y)
     best, c = f["best"], f["coef"]
     return {"x0": X0[best], "k": K[best], "floor": c[:, 0], "top": c[:, 0] + c[:, 1], "rss": f["rss"],
             "width_dec": LN81 / K[best], "grid_step": float(gx0[1] - gx0[0])}
@@ -166,14 +147,9 @@ def fit_hinge2(x: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     span = float(x[-1] - x[0])
     g = _break_grid(x, x[0] - 0.5 * span, x[-2], 160)
-    H = np.maximum(0.0, x[None, :] - g[:, None])  # (G, n)
-    hh = (H**2).sum(axis=1)
-    yh = Y @ H.T  # (R, G)
-    rss = (Y**2).sum(axis=1)[:, None] - yh**2 / hh[None, :]
-    best = np.argmin(rss, axis=1)
-    idx = np.arange(len(Y))
-    return {"x_b": g[best], "s": yh[idx, best] / hh[best], "rss": rss[idx, best].clip(min=0),
-            "grid_step": float(g[1] - g[0])}
+    H = np.maximum(0.0, x[None, :] - g[:, None])  # (G, n): one single-column design per break point
+    f = _best_design(H[:, :, None], Y)
+    return {"x_b": g[f["best"]], "s": f["coef"][:, 0], "rss": f["rss"], "grid_step": float(g[1] - g[0])}
 
 
 def fit_broken(x: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
@@ -184,7 +160,7 @@ def fit_broken(x: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
     xc = x - xm
     D = np.stack([np.ones((len(g), len(x))), np.broadcast_to(xc, (len(g), len(x))),
                   np.maximum(0.0, x[None, :] - g[:, None])], axis=2)
-    f = _design_fit(D, Y, best_only=True)
+    f = _best_design(D, Y)
     best, c = f["best"], f["coef"]
     return {"x_b": g[best], "a": c[:, 0] - c[:, 1] * xm, "b": c[:, 1], "d": c[:, 2],
             "rss": f["rss"], "grid_step": float(g[1] - g[0])}
@@ -216,5 +192,5 @@ def fit_all(x: np.ndarray, Y: np.ndarray, *, bounded: bool, refine: bool = True)
     if n >= MIN_N["sigmoid4"]:
         out["sigmoid4"] = fit_sigmoid4(x, Y[:1])  # descriptive: point estimate only (no bootstrap CI)
     for name, f in out.items():
-        f["aicc"] = aicc(f["rss"], n, K_PARAMS[name], tss[: len(f["rss"])])
+        f["aicc"] = aicc(f["rss"], n, K_PARAMS[name], tss[: len(f["rss"])])  # NaN where n − k − 1 < 1
     return out

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["TaskInput", "from_items", "from_arrays", "from_ladder", "drop_nonfinite_items", "final_checkpoints",
+from capscale.data import select as _select
+
+__all__ = ["TaskInput", "from_items", "from_arrays", "from_ladder", "drop_nonfinite_items", "final_only",
            "CHAIN_TO_METRIC",
            "DISCRETE", "BOUNDED"]
 
@@ -167,19 +169,17 @@ def from_arrays(task: str, family: str, model_ids: list[str], compute: np.ndarra
                      guards=guards, exclusions=exclusions, row_ids=[ids[i] for i in order])
 
 
-def final_checkpoints(store_df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
-    """Keep, per run, only the checkpoint with the most tokens (a store with several checkpoints per size).
+def final_only(store_df: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Keep, per run, only its final checkpoint (a store with several checkpoints per size).
 
-    The run is the ``run`` column if present, else ``params`` (one training run per size). Returns the
-    filtered store and a note (None when nothing was removed).
+    The run is the ``run`` column if present, else the model size (one training run per size); the rule and its
+    ties are :func:`capscale.data.select.final_checkpoints`. Returns the filtered store and a note (None when
+    nothing was removed).
     """
-    run = store_df["run"].astype(str) if "run" in store_df.columns else store_df["params"].astype(str)
-    tok = store_df["tokens"].astype(float)
-    keep = tok == tok.groupby(run).transform("max")
-    if keep.all():
+    out = _select.final_checkpoints(store_df, by="run" if "run" in store_df.columns else "params")
+    if len(out) == len(store_df):
         return store_df, None
     n0 = store_df["model_id"].nunique()
-    out = store_df[keep]
     return out, (f"kept the final checkpoint (most tokens) of each run: {out['model_id'].nunique()} of {n0} "
                  f"checkpoints (use --steps all for every checkpoint)")
 

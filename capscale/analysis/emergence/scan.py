@@ -1,12 +1,11 @@
-"""Scanning many tasks: Benjamini–Hochberg control, JSON output and the verdict table."""
+"""Scanning many tasks: Benjamini–Hochberg control across them and the verdict table.
+
+Writing the reports to a folder is :func:`capscale.pipelines.emergence.run`.
+"""
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,41 +14,7 @@ from capscale.analysis.emergence import stats as _st
 from capscale.analysis.emergence.analysis import DEFAULTS, analyse, decide
 from capscale.analysis.emergence.inputs import TaskInput
 
-__all__ = ["apply_fdr", "scan", "to_jsonable", "write_json", "verdict_table", "safe_name", "run_emergence"]
-
-
-def to_jsonable(obj):
-    """Recursively convert numpy types; ±inf become the strings "inf"/"-inf", NaN becomes null (§9.7)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        v = float(obj)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    return obj
-
-
-def safe_name(task: str) -> str:
-    """A file-system-safe file stem for a task name."""
-    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in task)
-
-
-def write_json(report: dict, path: str | os.PathLike) -> Path:
-    """Atomically write a report as strict JSON (no NaN/Infinity literals)."""
-    from capscale._io import atomic_write_text
-
-    return atomic_write_text(path, json.dumps(to_jsonable(report), indent=1, allow_nan=False) + "\n")
+__all__ = ["apply_fdr", "scan", "verdict_table"]
 
 
 def apply_fdr(reports: list[dict], alpha: float = 0.05) -> list[dict]:
@@ -129,81 +94,3 @@ def verdict_table(reports: list[dict]) -> pd.DataFrame:
             "reasons": " | ".join(map(str, r.get("reasons") or [])),
         })
     return pd.DataFrame(rows)
-
-
-def run_emergence(store_df: pd.DataFrame, out: str | os.PathLike, *, family: str | None = None,
-                  tasks: list[str] | None = None, B: int = 2000, seed: int = 0, alpha: float = 0.05,
-                  steps: str = "final", min_items: int = 20, figures: bool = True, progress: bool = False,
-                  workers: int = 1) -> dict:
-    """Score store in, emergence reports out: the Python equivalent of ``capscale emergence STORE --all-tasks``.
-
-    Parameters
-    ----------
-    store_df : DataFrame
-        A score store (per-choice log-likelihoods in nats; see :mod:`capscale.data.store`).
-    out : path-like
-        Output folder: ``<task>.json`` per task (``<family>/<task>.json`` when the store holds several
-        families), ``verdicts.csv`` and ``figures/``.
-    family, tasks : optional
-        Restrict to one family / these tasks (default: all).
-    steps : {"final", "all"}
-        ``final`` keeps the checkpoint with the most tokens per size (run); ``all`` uses every checkpoint.
-
-    Returns
-    -------
-    dict with ``summary`` (verdict per family/task), ``out`` and ``files``.
-    """
-    from capscale.analysis import chain
-    from capscale.analysis.emergence.inputs import drop_nonfinite_items, final_checkpoints, from_items
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    df = store_df
-    if family is not None:
-        df = df[df["family"].astype(str) == family]
-    if tasks is not None:
-        df = df[df["task"].isin(tasks)]
-    if df.empty:
-        raise ValueError(f"no rows for family {family!r} and tasks {tasks!r}")
-    notes = []
-    if steps == "final":
-        df, note = final_checkpoints(df)
-        if note:
-            notes.append(note)
-    elif steps != "all":
-        raise ValueError(f"steps must be 'final' or 'all', got {steps!r}")
-    df, dropped = drop_nonfinite_items(df)
-    items = chain.compute(df)
-    fams = sorted(items["family"].astype(str).unique())
-    files: list[str] = []
-    summary: dict = {}
-    all_reports = []
-    for fam in fams:
-        sub = items[items["family"].astype(str) == fam]
-        inputs = []
-        for t in sorted(sub["task"].astype(str).unique()):
-            ti = from_items(sub, t, fam)
-            if dropped.get(t):
-                ti.exclusions["items_nonfinite_loglik"] = dropped[t]
-                ti.guards.append(f"{dropped[t]} item(s) with a NaN/inf loglik were excluded for every model")
-            ti.guards.extend(notes)
-            inputs.append(ti)
-        reports = scan(inputs, B=B, seed=seed, alpha=alpha, min_items=min_items, progress=progress,
-                       keep_curves=figures, workers=workers)
-        d = out if len(fams) == 1 else out / safe_name(fam)
-        for r in reports:
-            r["command"] = (f"capscale.analysis.emergence.run_emergence(store, {str(out)!r}, B={B}, seed={seed}, "
-                            f"alpha={alpha}, steps={steps!r})")
-            files.append(str(write_json(r, d / f"{safe_name(r['task'])}.json")))
-            if figures:
-                from capscale.plotting.emergence import plot_report
-
-                files += [str(p) for p in plot_report(r, d / "figures")]
-            summary[f"{fam}/{r['task']}" if len(fams) > 1 else r["task"]] = r["verdict"]
-        all_reports += reports
-    table = verdict_table(all_reports)
-    tmp = out / ".verdicts.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out / "verdicts.csv")
-    files.append(str(out / "verdicts.csv"))
-    return {"summary": summary, "out": str(out), "files": files}

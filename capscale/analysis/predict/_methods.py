@@ -1,0 +1,561 @@
+"""The ladder prediction methods and the registry :data:`METHODS`.
+
+Every method here derives from :class:`LadderMethod`: it extracts the ladder's runs, fits its laws
+(``_core``), refits them on bootstrap resamples of the runs for the interval, and widens the interval by
+its leave-largest-out extrapolation error on the training ladder. Compute is the nominal C = 6·N·D (FLOPs)
+for the ladder runs and the target alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+from abc import abstractmethod
+from collections.abc import Callable, Mapping
+from statistics import NormalDist
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from capscale.analysis import laws
+from capscale.analysis.predict._base import (
+    MethodNotApplicable,
+    Prediction,
+    Predictor,
+    check_is_fitted,
+    law_dict,
+)
+from capscale.analysis.predict._runs import (
+    Run,
+    auto_window,
+    extract_runs,
+    final_value,
+    loss_metric,
+    moving_average,
+    step2_points,
+)
+from capscale.data.ladder_table import chance_of
+from capscale.errors import UsageError
+
+__all__ = [
+    "LadderMethod",
+    "EnsemblePredictor",
+    "LogLinearPredictor",
+    "DirectPredictor",
+    "SigmoidPredictor",
+    "LadderPredictor",
+    "LadderComputePredictor",
+    "GadrePredictor",
+    "METHODS",
+    "method_class",
+    "get_method",
+    "method_options",
+]
+
+#: Fit failures a refit (bootstrap, cross-validation, ensemble member) may hit and survive.
+FIT_ERRORS = (laws.FitInputError, ValueError, np.linalg.LinAlgError, RuntimeError)
+
+Fn = Callable[[float, float], float]
+
+
+class LadderMethod(Predictor):
+    """Shared machinery of the ladder methods: run extraction, bootstrap over runs, intervals, target checks.
+
+    A method subclasses this, sets :attr:`name` (and :attr:`needs_loss` when it chains through a task
+    loss) and implements ``_core(runs) -> (fn, laws)``: ``fn(params, tokens)`` the point prediction and
+    ``laws`` the fitted :class:`capscale.analysis.laws.Law` objects by name.
+
+    Parameters
+    ----------
+    bootstrap : int
+        Bootstrap resamples over ladder runs for the interval (0: no bootstrap interval).
+    seed : int
+        Seed of the bootstrap (fits are deterministic for a seed).
+    level : float
+        Nominal probability of the interval (0.9: a 90 % interval).
+    inflate : bool
+        Widen the interval in quadrature by the leave-largest-out extrapolation error on the training ladder.
+    final_window : int, optional
+        Checkpoints averaged into a run's final value (default: 5 when every run's last 5 checkpoints lie in
+        its last 10 % of tokens, as on the OLMo ladder, else 1).
+    x_task, x_metric : str, optional
+        The loss to chain through where the task has none (CLI ``--loss-task`` / ``--loss-metric``).
+
+    Attributes
+    ----------
+    task_, metric_ : str
+        What was fitted.
+    chance_ : float
+        Chance accuracy of the task (0 for metrics other than accuracies).
+    loss_ : (str, str) or None
+        The (task, metric) of the loss chained through.
+    window_ : int
+        The final window used.
+    runs_ : list of Run
+        The training runs.
+    laws_ : dict of str to Law
+        The fitted laws.
+    fit_warnings_ : list of str
+        Warnings of the fit (bounds hit, non-convergence, failed refits).
+    cv_err_ : float
+        The leave-largest-out RMS error (NaN when not computed).
+    """
+
+    name: ClassVar[str] = "base"
+    #: Whether the method chains through a task loss.
+    needs_loss: ClassVar[bool] = False
+    #: Whether a missing task loss is acceptable (the method then does without it).
+    optional_loss: ClassVar[bool] = False
+
+    _warm: dict[str, list[float]] | None = None
+    _failed_members: list[str]
+
+    def __init__(self, *, bootstrap: int = 100, seed: int = 0, level: float = 0.9, inflate: bool = True,
+                 final_window: int | None = None, x_task: str | None = None, x_metric: str | None = None):
+        self.bootstrap = bootstrap
+        self.seed = seed
+        self.level = level
+        self.inflate = inflate
+        self.final_window = final_window
+        self.x_task = x_task
+        self.x_metric = x_metric
+
+    def _warm_start(self, key: str) -> list[list[float]] | None:
+        """Start list for a refit: the point estimate of law ``key`` once the point fit is done."""
+        if self._warm and key in self._warm:
+            return [self._warm[key]]
+        return None
+
+    @abstractmethod
+    def _core(self, runs: list[Run]) -> tuple[Fn, dict[str, laws.Law]]:
+        """Fit the method's laws on ``runs``; returns the prediction function and the laws by name."""
+
+    def fit(self, ladder: pd.DataFrame, task: str, *, metric: str = "acc",
+            store: pd.DataFrame | None = None) -> LadderMethod:
+        """Fit on the ladder's runs of ``task`` (see :meth:`Predictor.fit`); returns ``self``.
+
+        Raises
+        ------
+        MethodNotApplicable
+            The method needs a score store, or a task loss the ladder lacks.
+        capscale.analysis.laws.FitInputError
+            Fewer than 2 runs, or too few points for a law.
+        """
+        if self.needs_store and store is None:
+            raise MethodNotApplicable(f"method {self.name!r} needs a score store (per-choice scores); "
+                                      "the input was a published ladder")
+        n_boot = int(self.bootstrap)
+        self.task_, self.metric_ = task, metric
+        self.chance_ = chance_of(task) if metric.startswith("acc") else 0.0
+        xt = None
+        if self.needs_loss:
+            try:
+                xt = loss_metric(ladder, task, self.x_task, self.x_metric)
+            except MethodNotApplicable:
+                if not self.optional_loss:
+                    raise
+        self.loss_ = xt
+        runs = extract_runs(ladder, task, metric, xt)
+        self.window_ = self.final_window or auto_window(runs)
+        self.runs_ = runs
+        if len(runs) < 2:
+            raise laws.FitInputError(f"{self.name}: task {task!r} has {len(runs)} ladder run(s); need at least 2")
+        self._warm = None
+        self._failed_members = []
+        self.fn_, self.laws_ = self._core(runs)
+        # bootstrap refits start from the point estimate (multi-start only for the point fit)
+        self._warm = {k: [law.params_[p] for p in law.param_names] for k, law in self.laws_.items()}
+        self.fit_warnings_ = sorted({w for law in self.laws_.values() for w in law.warnings_})
+        self.fit_warnings_ += [f"{self.name}: member {f} failed and was left out" for f in self._failed_members]
+        # bootstrap over runs
+        rng = np.random.default_rng(int(self.seed))
+        self.boot_: list[Fn] = []
+        fails = 0
+        for _ in range(n_boot):
+            pick = rng.integers(0, len(runs), len(runs))
+            sample = [runs[i] for i in pick]
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fn, _ = self._core(_dedupe(sample))
+                self.boot_.append(fn)
+            except FIT_ERRORS:
+                fails += 1
+        self.boot_failures_ = fails
+        if fails:
+            self.fit_warnings_.append(f"{self.name}: {fails} of {n_boot} bootstrap refits failed "
+                                      "and were left out of the interval")
+        # extrapolation error by leave-largest-out on the training ladder (for the interval)
+        self.cv_err_ = float("nan")
+        if self.inflate:
+            self.cv_err_ = _cv_error(self, runs)
+        return self
+
+    def _check_target(self, params: float, tokens: float) -> list[str]:
+        out = []
+        for name, v in (("params", params), ("tokens", tokens)):
+            if not (isinstance(v, int | float | np.floating | np.integer) and math.isfinite(v)) or v < 1:
+                raise UsageError(f"target {name} = {v!r} is not a sensible value (must be a finite number >= 1)")
+        if params > 1e14 or tokens > 1e16:
+            out.append(f"target params={params:.3g}, tokens={tokens:.3g} is outside any sensible range "
+                       "(> 1e14 parameters or > 1e16 tokens)")
+        pmax = max(r.params for r in self.runs_)
+        cmax = max(6 * r.params * r.tokens[-1] for r in self.runs_)
+        c = 6 * params * tokens
+        if c > cmax:
+            out.append(f"extrapolation: target compute 6ND = {c:.3g} FLOPs is {c / cmax:.3g}x the largest ladder "
+                       f"run ({cmax:.3g})")
+        if params <= pmax and c <= cmax:
+            out.append("target lies inside or below the ladder: this is interpolation")
+        return out
+
+    def predict(self, params: float, tokens: float) -> Prediction:
+        """The metric at N = ``params`` parameters and D = ``tokens`` tokens, with its interval.
+
+        Parameters
+        ----------
+        params : float
+            N, parameters of the target model (>= 1).
+        tokens : float
+            D, its training tokens (>= 1); compute is C = 6·N·D FLOPs.
+
+        Returns
+        -------
+        Prediction
+            Accuracies (and ``p_choices``, ``brier``) are clipped to [0, 1], with a warning when the law's raw
+            value lay outside.
+
+        Raises
+        ------
+        capscale.errors.NotFittedError
+            Before :meth:`fit`.
+        capscale.errors.UsageError
+            ``params`` or ``tokens`` not a finite number >= 1.
+        """
+        check_is_fitted(self, "fn_")
+        warns = self._check_target(params, tokens) + list(self.fit_warnings_)
+        v = float(self.fn_(float(params), float(tokens)))
+        level = float(self.level)
+        alpha = (1 - level) / 2
+        bs = np.array([f(float(params), float(tokens)) for f in self.boot_], dtype=float)
+        bs = bs[np.isfinite(bs)]
+        if len(bs) >= 2:
+            lo_b, hi_b = np.quantile(bs, [alpha, 1 - alpha])
+            lo_h, hi_h = max(v - lo_b, 0.0), max(hi_b - v, 0.0)
+        else:
+            lo_h = hi_h = 0.0
+            warns.append(f"{self.name}: no bootstrap interval (bootstrap={self.bootstrap})")
+        if self.inflate and math.isfinite(self.cv_err_):
+            z = NormalDist().inv_cdf(1 - alpha)
+            # extrapolation error grows with distance: scale the CV error by the ratio of the log-size
+            # extrapolation distances (target vs the CV fold), never below 1
+            dist = math.log(max(params / max(r.params for r in self.runs_), 1.0))
+            extra = z * self.cv_err_ * max(1.0, dist / getattr(self, "cv_log_ratio_", dist or 1.0))
+            lo_h, hi_h = math.hypot(lo_h, extra), math.hypot(hi_h, extra)
+        lower, upper = v - lo_h, v + hi_h
+        if self.metric_.startswith("acc") or self.metric_ in ("p_choices", "brier"):
+            if math.isfinite(v) and not 0.0 <= v <= 1.0:
+                warns.append(f"{self.name}: raw prediction {v:.4g} lies outside [0, 1] and was clipped: the law "
+                             "extrapolates past the metric's range")
+                v = min(max(v, 0.0), 1.0)
+            lower, upper = max(min(lower, v), 0.0), min(max(upper, v), 1.0)
+        if not math.isfinite(v):
+            warns.append(f"{self.name}: the prediction is not finite")
+        return Prediction(v, float(lower), float(upper), warns)
+
+    def report(self) -> dict[str, Any]:
+        """Fitted laws (parameters, bounds hit, convergence) and fit settings as a JSON-ready dict.
+
+        Raises
+        ------
+        capscale.errors.NotFittedError
+            Before :meth:`fit`.
+        """
+        check_is_fitted(self, "fn_", action="report")
+        return {"method": self.name, "task": self.task_, "metric": self.metric_,
+                "loss": list(self.loss_) if self.loss_ else None, "final_window": self.window_,
+                "n_runs": len(self.runs_), "laws": {k: law_dict(v) for k, v in self.laws_.items()},
+                "cv_error": self.cv_err_, "bootstrap": self.bootstrap, "seed": self.seed,
+                "warnings": self.fit_warnings_}
+
+
+def _dedupe(sample: list[Run]) -> list[Run]:
+    """Bootstrap samples repeat runs; keep repeats (they act as weights) but give them distinct names."""
+    return [Run(f"{r.run}#{i}", r.params, r.tokens, r.y, r.x) for i, r in enumerate(sample)]
+
+
+def _cv_error(pred: LadderMethod, runs: list[Run]) -> float:
+    """RMS error on the runs of the largest size when fitting on the others (nan if not possible)."""
+    train, held = _split_runs(runs, 1)
+    if len(train) < 2 or not held:
+        return float("nan")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn, _ = pred._core(train)
+        errs = [fn(r.params, r.tokens[-1]) - final_value(r.y, pred.window_) for r in held]
+    except FIT_ERRORS:
+        return float("nan")
+    errs = np.asarray(errs, dtype=float)
+    nmax = max(r.params for r in train)
+    pred.cv_log_ratio_ = max(float(np.mean([math.log(r.params / nmax) for r in held])), 1e-3)
+    return float(np.sqrt(np.mean(errs**2))) if np.all(np.isfinite(errs)) else float("nan")
+
+
+def _split_runs(runs: list[Run], k: int) -> tuple[list[Run], list[Run]]:
+    sizes = sorted({r.params for r in runs})
+    if len(sizes) <= k:
+        return runs, []
+    cut = sizes[-k]
+    return [r for r in runs if r.params < cut], [r for r in runs if r.params >= cut]
+
+
+def _finals(runs: list[Run], window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    n = np.array([r.params for r in runs])
+    d = np.array([r.tokens[-1] for r in runs])
+    y = np.array([final_value(r.y, window) for r in runs])
+    return n, d, y, [r.run for r in runs]
+
+
+class EnsemblePredictor(LadderMethod):
+    """Median of the member methods' predictions (robust to one member's failed extrapolation).
+
+    Members that need a task loss are left out where the ladder has none; a member whose fit fails is
+    left out and named in the warnings. Members use their default options, without bootstrap or inflation
+    (the ensemble bootstraps and inflates as a whole).
+    """
+
+    name = "ensemble"
+    needs_loss = True
+    optional_loss = True
+    MEMBERS: ClassVar[tuple[str, ...]] = ("ladder", "ladder_c", "direct", "sigmoid", "gadre")
+
+    def _core(self, runs):
+        fns, fitted = [], {}
+        first = self._warm is None
+        if first:
+            self._members: dict[str, LadderMethod] = {}
+            for name in self.MEMBERS:
+                m = get_method(name, bootstrap=0, inflate=False)
+                if m.needs_loss and runs[0].x is None:
+                    continue
+                m.task_, m.metric_, m.chance_, m.window_ = self.task_, self.metric_, self.chance_, self.window_
+                self._members[name] = m
+        failed = []
+        for name, m in self._members.items():
+            try:
+                fn, lw = m._core(runs)
+            except FIT_ERRORS as e:
+                failed.append(f"{name} ({e})")
+                continue
+            if first:
+                m._warm = {k: [law.params_[p] for p in law.param_names] for k, law in lw.items()}
+            fns.append(fn)
+            fitted.update({f"{name}.{k}": v for k, v in lw.items()})
+        if first and failed:
+            self._failed_members = failed
+        if not fns:
+            raise laws.FitInputError(f"{self.name}: no member method could be fitted")
+
+        def fn(p: float, t: float) -> float:
+            vals = np.array([f(p, t) for f in fns], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            return float(np.median(vals)) if len(vals) else float("nan")
+
+        return fn, fitted
+
+
+class LogLinearPredictor(LadderMethod):
+    """Baseline: final accuracy linear in log10 of C = 6·N·D (FLOPs)."""
+
+    name = "loglinear"
+
+    def _core(self, runs):
+        n, d, y, lab = _finals(runs, self.window_)
+        law = laws.LogLinear(labels=lab).fit(6 * n * d, y)
+        return (lambda p, t: float(law.predict([6 * p * t])[0])), {"acc": law}
+
+
+class DirectPredictor(LadderMethod):
+    """Direct law log(−log acc') = a·ln C + b on chance-normalised final accuracy."""
+
+    name = "direct"
+
+    def _core(self, runs):
+        n, d, y, lab = _finals(runs, self.window_)
+        law = laws.DirectLaw(chance=self.chance_, labels=lab).fit(6 * n * d, y)
+        return (lambda p, t: float(law.predict([6 * p * t])[0])), {"acc": law}
+
+
+class SigmoidPredictor(LadderMethod):
+    """Sigmoid in log10 compute with a floor in [0, chance]: acc = (1 − f)·σ(w·log10 C + c) + f."""
+
+    name = "sigmoid"
+
+    def _core(self, runs):
+        n, d, y, lab = _finals(runs, self.window_)
+        law = laws.ObsSigmoid(floor=(0.0, max(self.chance_, 1e-9)), labels=lab).fit(np.log10(6 * n * d), y)
+        return (lambda p, t: float(law.predict([[math.log10(6 * p * t)]])[0])), {"acc": law}
+
+
+class LadderPredictor(LadderMethod):
+    """OLMo ladder two-step method, exactly as published (Bhagia et al. 2024).
+
+    Step 1: Chinchilla L(N, D) on each run's final task loss (the last value of its ``ladder_window``-point
+    trailing moving average); step 2: the scaled sigmoid of accuracy in the loss on all intermediate
+    checkpoints (first 10 % skipped, 5-point trailing moving average, anchor (0, 1)); chained.
+
+    Parameters
+    ----------
+    ladder_window : int
+        Checkpoints of the moving average that gives a run's final loss in step 1.
+    bootstrap, seed, level, inflate, final_window, x_task, x_metric
+        As for :class:`LadderMethod`.
+    """
+
+    name = "ladder"
+    needs_loss = True
+    #: Step 1's law: ``"nd"`` Chinchilla L(N, D), ``"c"`` L(C) = E + A/C^α.
+    step1: ClassVar[str] = "nd"
+
+    def __init__(self, *, ladder_window: int = 5, bootstrap: int = 100, seed: int = 0, level: float = 0.9,
+                 inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
+                 x_metric: str | None = None):
+        super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
+                         x_task=x_task, x_metric=x_metric)
+        self.ladder_window = ladder_window
+
+    def _core(self, runs):
+        n = np.array([r.params for r in runs])
+        d = np.array([r.tokens[-1] for r in runs])
+        lf = np.array([moving_average(r.x, self.ladder_window)[-1] for r in runs])
+        lab = [r.run for r in runs]
+        if self.step1 == "nd":
+            s1 = laws.ChinchillaND(starts=[laws.ChinchillaND.OLMO_P0], maxiter=1_000_000, ftol=0.0, labels=lab)
+            s1.fit(np.c_[n, d], lf)
+            f1 = lambda p, t: float(s1.predict([[p, t]])[0])  # noqa: E731
+        else:
+            s1 = laws.ComputeLaw(labels=lab, starts=self._warm_start("step1")).fit(6 * n * d, lf)
+            f1 = lambda p, t: float(s1.predict([6 * p * t])[0])  # noqa: E731
+        x, y = step2_points(runs)
+        s2 = laws.LadderSigmoid(chance=self.chance_ if self.chance_ > 0 else 0.25).fit(x, y)
+        return (lambda p, t: float(s2.predict([f1(p, t)])[0])), {"step1": s1, "step2": s2}
+
+    def predict_steps(self, params: float, tokens: float, actual_loss: float | None = None) -> dict[str, float]:
+        """Step errors kept apart: the predicted loss, the chained accuracy, and (given the actual loss of the
+        target) the step-2-only accuracy at that loss.
+
+        Returns
+        -------
+        dict
+            ``pred_loss`` (the task loss metric's units), ``chained`` and, with ``actual_loss``,
+            ``step2_only`` (accuracies as fractions).
+        """
+        check_is_fitted(self, "fn_", action="predict_steps")
+        s1, s2 = self.laws_["step1"], self.laws_["step2"]
+        lp = float(s1.predict([[params, tokens]])[0]) if self.step1 == "nd" else float(
+            s1.predict([6 * params * tokens])[0])
+        out = {"pred_loss": lp, "chained": float(s2.predict([lp])[0])}
+        if actual_loss is not None:
+            out["step2_only"] = float(s2.predict([actual_loss])[0])
+        return out
+
+
+class LadderComputePredictor(LadderPredictor):
+    """OLMo ladder with step 1 in compute: L(C) = E + A/C^α, C = 6·N·D."""
+
+    name = "ladder_c"
+    step1 = "c"
+
+
+class GadrePredictor(LadderMethod):
+    """Gadre et al. 2024, chained: L(C) on final losses, then Err(L) = ε − k·exp(−γL) on all checkpoints."""
+
+    name = "gadre"
+    needs_loss = True
+
+    def _core(self, runs):
+        n = np.array([r.params for r in runs])
+        d = np.array([r.tokens[-1] for r in runs])
+        lf = np.array([final_value(r.x, self.window_) for r in runs])
+        s1 = laws.ComputeLaw(labels=[r.run for r in runs], starts=self._warm_start("step1")).fit(6 * n * d, lf)
+        x = np.concatenate([r.x for r in runs])
+        err = 1 - np.concatenate([r.y for r in runs])
+        s2 = laws.GadreExp().fit(x, err)
+        return (lambda p, t: float(1 - s2.predict([s1.predict([6 * p * t])[0]])[0])), {"step1": s1, "step2": s2}
+
+    def predict_steps(self, params: float, tokens: float, actual_loss: float | None = None) -> dict[str, float]:
+        """Predicted loss, chained accuracy and (given the actual loss) the step-2-only accuracy."""
+        check_is_fitted(self, "fn_", action="predict_steps")
+        s1, s2 = self.laws_["step1"], self.laws_["step2"]
+        lp = float(s1.predict([6 * params * tokens])[0])
+        out = {"pred_loss": lp, "chained": float(1 - s2.predict([lp])[0])}
+        if actual_loss is not None:
+            out["step2_only"] = float(1 - s2.predict([actual_loss])[0])
+        return out
+
+
+#: The methods by name, as ``"module:Class"`` (resolved on first use, so that importing
+#: :mod:`capscale.analysis.predict` does not import :mod:`capscale.analysis.mass`).
+METHODS: dict[str, str] = {
+    "loglinear": "capscale.analysis.predict._methods:LogLinearPredictor",
+    "direct": "capscale.analysis.predict._methods:DirectPredictor",
+    "sigmoid": "capscale.analysis.predict._methods:SigmoidPredictor",
+    "ladder": "capscale.analysis.predict._methods:LadderPredictor",
+    "ladder_c": "capscale.analysis.predict._methods:LadderComputePredictor",
+    "gadre": "capscale.analysis.predict._methods:GadrePredictor",
+    "ensemble": "capscale.analysis.predict._methods:EnsemblePredictor",
+    "mass": "capscale.analysis.predict._mass:MassPredictor",
+}
+
+
+def method_class(name: str) -> type[Predictor]:
+    """The predictor class registered as ``name`` in :data:`METHODS`.
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        ``name`` is not a registered method.
+    """
+    if name not in METHODS:
+        raise UsageError(f"unknown method {name!r}; known: {sorted(METHODS)} (or 'auto')")
+    module, _, cls = METHODS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_method(name: str, **options: Any) -> Predictor:
+    """A new, unfitted predictor of method ``name`` (``options`` go to its constructor).
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        ``name`` is not a registered method.
+    TypeError
+        An option the method does not have.
+    """
+    return method_class(name)(**options)
+
+
+def method_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that method ``name`` takes, for options shared by several methods.
+
+    :func:`capscale.analysis.predict.fit_method` and :func:`~capscale.analysis.predict.backtest` run several
+    methods with one set of options (the CLI's ``--bootstrap``, ``--seed``, ``--loss-task``...): each method
+    gets the options it has; an option no registered method has is an error.
+
+    Raises
+    ------
+    TypeError
+        An option that no method of :data:`METHODS` takes (the message names it).
+    """
+    mine = set(method_class(name)._get_param_names())
+    other = set(options) - mine
+    if other:
+        known = set().union(*(method_class(m)._get_param_names() for m in METHODS))
+        unknown = sorted(other - known)
+        if unknown:
+            raise TypeError(f"unknown predictor option(s) {unknown} (method {name!r}); options of the methods: "
+                            f"{sorted(known)}")
+    return {k: v for k, v in options.items() if k in mine}

@@ -1,0 +1,287 @@
+"""Splits, ``auto`` selection by leave-largest-out cross-validation, fitting by name, and backtests.
+
+Options shared by several methods (``bootstrap``, ``seed``, ``x_task``, ...) are passed to each method that
+has them (:func:`capscale.analysis.predict.method_options`): ``mass`` draws its interval by Monte Carlo and
+takes no ``bootstrap``, for instance.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capscale.analysis import laws
+from capscale.analysis.predict._base import MethodNotApplicable, Predictor
+from capscale.analysis.predict._methods import EnsemblePredictor, get_method, method_options
+from capscale.analysis.predict._runs import sort_checkpoints
+from capscale.data.ladder_table import check_ladder, run_of
+from capscale.errors import InputError, UsageError
+
+__all__ = ["DEFAULT_CANDIDATES", "split_largest", "select_method", "fit_method", "backtest"]
+
+#: Methods ``auto`` chooses from (``mass`` is added when a score store is given).
+DEFAULT_CANDIDATES = ["ensemble", "ladder", "ladder_c", "direct", "sigmoid", "gadre", "loglinear"]
+
+
+def split_largest(ladder: pd.DataFrame, holdout: str | int = "largest") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a ladder into (train, held-out): the runs with the ``K`` largest distinct ``params`` are held out.
+
+    Parameters
+    ----------
+    ladder : pandas.DataFrame
+        A ladder table.
+    holdout : "largest" or int
+        K; ``"largest"`` is K = 1. Splitting is by run, so every checkpoint of a held-out run is held out.
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        ``holdout`` is not "largest" or a positive integer.
+    capscale.errors.InputError
+        The ladder has no more than K sizes.
+    """
+    k = 1 if holdout == "largest" else int(holdout)
+    if k < 1:
+        raise UsageError(f"holdout must be 'largest' or a positive integer, not {holdout!r}")
+    runs = run_of(ladder)
+    size = ladder.groupby(runs)["params"].max()
+    sizes = np.sort(size.unique())
+    if len(sizes) <= k:
+        raise InputError(f"cannot hold out the {k} largest size(s): the ladder has only {len(sizes)} distinct "
+                         f"params values {list(sizes)}")
+    cut = sizes[-k]
+    held = set(size.index[size >= cut])
+    mask = runs.isin(held).to_numpy()
+    return ladder[~mask], ladder[mask]
+
+
+def _split_store(store: pd.DataFrame | None, ladder_train: pd.DataFrame) -> pd.DataFrame | None:
+    if store is None:
+        return None
+    return store[store["model_id"].astype(str).isin(set(ladder_train["model_id"]))]
+
+
+def _candidates(store: pd.DataFrame | None, candidates: list[str] | None) -> list[str]:
+    out = list(candidates or DEFAULT_CANDIDATES)
+    if store is not None and "mass" not in out and candidates is None:
+        out.append("mass")
+    return out
+
+
+def _make(name: str, options: dict[str, Any]) -> Predictor:
+    return get_method(name, **method_options(name, options))
+
+
+def select_method(ladder: pd.DataFrame, task: str, *, metric: str = "acc", store: pd.DataFrame | None = None,
+                  candidates: list[str] | None = None, folds: int = 2, z: float = 2.0,
+                  **options: Any) -> tuple[str, dict[str, float]]:
+    """Choose a method for a task by leave-largest-out CV on the (training) ladder only.
+
+    Fold k holds out the runs of the k largest sizes (k = 1 .. ``folds``, as long as 2 sizes remain to
+    fit on); every candidate is fitted on the rest and scored by its absolute errors on the held-out
+    runs' final values, pooled over folds. The first candidate (``ensemble`` by default, the most
+    robust) is kept unless the candidate with the smallest mean CV error beats it *significantly*: its
+    mean paired improvement over the default exceeds ``z`` standard errors. CV differences of a few
+    tenths of a point on 2-3x extrapolations say little about 10x extrapolations, so the rule refuses
+    to switch on noise. Methods that do not apply (no task loss, no store) are skipped.
+
+    Parameters
+    ----------
+    ladder : pandas.DataFrame
+        The training ladder.
+    task, metric : str
+        What to predict.
+    store : pandas.DataFrame, optional
+        The per-choice score store of the ladder's models (adds ``mass`` to the default candidates).
+    candidates : list of str, optional
+        Method names to choose from (default :data:`DEFAULT_CANDIDATES`).
+    folds : int
+        Most sizes held out in a fold.
+    z : float
+        Standard errors of paired improvement needed to switch from the first candidate.
+    **options
+        Predictor options (``seed``, ``x_task``, ...); CV fits run without bootstrap or interval inflation.
+
+    Returns
+    -------
+    (name, scores)
+        The chosen method and the mean CV error of every candidate (NaN where it failed or did not
+        apply); ``scores["_rule"]`` is 0 when the default was kept, 1 when the switch was significant.
+    """
+    options = {**options, "bootstrap": 0, "inflate": False}
+    n_sizes = ladder.groupby(run_of(ladder))["params"].max().nunique()
+    fold_ks = [k for k in range(1, folds + 1) if n_sizes - k >= 2] or [1]
+    cands = _candidates(store, candidates)
+    errs: dict[str, list[float]] = {c: [] for c in cands}
+    preds: dict[str, list[float]] = {c: [] for c in cands}
+    ok = {c: True for c in cands}
+    actual: list[float] = []
+    for k in fold_ks:
+        tr, ho = split_largest(ladder, k)
+        sto = _split_store(store, tr)
+        rows = None
+        for name in cands:
+            if not ok[name]:
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    if name == "ensemble" and all(m in cands for m in EnsemblePredictor.MEMBERS):
+                        continue  # computed below from the members' predictions (identical result)
+                    pr = _make(name, options).fit(tr, task, metric=metric, store=sto)
+                    rows = rows or _held_rows(ho, task, metric, getattr(pr, "window_", None))
+                    preds[name] += [pr.predict(r["params"], r["tokens"]).value for r in rows]
+            except (MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError, np.linalg.LinAlgError):
+                ok[name] = False
+        if rows is None:
+            continue
+        actual += [r["actual"] for r in rows]
+    n = len(actual)
+    if "ensemble" in cands and all(m in cands for m in EnsemblePredictor.MEMBERS):
+        mem = [np.asarray(preds[m], dtype=float) for m in EnsemblePredictor.MEMBERS if ok[m] and len(preds[m]) == n]
+        if mem:
+            preds["ensemble"] = list(np.nanmedian(np.vstack(mem), axis=0))
+        else:
+            ok["ensemble"] = False
+    act = np.asarray(actual, dtype=float)
+    scores: dict[str, float] = {}
+    for name in cands:
+        p = np.asarray(preds[name], dtype=float)
+        if ok[name] and n and len(p) == n and np.all(np.isfinite(p)):
+            errs[name] = list(np.abs(p - act))
+            scores[name] = float(np.mean(errs[name]))
+        else:
+            scores[name] = float("nan")
+    good = {k: v for k, v in scores.items() if math.isfinite(v)}
+    if not good:
+        raise InputError(f"auto: no candidate method could be fitted for task {task!r} ({scores})")
+    best = min(good, key=lambda k: (good[k], cands.index(k)))
+    default = next((c for c in cands if c in good), best)
+    chosen, rule = default, 0.0
+    if best != default:
+        diff = np.asarray(errs[default]) - np.asarray(errs[best])
+        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+        if float(np.mean(diff)) > z * se:
+            chosen, rule = best, 1.0
+    scores["_rule"] = rule
+    return chosen, scores
+
+
+def _held_rows(held: pd.DataFrame, task: str, metric: str, window: int | None) -> list[dict[str, Any]]:
+    """Per held-out run: its final checkpoint's params and tokens and the mean of its last ``window`` values."""
+    sub = held[(held["task"] == task) & (held["metric"] == metric)]
+    sub = sort_checkpoints(sub.assign(run=run_of(sub)))
+    out = []
+    for run, g in sub.groupby("run", sort=False):
+        w = window or 1
+        out.append({"run": str(run), "params": float(g["params"].iloc[-1]), "tokens": float(g["tokens"].iloc[-1]),
+                    "actual": float(g["value"].to_numpy()[-w:].mean())})
+    return sorted(out, key=lambda r: (r["params"], r["tokens"]))
+
+
+def fit_method(ladder: pd.DataFrame, task: str, method: str = "auto", *, metric: str = "acc",
+               store: pd.DataFrame | None = None, candidates: list[str] | None = None,
+               **options: Any) -> tuple[Predictor, dict[str, float] | None]:
+    """Fit ``method`` (or the one ``auto`` selects) on the whole given ladder.
+
+    Parameters
+    ----------
+    ladder : pandas.DataFrame
+        The ladder to fit on.
+    task, metric : str
+        What to predict.
+    method : str
+        A name of :data:`~capscale.analysis.predict.METHODS`, or ``"auto"`` (:func:`select_method`).
+    store : pandas.DataFrame, optional
+        The per-choice score store of the ladder's models (needed by ``mass``).
+    candidates : list of str, optional
+        For ``auto``: the methods to choose from.
+    **options
+        Predictor options; each method gets those it has (:func:`~capscale.analysis.predict.method_options`).
+
+    Returns
+    -------
+    (predictor, scores)
+        The fitted predictor, and for ``auto`` the CV scores of :func:`select_method` (else None).
+    """
+    scores = None
+    if method == "auto":
+        method, scores = select_method(ladder, task, metric=metric, store=store, candidates=candidates, **options)
+    pr = _make(method, options).fit(ladder, task, metric=metric, store=store)
+    return pr, scores
+
+
+def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str | int = "largest",
+             store: pd.DataFrame | None = None, metric: str = "acc", *, candidates: list[str] | None = None,
+             **options: Any) -> list[dict[str, Any]]:
+    """Fit on the ladder without its largest runs and predict each held-out run's final value.
+
+    Parameters
+    ----------
+    ladder : pandas.DataFrame
+        Ladder table (validated here).
+    task, metric : str
+        What to predict (accuracies are fractions in [0, 1]).
+    method : str
+        A name of :data:`~capscale.analysis.predict.METHODS`, ``"auto"`` (chosen by CV on the training part
+        only) or ``"all"`` (every candidate; those that do not apply are skipped, failed fits give a row of NaN).
+    holdout : "largest" or int
+        Hold out the runs with the K largest distinct ``params``.
+    store : pandas.DataFrame, optional
+        Score store of the same models (split by model_id like the ladder).
+    candidates : list of str, optional
+        The methods of ``auto`` and ``all``.
+    **options
+        Predictor options (``bootstrap``, ``seed``, ``x_task``, ``x_metric``...); each method gets those it has.
+
+    Returns
+    -------
+    list of dict
+        Keys task, method, heldout_model, predicted, actual, abs_err, lower, upper, covered, params,
+        tokens, selected (for auto), cv_scores, warnings; for chained methods also pred_loss, actual_loss and
+        step2_only. The actual is the mean of the held-out run's last ``final_window`` values (the same
+        smoothing the method used for its training runs).
+    """
+    ladder = check_ladder(ladder)
+    train, held = split_largest(ladder, holdout)
+    sto = _split_store(store, train)
+    methods = _candidates(sto, candidates) if method == "all" else [method]
+    out: list[dict[str, Any]] = []
+    for m in methods:
+        try:
+            pr, scores = fit_method(train, task, m, metric=metric, store=sto, candidates=candidates, **options)
+        except MethodNotApplicable:
+            if method == "all":
+                continue
+            raise
+        except (laws.FitInputError, ValueError, RuntimeError) as e:
+            if method != "all":
+                raise
+            out.append({"task": task, "method": m, "heldout_model": None, "predicted": float("nan"),
+                        "actual": float("nan"), "abs_err": float("nan"), "lower": float("nan"),
+                        "upper": float("nan"), "covered": None, "warnings": [f"fit failed: {e}"]})
+            continue
+        loss_rows = {}
+        if getattr(pr, "loss_", None) and hasattr(pr, "predict_steps"):
+            lt, lm = pr.loss_
+            loss_rows = {r["run"]: r["actual"] for r in _held_rows(held, lt, lm, pr.window_)}
+        for r in _held_rows(held, task, metric, pr.window_):
+            p = pr.predict(r["params"], r["tokens"])
+            steps: dict[str, Any] = {}
+            if r["run"] in loss_rows:
+                # separate the step errors: loss extrapolation vs the loss -> accuracy link
+                st_ = pr.predict_steps(r["params"], r["tokens"], actual_loss=loss_rows[r["run"]])
+                steps = {"pred_loss": st_["pred_loss"], "actual_loss": loss_rows[r["run"]],
+                         "step2_only": st_.get("step2_only")}
+            out.append({
+                "task": task, "method": m, "heldout_model": r["run"], "predicted": p.value, "actual": r["actual"],
+                "abs_err": abs(p.value - r["actual"]), "lower": p.lower, "upper": p.upper,
+                "covered": bool(p.lower <= r["actual"] <= p.upper), "params": r["params"], "tokens": r["tokens"],
+                "selected": pr.name if m == "auto" else None,
+                "cv_scores": scores, "warnings": p.warnings, **steps,
+            })
+    return out

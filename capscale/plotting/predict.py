@@ -1,0 +1,127 @@
+"""Figures of fitted laws and of backtests (PNG, matplotlib's Agg backend), against compute C = 6·N·D (FLOPs).
+
+The figures draw result objects of :mod:`capscale.analysis.predict`; nothing is fitted here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capscale.analysis.predict import LawFit
+from capscale.data.ladder_table import final_values
+from capscale.plotting.chain import save_figure
+
+__all__ = ["plot_law_fit", "plot_backtest"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_law_fit(fit: LawFit, path: str | os.PathLike) -> str:
+    """Figure of one fitted law with the data it was fitted to.
+
+    Forms fitted on every checkpoint (``gadre_exp``, ``ladder_sigmoid``) are drawn against the task loss, with
+    every checkpoint (error 1 − accuracy for ``gadre_exp``); the others against compute 6·N·D (FLOPs, log
+    scale), with each run's final value and the law extrapolated two decades past the largest run
+    (``chinchilla_nd``: its fitted value at each run).
+
+    Parameters
+    ----------
+    fit : LawFit
+        The result of :func:`capscale.analysis.predict.fit_law`.
+    path : path-like
+        The PNG written (its folder is created if missing).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _plt()
+    law, form = fit.law, fit.form
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    if form in ("gadre_exp", "ladder_sigmoid"):
+        x = fit.checkpoints["loss"].to_numpy(float)
+        y = fit.checkpoints["value"].to_numpy(float)
+        ax.scatter(x, 1 - y if form == "gadre_exp" else y, s=3, alpha=0.4, label="checkpoints")
+        grid = np.linspace(max(x.min() * 0.8, 1e-6), x.max() * 1.1, 200)
+        ax.plot(grid, law.predict(grid), "k-", label=law.name)
+        ax.set_xlabel("loss")
+    else:
+        c = fit.points["compute"].to_numpy(float)
+        ax.scatter(c, fit.points["y"].to_numpy(float), label="ladder runs (final)")
+        grid = np.logspace(np.log10(c.min()), np.log10(c.max()) + 2, 200)
+        if form == "chinchilla_nd":
+            ax.scatter(c, law.predict(np.c_[fit.points["params"].to_numpy(float), fit.points["tokens"].to_numpy(float)]),
+                       marker="x", label="fit")
+        elif form == "obs_sigmoid":
+            ax.plot(grid, law.predict(np.log10(grid)), "k-", label=law.name)
+        else:
+            ax.plot(grid, law.predict(grid), "k-", label=law.name)
+        ax.set_xscale("log")
+        ax.set_xlabel("compute 6ND (FLOPs)")
+    ax.set_title(f"{fit.task}: {form}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def plot_backtest(rows: list[dict[str, Any]], ladder: pd.DataFrame, task: str, metric: str,
+                  path: str | os.PathLike) -> str:
+    """Figure of one task's backtest (or prediction): ladder runs, held-out actual values, predictions.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Backtest rows of :func:`capscale.analysis.predict.backtest` (``params``, ``tokens``, ``predicted``,
+        ``lower``, ``upper``, ``method``, ``selected``, ``heldout_model``); rows without a held-out model
+        (failed fits) are left out. Each method's predictions are drawn with their 90 % intervals, shifted
+        by 6 % in compute per method so they do not overlap.
+    ladder : pandas.DataFrame
+        The ladder table; its runs' final values of ``task``/``metric`` are drawn, the held-out ones as stars.
+    task, metric : str
+        The task and metric (the y axis).
+    path : path-like
+        The PNG written.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    plt = _plt()
+    rows = [r for r in rows if r.get("params") is not None and r.get("heldout_model") is not None]
+    fin = final_values(ladder, task, metric)
+    held = {r["heldout_model"] for r in rows}
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    tr = fin[~fin["run"].isin(held)]
+    ax.scatter(6 * tr["params"] * tr["tokens"], tr["value"], s=14, c="k", label="fit (ladder runs)")
+    ho = fin[fin["run"].isin(held)]
+    if len(ho):
+        ax.scatter(6 * ho["params"] * ho["tokens"], ho["value"], s=40, marker="*", c="r", label="held out (actual)")
+    methods = sorted({r.get("selected") or r["method"] for r in rows})
+    for i, m in enumerate(methods):
+        sub = [r for r in rows if (r.get("selected") or r["method"]) == m]
+        c = np.array([6 * r["params"] * r["tokens"] for r in sub]) * (1 + 0.06 * i)
+        v = np.array([r["predicted"] for r in sub])
+        lo = np.array([r["lower"] for r in sub])
+        hi = np.array([r["upper"] for r in sub])
+        ax.errorbar(c, v, yerr=[np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)], fmt="o", ms=4, capsize=2,
+                    label=f"{m} (90%)")
+    ax.set_xscale("log")
+    ax.set_xlabel("compute 6ND (FLOPs)")
+    ax.set_ylabel(metric)
+    ax.set_title(task)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
