@@ -10,19 +10,34 @@ import pytest
 
 from capscale.cli import main
 from capscale.data import store
-from capscale.pipelines.demo import DEMO_FAMILY, DemoError, run_demo
+from capscale.pipelines import demo
+from capscale.pipelines.demo import DEMO_FAMILY, DemoError
+
+
+def _quiet(out) -> demo.Options:
+    return demo.Options(out=out, progress=False, log=lambda s: None)
 
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo-output"
-    run = run_demo(out, progress=False, log=lambda s: None)
-    return out, run
+    return out, demo.run(None, _quiet(out))
 
 
 def test_demo_writes_everything_and_checks_hold(demo_out):
-    out, run = demo_out
-    assert run["failed"] == [], run["stages"]
+    out, res = demo_out
+    assert res.summary["failed"] == [] and res.notes == [], res.summary["stages"]
+    assert res.stage == "demo" and res.out == out
+    for f in ("report.html", "run.json", "checks.json", "analysis/analysis.json", "predict/backtest.csv",
+              "emergence/verdicts.csv"):
+        assert out / f in res.files, f
+    record = json.loads((out / "run.json").read_text())
+    assert record == {k: v for k, v in res.summary.items() if k != "failed"}
+    assert set(record["stages"]) == {"eval", "analysis", "mass", "predict", "emergence"}
+    assert set(record["stages"]["emergence"]["summary"]) == {"synth_onehop", "synth_twohop", "synth_birthdate"}
+    assert "summary" not in record["stages"]["analysis"] and "summary" in record["stages"]["mass"]
+    em = json.loads((out / "emergence" / "synth_birthdate.json").read_text())
+    assert em["command"] == "capscale demo" and em["settings"]["B"] == 500
     for f in ("report.html", "run.json", "checks.json", "family.yaml", "analysis/summary.csv",
               "mass/mass_predictions.csv", "predict/backtest.csv", "emergence/synth_birthdate.json"):
         assert (out / f).exists(), f
@@ -39,9 +54,9 @@ def test_demo_writes_everything_and_checks_hold(demo_out):
 def test_demo_rerun_reuses_store(demo_out, tmp_path):
     out, _ = demo_out
     before = {p.name: p.stat().st_mtime_ns for p in (out / "store").glob("*.parquet")}
-    run = run_demo(out, progress=False, log=lambda s: None)
+    res = demo.run(DEMO_FAMILY, _quiet(out))
     after = {p.name: p.stat().st_mtime_ns for p in (out / "store").glob("*.parquet")}
-    assert before == after and run["failed"] == []
+    assert before == after and res.summary["failed"] == []
     bt = pd.read_csv(out / "predict" / "backtest.csv")
     assert {"task", "method", "heldout_model", "predicted", "actual", "abs_err", "lower", "upper"} <= set(bt.columns)
 
@@ -52,17 +67,18 @@ def test_demo_unwritable_output_fails_early(tmp_path):
     ro.mkdir()
     ro.chmod(0o500)
     with pytest.raises(DemoError, match="cannot write"):
-        run_demo(ro / "out", progress=False)
+        demo.run(None, demo.Options(out=ro / "out", progress=False))
 
 
 def test_demo_output_is_a_file_fails_early(tmp_path, capsys):
     f = tmp_path / "afile"
     f.write_text("x")
-    assert main(["demo", "--out", str(f / "sub"), "--quiet"]) == 2
-    assert "cannot write to the output folder" in capsys.readouterr().err
+    assert main(["demo", "--out", str(f / "sub"), "--quiet"]) == 1  # invalid input
+    err = capsys.readouterr().err
+    assert err.startswith("capscale demo: error: cannot write to the output folder") and err.count("\n") == 1
 
 
 def test_demo_missing_family(tmp_path):
     with pytest.raises(DemoError, match="demo family not found"):
-        run_demo(tmp_path / "o", family_dir=tmp_path / "nofamily", progress=False)
+        demo.run(tmp_path / "nofamily", demo.Options(out=tmp_path / "o", progress=False))
     assert (DEMO_FAMILY / "family.yaml").exists()

@@ -10,14 +10,13 @@ import pytest
 
 from capscale.cli import main
 from capscale.data import store
-from capscale.pipelines.analyze import run_analysis
-from capscale.pipelines.report import build_report
+from capscale.pipelines import analyze, report
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("results")
-    run_analysis(store.example_store(n_models=4, n_items=30), root / "analysis", progress=False)
+    analyze.run(store.example_store(n_models=4, n_items=30), analyze.Options(out=root / "analysis", progress=False))
     (root / "checks.json").write_text(json.dumps({"knowledge scaling": {"passed": True, "detail": "0.2 -> 0.7"}}))
     (root / "emergence").mkdir()
     (root / "emergence" / "toy.json").write_text(json.dumps(
@@ -27,7 +26,10 @@ def results(tmp_path_factory) -> Path:
 
 
 def test_report_is_self_contained(results, tmp_path):
-    out = build_report(results, tmp_path / "r.html")
+    res = report.run(results, report.Options(output=tmp_path / "r.html"))
+    out = tmp_path / "r.html"
+    assert res.files == [out] and res.summary["report"] == str(out)
+    assert res.summary["sections"] == {"analysis": "ok", "mass": "not run", "predict": "not run", "emergence": "ok"}
     text = out.read_text()
     assert text.count("data:image/png;base64,") >= 3
     assert "INSUFFICIENT_DATA" in text and "knowledge scaling" in text
@@ -39,7 +41,9 @@ def test_report_is_self_contained(results, tmp_path):
 def test_report_cli(results, tmp_path, capsys):
     assert main(["report", str(results), "-o", str(tmp_path / "x.html")]) == 0
     assert (tmp_path / "x.html").exists()
-    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().out == f"report written to {tmp_path / 'x.html'}\n"
+    assert main(["report", str(tmp_path / "nope")]) == 1  # invalid input
+    assert capsys.readouterr().err == f"capscale report: error: results folder {str(tmp_path / 'nope')!r} does not exist\n"
 
 
 def _chromium() -> tuple[str, str] | None:
@@ -60,7 +64,7 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
     from selenium.webdriver.chrome.service import Service
 
     exe, drv = found
-    out = build_report(results, tmp_path / "r.html")
+    out = report.run(results, report.Options(output=tmp_path / "r.html")).files[0]
     opts = webdriver.ChromeOptions()
     opts.binary_location = exe
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

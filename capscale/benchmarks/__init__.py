@@ -8,17 +8,10 @@ outputs are committed under ``results/bench/``. Tests never assert timings.
 
 def emit_report(lines: list[str], out: str | None) -> str:
     """Print a benchmark's report and, with ``out``, write it there atomically; returns the text."""
-    import os
-    import tempfile
+    from capscale._io import atomic_write_text
 
     text = "\n".join(lines)
     print(text)
     if out:
-        d = os.path.dirname(os.path.abspath(out))
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="_tmp.", dir=d)
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        atomic_write_text(out, text + "\n")
     return text

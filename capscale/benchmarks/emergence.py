@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     emergence.apply_fdr(reports)
     with tempfile.TemporaryDirectory() as d:
         for r in reports:
-            emergence.write_json(r, os.path.join(d, f"{r['task']}.json"))
+            from capscale._io import write_json
+
+            write_json(os.path.join(d, f"{r['task']}.json"), r, drop_private=True)
     t_scan, c_scan = time.perf_counter() - t0, time.process_time() - c0
     total = t_chain + t_inputs + t_scan
     cpu = c_chain + c_inputs + c_scan

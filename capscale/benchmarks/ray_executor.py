@@ -15,8 +15,8 @@ With ``cold``, every repeat also times a process that only starts a local Ray in
 CPU and shuts it down (``ray-start-stop``): Ray's own fixed cost, paid once per cluster rather than per evaluation;
 the report subtracts it from the cold runs to show the executor's share.
  It checks that every store is complete and that the Ray stores are
-byte-identical to the local one, and reports the median wall time of each executor and their ratio (issue 8
-target: Ray <= 1.5x local for 8 checkpoints x 2 tasks on 2 cores).
+byte-identical to the local one, and reports the median wall time of each executor and their
+ratio (the reference point: Ray within 1.5x of local for 8 checkpoints x 2 tasks on 2 cores).
 
 The machine's load average is printed beside every run: on a shared machine the timings move with it.
 """
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from capscale.benchmarks import emit_report
+from capscale.errors import UsageError
 
 TASK_YAML = ("task: {name}\noutput_type: multiple_choice\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
              "    test: {name}.jsonl\ntest_split: test\ndoc_to_text: \"{{{{context}}}}\"\n"
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         bad = sorted(set(modes) - {"cold", "attached"})
         if bad:
-            raise SystemExit(f"unknown --modes {bad}; use cold and/or attached")
+            raise UsageError(f"unknown --modes {bad}; use cold and/or attached")
         executors = ["local"] + [f"ray-{m}" for m in modes]
         walls: dict[str, list[float]] = {ex: [] for ex in executors}
         start_stop: list[float] = []

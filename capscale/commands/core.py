@@ -1,54 +1,31 @@
-"""Core commands: ``validate``, ``analyze``, ``demo`` and ``bench``."""
+"""Core commands: ``validate``, ``analyze``, ``report`` and ``demo``.
+
+Handlers parse, build the stage's ``Options.from_cli(args)``, call its ``run`` and print; errors are raised and
+turned into exit codes by :func:`capscale.cli.main`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace) -> None:
     from capscale.data import store
 
-    try:
-        df = store.read(args.store, validate_store=False)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    df = store.read(args.store, validate_store=False)
     problems = store.validate(df, multi_gold=args.multi_gold)
     if problems:
-        print(str(store.StoreValidationError(problems, args.store)), file=sys.stderr)
-        return 1
+        raise store.StoreValidationError(problems, args.store)
     n_models, n_tasks = df["model_id"].nunique(), df["task"].nunique()
     n_items = df.groupby(["task", "doc_id"]).ngroups
     print(f"{args.store}: valid ({len(df)} rows, {n_models} models, {n_tasks} tasks, {n_items} items)")
-    return 0
 
 
-def _analyze(args: argparse.Namespace) -> int:
-    from capscale.data import store
-    from capscale.pipelines.analyze import run_analysis
+def _analyze(args: argparse.Namespace) -> None:
+    from capscale.pipelines import analyze
 
-    try:
-        df = store.read(args.store, multi_gold=args.multi_gold)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.family:
-        df = df[df["family"] == args.family]
-    if args.tasks:
-        wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
-        unknown = sorted(set(wanted) - set(df["task"]))
-        if unknown:
-            print(f"error: task(s) {unknown} not in {args.store}; it has {sorted(df['task'].unique())}",
-                  file=sys.stderr)
-            return 2
-        df = df[df["task"].isin(wanted)]
-    if len(df) == 0:
-        print("error: no rows left after --family/--tasks selection", file=sys.stderr)
-        return 2
-    methods = tuple(m.strip() for m in args.methods.split(","))
-    info = run_analysis(df, args.out, figures=not args.no_figures, methods=methods,
-                        progress=not args.quiet, source=str(args.store))
+    res = analyze.run(args.store, analyze.Options.from_cli(args))
+    info = res.summary
     print(f"analysed {info['rows']} rows: {info['models']} models, {len(info['tasks'])} task(s), "
           f"{info['items']} model x item rows")
     if info["groups_skipped_fewer_than_3_models"]:
@@ -58,30 +35,21 @@ def _analyze(args: argparse.Namespace) -> int:
         print("ordering log p_vocab >= p_choices >= Brier >= acc holds in: "
               + ", ".join(f"{k} {v:.0%}" for k, v in info["ordering_holds_fraction"].items()))
     print(f"outputs in {args.out}/ (summary.csv, correlations.parquet, per_item.parquet, figures/)")
-    return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from capscale.pipelines.report import build_report
+def _report(args: argparse.Namespace) -> None:
+    from capscale.pipelines import report
 
-    try:
-        path = build_report(args.results_dir, args.output, title=args.title)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"report written to {path}")
-    return 0
+    res = report.run(args.results_dir, report.Options.from_cli(args))
+    print(f"report written to {res.files[0]}")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from capscale.pipelines.demo import DemoError, run_demo
+def _demo(args: argparse.Namespace) -> None:
+    from capscale.pipelines import demo
 
-    try:
-        run = run_demo(args.out, family_dir=args.family_dir, progress=not args.quiet)
-    except DemoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 1 if run["failed"] else 0
+    res = demo.run(args.family_dir, demo.Options.from_cli(args))
+    if res.summary["failed"]:
+        raise demo.DemoError(f"stage(s) {res.summary['failed']} failed (details in {res.out}/run.json)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

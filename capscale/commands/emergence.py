@@ -1,74 +1,24 @@
-"""``capscale emergence INPUT --family F [--task T | --all-tasks] --out DIR``: emergence diagnostics."""
+"""``capscale emergence INPUT --family F [--task T | --all-tasks] --out DIR``: emergence diagnostics.
+
+The handler builds :meth:`capscale.pipelines.emergence.Options.from_cli`, calls
+:func:`capscale.pipelines.emergence.run` and prints the verdict table.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 
-def _inputs(args: argparse.Namespace):
-    """The command's TaskInputs and notes (:func:`capscale.pipelines.emergence.load_inputs`)."""
-    from capscale.pipelines.emergence import load_inputs
-
-    return load_inputs(args.input, family=args.family, tasks=None if args.all_tasks else [args.task],
-                       fmt=args.format, steps=args.steps, ties=args.ties, shots=args.shots)
-
-
-def _command(args: argparse.Namespace) -> str:
-    """The command line that reproduces this run (recorded in every JSON)."""
-    parts = ["capscale emergence", str(args.input)]
-    if args.family:
-        parts.append(f"--family {args.family}")
-    parts.append("--all-tasks" if args.all_tasks else f"--task {args.task}")
-    parts.append(f"--out {args.out}")
-    defaults = {"format": "auto", "shots": 0, "B": 2000, "seed": 0, "alpha": 0.05, "min_items": 20, "steps": "final",
-                "ties": "first"}
-    for k, v in defaults.items():
-        if getattr(args, k) != v:
-            parts.append(f"--{k.replace('_', '-')} {getattr(args, k)}")
-    if args.no_fdr:
-        parts.append("--no-fdr")
-    return " ".join(parts)
-
-
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from capscale.analysis import emergence
-    from capscale.plotting import emergence as plots
+    from capscale.pipelines import emergence
 
-    if bool(args.task) == bool(args.all_tasks):
-        print("error: give exactly one of --task T or --all-tasks", file=sys.stderr)
-        return 2
-    try:
-        inputs, notes = _inputs(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    keep = args.figures != "none"
-    reports = emergence.scan(inputs, B=args.B, seed=args.seed, alpha=args.alpha, min_items=args.min_items,
-                             fdr=not args.no_fdr, progress=not args.quiet and sys.stderr.isatty(), keep_curves=keep,
-                             workers=args.workers)
-    fig_dir = out / "figures"
-    n_fig = 0
-    for r in reports:
-        r.setdefault("guards", []).extend(notes)
-        r["command"] = _command(args)
-        emergence.write_json(r, out / f"{emergence.safe_name(r['task'])}.json")
-        if keep and (args.figures == "all" or r["verdict"] in ("METRIC_INDUCED", "GENUINE_TRANSITION_CANDIDATE")
-                     or len(reports) <= 12):
-            n_fig += len(plots.plot_report(r, fig_dir))
-    table = emergence.verdict_table(reports)
-    tmp = out / ".verdicts.csv.tmp"
-    table.to_csv(tmp, index=False)
-    tmp.replace(out / "verdicts.csv")
+    res = emergence.run(args.input, emergence.Options.from_cli(args))
+    table = res.tables["verdicts"]
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table[["task", "family", "n_models", "n_items", "verdict"]].to_string(index=False))
-    print(f"wrote {len(reports)} report(s), verdicts.csv and {n_fig} figure(s) to {out}")
-    return 0
+    print(f"wrote {res.summary['reports']} report(s), verdicts.csv and {res.summary['figures']} figure(s) to {res.out}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -25,22 +25,22 @@ def _limit(v: str) -> int | float:
     return f if f < 1 else int(f)
 
 
-def _executor_options(args: argparse.Namespace) -> dict | None:
-    """Keyword arguments of the chosen executor (``--executor ray``: issue 8); None after printing an error."""
+def _executor_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of the chosen executor (``--executor ray``); a ``UsageError`` for a bad combination."""
+    from capscale.errors import UsageError
+
     if args.executor != "ray":
         ray_only = [f for f, v in (("--address", args.address), ("--gpus-per-shard", args.gpus_per_shard),
                                    ("--threads-per-shard", args.threads_per_shard)) if v is not None]
         if ray_only:
-            print(f"error: {', '.join(ray_only)} only apply to --executor ray", file=sys.stderr)
-            return None
+            raise UsageError(f"{', '.join(ray_only)} only apply to --executor ray")
         return {}
     from capscale.eval.ray import require_ray
 
     try:
         require_ray()
     except ImportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None
+        raise UsageError(str(e)) from None
     return {"address": args.address, "gpus_per_shard": args.gpus_per_shard, "write_from": args.write_from,
             "max_retries": args.max_retries, "threads_per_shard": args.threads_per_shard}
 
@@ -48,26 +48,19 @@ def _executor_options(args: argparse.Namespace) -> dict | None:
 def _eval(args: argparse.Namespace) -> int:
     import logging
 
-    from capscale.data.family import FamilySpecError
-    from capscale.data.tasks import TaskError
-    from capscale.eval.evaluate import EvalError, EvalOptions, evaluate
+    from capscale.eval.evaluate import evaluate
+    from capscale.eval.shards import EvalOptions
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     executor_options = _executor_options(args)
-    if executor_options is None:
-        return 2
     opts = EvalOptions(device=args.device, dtype=args.dtype, batch_size=args.batch_size, backend=args.backend,
                        progress=not args.no_progress, add_bos_token=args.add_bos_token,
                        trust_remote_code=args.trust_remote_code)
-    try:
-        results = evaluate(args.family, args.tasks, args.out, data_dir=args.data_dir,
-                           include_path=args.include_path or None, num_fewshot=args.num_fewshot, limit=args.limit,
-                           options=opts, model_ids=args.model_id or None, params=args.params, tokens=args.tokens,
-                           step=args.step, tokens_per_step=args.tokens_per_step, family_name=args.family_name,
-                           executor=args.executor, executor_options=executor_options)
-    except (EvalError, TaskError, FamilySpecError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    results = evaluate(args.family, args.tasks, args.out, data_dir=args.data_dir,
+                       include_path=args.include_path or None, num_fewshot=args.num_fewshot, limit=args.limit,
+                       options=opts, model_ids=args.model_id or None, params=args.params, tokens=args.tokens,
+                       step=args.step, tokens_per_step=args.tokens_per_step, family_name=args.family_name,
+                       executor=args.executor, executor_options=executor_options)
     done = [r for r in results if r.status == "done"]
     skipped = [r for r in results if r.status == "skipped"]
     excl = sum(r.n_excluded for r in done)
@@ -87,11 +80,7 @@ def _scan(args: argparse.Namespace) -> int:
 
     from capscale.data.family import scan
 
-    try:
-        res = scan(args.dir, family=args.family, tokens_per_step=args.tokens_per_step)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    res = scan(args.dir, family=args.family, tokens_per_step=args.tokens_per_step)
     text = res.to_yaml()
     if args.out:
         Path(args.out).write_text(text)
@@ -110,15 +99,10 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from capscale.data.family import FamilySpecError
-    from capscale.data.ingest import IngestError, ingest_lm_eval
+    from capscale.data.ingest import ingest_lm_eval
 
-    try:
-        rep = ingest_lm_eval(args.path, args.family, args.out, model_id=args.model_id,
-                             tasks=args.tasks.split(",") if args.tasks else None, overwrite=args.overwrite)
-    except (IngestError, FamilySpecError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    rep = ingest_lm_eval(args.path, args.family, args.out, model_id=args.model_id,
+                         tasks=args.tasks.split(",") if args.tasks else None, overwrite=args.overwrite)
     print(f"{args.out}: {rep.summary()}")
     return 0
 
@@ -134,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-path", action="append", default=[], metavar="DIR",
                    help="folder of lm-eval task YAMLs (repeatable); its tasks take precedence")
     p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="data root for capscale's local tasks (../shared/data or its mc folder; "
+                   help="data root for capscale's local tasks (a folder mc/ of multiple-choice items, or its parent; "
                    "default $CAPSCALE_DATA). Without it a name resolves to lm-eval's own task")
     p.add_argument("--limit", type=_limit, default=None, help="first N items of each task (< 1: a fraction)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -154,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="force BOS on (true) or off (false); default: the tokenizer decides, as lm-eval")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # Ray executor (issue 8; capscale/executors.py, README "Running on a cluster")
+    # Ray executor (capscale.eval.ray; README "Running on a cluster")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: one process here (default); ray: every (checkpoint, task) shard one Ray task")
     p.add_argument("--address", default=None,

@@ -1,32 +1,45 @@
-"""``capscale ladder train`` and ``capscale synthetic generate``: the synthetic world and its model ladder."""
+"""``capscale ladder train|export|check`` and ``capscale synthetic generate``: the synthetic world and its ladder.
+
+Handlers raise; :func:`capscale.cli.main` turns errors into exit codes. Settings given on the command line that
+cannot make a world or a ladder are :class:`~capscale.errors.UsageError` (exit 2).
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+
+
+def _checked(config):
+    """``config`` (a ``WorldConfig`` or ``LadderConfig``) after its ``validate()``; UsageError if it fails.
+
+    The configs are built from flags only, so a setting they reject is a bad flag value.
+    """
+    from capscale.errors import UsageError
+
+    try:
+        config.validate()
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    return config
 
 
 def _world_config(args: argparse.Namespace):
     from capscale.synthetic import world as synthetic
 
     kw = {k: getattr(args, k) for k in ("n_people", "exposures", "n_items", "seed") if getattr(args, k, None) is not None}
-    return synthetic.WorldConfig(**kw)
+    return _checked(synthetic.WorldConfig(**kw))
 
 
-def _generate(args: argparse.Namespace) -> int:
+def _generate(args: argparse.Namespace) -> None:
     from capscale.synthetic import world as synthetic
 
-    try:
-        world = synthetic.generate_world(_world_config(args))
-        paths = synthetic.write_world(world, args.out)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    world = synthetic.generate_world(_world_config(args))
+    paths = synthetic.write_world(world, args.out)
     print(f"wrote {paths['corpus']}, {paths['world']} and task files in {paths['tasks']}")
-    return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace) -> None:
+    from capscale.errors import UsageError
     from capscale.synthetic import ladder
     from capscale.synthetic import world as synthetic
 
@@ -41,45 +54,28 @@ def _train(args: argparse.Namespace) -> int:
         table = {**ladder.SIZES, **ladder.QUICK_SIZES}
         unknown = [s for s in args.sizes if s not in table]
         if unknown:
-            print(f"error: unknown size(s) {unknown}; known: {sorted(table)}", file=sys.stderr)
-            return 2
+            raise UsageError(f"unknown size(s) {unknown}; known: {sorted(table)}")
         cfg.sizes = {s: table[s] for s in args.sizes}
-    try:
-        spec = ladder.train_ladder(args.out, cfg)
-    except (ValueError, PermissionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    spec = ladder.train_ladder(args.out, _checked(cfg))
     print(f"family spec: {spec}")
-    return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace) -> None:
     from capscale.synthetic import ladder
 
-    try:
-        spec = ladder.export_family(args.src, args.out, max_bytes=int(args.max_mb * 1e6))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    spec = ladder.export_family(args.src, args.out, max_bytes=int(args.max_mb * 1e6))
     print(f"exported {len(spec['checkpoints'])} checkpoints to {args.out}")
-    return 0
 
 
-def _check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def _check(args: argparse.Namespace) -> None:
+    from capscale._io import atomic_write_text
     from capscale.synthetic import ladder
 
-    try:
-        store = ladder.evaluate_family(args.family, threads=args.threads)
-        text = ladder.format_checks(ladder.check_targets(store))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    store = ladder.evaluate_family(args.family, threads=args.threads)
+    text = ladder.format_checks(ladder.check_targets(store))
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        atomic_write_text(args.out, text)
     print(text)
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="destination folder")
     e.add_argument("--max-mb", type=float, default=25.0, help="size cap in MB (default 25)")
     e.set_defaults(func=_export)
-    c = lsub.add_parser("check", help="evaluate a family on its synthetic tasks and print the issue-4 checks",
+    c = lsub.add_parser("check", help="evaluate a family on its synthetic tasks and print its checks",
                         description="Score every checkpoint of FAMILY on the synthetic tasks (capscale.eval.scoring) "
                         "and report knowledge scaling, the chain ordering of per-item Spearman correlations and "
                         "the multi-token exact-match curve, as Markdown.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-#: Simulation scenarios of ``capscale mass-sim`` (keyword arguments of ``mass.simulate_store``).
+#: Simulation scenarios of ``capscale mass-sim`` (keyword arguments of :func:`capscale.testing.simulate_store`).
 SCENARIOS: dict[str, dict] = {
     "linear": {},
     "saturating": {"saturation": 0.6},
@@ -28,49 +28,34 @@ def _mass(args: argparse.Namespace) -> int:
     import shlex
 
     from capscale.data import store
-    from capscale.pipelines.mass import MassRunOptions, run_mass
+    from capscale.pipelines import mass
 
-    try:
-        df = store.read(args.store, validate_store=False)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    df = store.read(args.store, validate_store=False)
     problems = store.validate(df, multi_gold=True)
     if problems:
-        print(str(store.StoreValidationError(problems, args.store)), file=sys.stderr)
-        return 1
+        raise store.StoreValidationError(problems, args.store)
     command = "capscale " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["mass"] else None
-    opts = MassRunOptions(
-        out=args.out, family=args.family, tasks=tuple(args.task) if args.task else None,
-        final_only=args.final_only, linear_only=args.linear_only, draws=args.draws, seed=args.seed,
-        figures=not args.no_figures, backtest=args.backtest, baseline_bootstrap=args.baseline_bootstrap,
-        backtest_axis=args.backtest_axis, skip_first=args.skip_first, run_from_params=args.run_from_params,
-        source=str(args.store), command=command)
-    try:
-        res = run_mass(store.normalize(df), opts)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if res["report"]:
-        print(res["report"])
+    res = mass.run(store.normalize(df), mass.Options.from_cli(args, command=command))
+    for text in res.notes:
+        print(text)
     return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from capscale.analysis import mass
     from capscale.data import store
+    from capscale.errors import UsageError
+    from capscale.testing import simulate_store
 
     names = args.scenario or list(SCENARIOS)
     bad = [n for n in names if n not in SCENARIOS]
     if bad:
-        print(f"error: unknown scenario(s) {bad}; known: {list(SCENARIOS)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown scenario(s) {bad}; known: {list(SCENARIOS)}")
     frames = []
     for i, n in enumerate(names):
         kw = dict(SCENARIOS[n])
-        frames.append(mass.simulate_store(task=f"sim_{n}", family=args.family, seed=args.seed + i, **kw))
+        frames.append(simulate_store(task=f"sim_{n}", family=args.family, seed=args.seed + i, **kw))
     df = store.normalize(pd.concat(frames, ignore_index=True))
     store.write(df, args.out)
     print(f"wrote {args.out}: {len(df)} rows, scenarios {names}")

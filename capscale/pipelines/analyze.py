@@ -1,6 +1,10 @@
 """``capscale analyze``: the chain and degradation analysis of a score store, written to a folder.
 
-Outputs (``OUT`` is the folder)
+:func:`run` takes a score store (a DataFrame, or the path of a store to read) and :class:`Options`, and returns a
+:class:`~capscale.pipelines._base.RunResult` whose ``tables`` hold the tables below and whose ``summary`` is the
+content of ``analysis.json``.
+
+Outputs (``OUT`` is ``Options.out``; nothing is written when it is None)
 
 =========================  =====================================================================
 ``per_item.parquet``       chain metrics, one row per (model, task, item) — :func:`capscale.analysis.chain.compute`
@@ -11,108 +15,188 @@ Outputs (``OUT`` is the folder)
 ``ordering.csv``           does log p_vocab ≥ p_choices ≥ Brier ≥ acc hold, per task/method/statistic
 ``excluded.csv``           models left out of the correlations (non-finite compute), if any
 ``figures/``               ``ccdf_<family>_<task>.png``, ``mass_<family>_<task>.png``,
-                           ``curves_<family>_<task>.png``
+                           ``curves_<family>_<task>.png`` (unless ``Options.figures`` is False)
 ``analysis.json``          what ran: input, counts, the files written
 =========================  =====================================================================
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from capscale._io import atomic_write
+from capscale._io import atomic_write, safe_name, write_json
 from capscale.analysis import chain, correlate
 from capscale.data import store as _store
+from capscale.errors import InputError
+from capscale.pipelines._base import RunResult, StageOptions
 from capscale.plotting import chain as plots
 
-__all__ = ["run_analysis", "safe_name"]
+__all__ = ["Options", "run"]
+
+_CORR_COLUMNS = ["family", "task", "metric", "method", "doc_id", "r", "p_value", "n_models", "negated"]
 
 
-def safe_name(s: str) -> str:
-    """A file-name-safe version of a family or task name."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(s))
+def _split(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated flag as a tuple (None stays None)."""
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+@dataclass(frozen=True)
+class Options(StageOptions):
+    """Settings of ``capscale analyze``.
 
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
-
-
-def run_analysis(scores: pd.DataFrame, out: str | os.PathLike, *, figures: bool = True,
-                 methods: tuple[str, ...] = correlate.METHODS, progress: bool = True,
-                 source: str | None = None) -> dict[str, object]:
-    """Run the chain metrics and per-item correlation analysis and write the outputs.
-
-    Parameters
+    Attributes
     ----------
-    scores : pandas.DataFrame
-        A valid score store (at least 3 models per family for meaningful correlations).
-    out : path-like
-        Output folder (created if missing).
-    figures : bool, default True
-        Also write the PNG figures.
+    out : path-like, optional
+        Results folder (created if missing); None computes the tables without writing anything.
+    family : str, optional
+        Analyse only this family.
+    tasks : tuple of str, optional
+        Analyse only these tasks (default: every task); each must be in the store.
     methods : tuple of str
-        Correlation methods.
+        Correlation methods (:data:`capscale.analysis.correlate.METHODS`).
+    multi_gold : bool
+        When reading a store from a path: allow items with several correct choices.
+    figures : bool
+        Also write the PNG figures (only with ``out``).
     progress : bool
         Show progress bars.
     source : str, optional
-        Where the store came from (recorded in ``analysis.json``).
+        Where the store came from, recorded in ``analysis.json`` (default: the path :func:`run` read).
+    """
+
+    out: str | os.PathLike | None = None
+    family: str | None = None
+    tasks: tuple[str, ...] | None = None
+    methods: tuple[str, ...] = correlate.METHODS
+    multi_gold: bool = False
+    figures: bool = True
+    progress: bool = True
+    source: str | None = None
+
+    @classmethod
+    def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
+        """Options from ``capscale analyze`` arguments (``--tasks``/``--methods`` comma-separated)."""
+        kw: dict[str, Any] = {"tasks": _split(args.tasks), "methods": _split(args.methods),
+                              "figures": not args.no_figures, "progress": not args.quiet}
+        return super().from_cli(args, **{**kw, **overrides})
+
+
+def _select(scores: pd.DataFrame, options: Options, where: str) -> pd.DataFrame:
+    """The rows of ``options.family`` and ``options.tasks``; InputError when a task is unknown or none are left."""
+    df = scores
+    if options.family:
+        df = df[df["family"] == options.family]
+    if options.tasks is not None:
+        unknown = sorted(set(options.tasks) - set(df["task"]))
+        if unknown:
+            raise InputError(f"task(s) {unknown} not in {where}; it has {sorted(df['task'].unique())}")
+        df = df[df["task"].isin(options.tasks)]
+    if len(df) == 0:
+        raise InputError(f"no rows of {where} left after the family/tasks selection "
+                         f"(family {options.family!r}, tasks {list(options.tasks) if options.tasks else None})")
+    return df
+
+
+def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None) -> RunResult:
+    """Run the chain metrics and per-item correlation analysis of a score store.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame or path-like
+        A valid score store (at least 3 models per family for correlations), or the path of one (read and
+        validated with :func:`capscale.data.store.read`).
+    options : Options, optional
+        Settings (default ``Options()``: every family and task, nothing written).
 
     Returns
     -------
-    dict
-        Summary of the run: counts, the ordering-check pass rates and the paths written.
+    RunResult
+        ``summary``: the content of ``analysis.json`` (source, counts, groups skipped, ordering-check pass
+        rates, files); ``tables``: ``per_item``, ``correlations``, ``summary``, ``ccdf``, ``ordering``,
+        ``excluded``; ``notes``: groups without correlations and models excluded.
+
+    Raises
+    ------
+    FileNotFoundError, capscale.data.store.StoreValidationError
+        ``scores`` is a path that does not exist or an invalid store.
+    capscale.errors.InputError
+        A task of ``options.tasks`` is not in the store, or the selection leaves no rows.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(exist_ok=True)
+    options = options or Options()
+    source = options.source
+    if isinstance(scores, pd.DataFrame):
+        where = source or "the score store"
+    else:
+        source = source or str(scores)
+        where = str(scores)
+        scores = _store.read(scores, multi_gold=options.multi_gold)
+    scores = _select(scores, options, where)
+
+    out = Path(options.out) if options.out is not None else None
+    written: list[Path] = []
+
+    def _parquet(df: pd.DataFrame, name: str) -> None:
+        if out is not None:
+            written.append(atomic_write(out / name, lambda tmp: df.to_parquet(tmp, index=False)))
+
+    def _csv(df: pd.DataFrame, name: str) -> None:
+        if out is not None:
+            written.append(atomic_write(out / name, lambda tmp: df.to_csv(tmp, index=False)))
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "figures").mkdir(exist_ok=True)
     scores = _store.normalize(scores)
     items = chain.compute(scores)
-    _atomic_parquet(items, out / "per_item.parquet")
+    _parquet(items, "per_item.parquet")
 
     excluded = items.groupby("model_id").agg(family=("family", "first"), compute=("compute", "first")).reset_index()
     excluded = excluded[~np.isfinite(np.log10(excluded["compute"].astype(float)))]
+    excluded = excluded.assign(reason="non-finite log10 compute")
     if len(excluded):
-        _atomic_csv(excluded.assign(reason="non-finite log10 compute"), out / "excluded.csv")
+        _csv(excluded, "excluded.csv")
 
     groups = list(items.groupby(["family", "task"], sort=True))
     corr_parts = []
-    for _key, g in tqdm(groups, desc="correlations", disable=not progress, unit="task"):
-        n_models = g["model_id"].nunique()
-        if n_models < 3:
+    for _key, g in tqdm(groups, desc="correlations", disable=not options.progress, unit="task"):
+        if g["model_id"].nunique() < 3:
             continue
-        corr_parts.append(correlate.per_item_correlations(g, methods=methods))
-    corr = pd.concat(corr_parts, ignore_index=True) if corr_parts else pd.DataFrame(
-        columns=["family", "task", "metric", "method", "doc_id", "r", "p_value", "n_models", "negated"])
-    _atomic_parquet(corr, out / "correlations.parquet")
+        corr_parts.append(correlate.per_item_correlations(g, methods=options.methods))
+    corr = pd.concat(corr_parts, ignore_index=True) if corr_parts else pd.DataFrame(columns=_CORR_COLUMNS)
+    _parquet(corr, "correlations.parquet")
     summary = correlate.summarize(corr) if len(corr) else pd.DataFrame()
-    _atomic_csv(summary, out / "summary.csv")
-    _atomic_csv(correlate.ccdf(corr) if len(corr) else pd.DataFrame(), out / "ccdf.csv")
+    _csv(summary, "summary.csv")
+    ccdf = correlate.ccdf(corr) if len(corr) else pd.DataFrame()
+    _csv(ccdf, "ccdf.csv")
     ordering = correlate.ordering_check(summary) if len(summary) else pd.DataFrame()
-    _atomic_csv(ordering, out / "ordering.csv")
+    _csv(ordering, "ordering.csv")
 
-    fig_paths: list[str] = []
-    if figures:
-        for (fam, task), g in tqdm(groups, desc="figures", disable=not progress, unit="task"):
+    fig_paths: list[Path] = []
+    if out is not None and options.figures:
+        for (fam, task), g in tqdm(groups, desc="figures", disable=not options.progress, unit="task"):
             stem = f"{safe_name(fam)}_{safe_name(task)}"
             title = f"{fam} / {task} ({g['model_id'].nunique()} models, {g['doc_id'].nunique()} items)"
             c = corr[(corr["family"] == fam) & (corr["task"] == task)] if len(corr) else corr
             if len(c):
-                fig_paths.append(plots.ccdf_figure(c, out / "figures" / f"ccdf_{stem}.png", title=title))
-            fig_paths.append(plots.mass_figure(g, out / "figures" / f"mass_{stem}.png", title=title))
-            fig_paths.append(plots.metric_curves_figure(g, out / "figures" / f"curves_{stem}.png", title=title))
+                fig_paths.append(Path(plots.ccdf_figure(c, out / "figures" / f"ccdf_{stem}.png", title=title)))
+            fig_paths.append(Path(plots.mass_figure(g, out / "figures" / f"mass_{stem}.png", title=title)))
+            fig_paths.append(Path(plots.metric_curves_figure(g, out / "figures" / f"curves_{stem}.png",
+                                                             title=title)))
+    written += fig_paths
 
     too_few = [(f, t) for (f, t), g in groups if g["model_id"].nunique() < 3]
-    info: dict[str, object] = {
+    info: dict[str, Any] = {
         "source": source,
         "rows": int(len(scores)),
         "models": int(scores["model_id"].nunique()),
@@ -123,11 +207,19 @@ def run_analysis(scores: pd.DataFrame, out: str | os.PathLike, *, figures: bool 
         "ordering_holds_fraction": (
             ordering.dropna(subset=["holds"]).groupby("method")["holds"].mean().round(4).to_dict()
             if len(ordering) else {}),
-        "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) ,
-        "figures": [str(Path(p).relative_to(out)) for p in fig_paths],
     }
-    info["files"] = sorted({*info["files"], "analysis.json"})
-    with open(out / "_tmp.analysis.json", "w") as f:
-        json.dump(info, f, indent=2, default=str)
-    os.replace(out / "_tmp.analysis.json", out / "analysis.json")
-    return info
+    if out is not None:
+        info["files"] = sorted({*(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()), "analysis.json"})
+        info["figures"] = [str(p.relative_to(out)) for p in fig_paths]
+        written.append(write_json(out / "analysis.json", info, indent=2))
+    notes = []
+    if too_few:
+        notes.append("no correlations for (family, task) with fewer than 3 models: "
+                     f"{info['groups_skipped_fewer_than_3_models']}")
+    if len(excluded):
+        notes.append("models left out of the correlations (non-finite log10 compute): "
+                     f"{info['models_excluded_non_finite_compute']}")
+    return RunResult(stage="analyze", out=out, files=written, summary=info,
+                     tables={"per_item": items, "correlations": corr, "summary": summary, "ccdf": ccdf,
+                             "ordering": ordering, "excluded": excluded},
+                     notes=notes)

@@ -1,61 +1,147 @@
-"""Run leave-largest-out backtests over many tasks and write their tables and figures.
+"""``capscale backtest``: leave-largest-out backtests over many tasks, with their tables and figures.
 
-:func:`run_backtests` is what ``capscale backtest LADDER --out DIR`` does: for each task it calls
-:func:`capscale.analysis.predict.backtest` (fit on the ladder without its largest runs, predict each held-out
-run's final value with a 90% interval) and, with ``out``, writes ``<name>.csv``, ``<name>.json`` and a
-figure ``<name>_<task>.png`` per task (the fit's runs, the held-out actual values, and each method's
-prediction with its interval, against compute 6·N·D in FLOPs). Accuracies are fractions in [0, 1].
+:func:`run` (and :func:`run_backtests` under it) calls :func:`capscale.analysis.predict.backtest` for each task:
+fit on the ladder without its largest runs, predict each held-out run's final value with a 90% interval.
+With ``out`` it writes ``<name>.csv``, ``<name>.json`` and a figure ``<name>_<task>.png`` per task (the fit's
+runs, the held-out actual values, and each method's prediction with its interval, against compute 6·N·D in
+FLOPs). Accuracies are fractions in [0, 1].
 """
 
 from __future__ import annotations
 
-import json
-import math
+import argparse
 import os
-import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from capscale._io import atomic_write_text
+from capscale._io import atomic_write, dumps_json, write_json
 from capscale.analysis import predict
+from capscale.errors import UsageError
+from capscale.pipelines._base import RunResult, StageOptions
+from capscale.pipelines.fit import parse_tasks, predictor_options, select_tasks
+from capscale.plotting.predict import plot_backtest
 
-__all__ = ["default_metric", "run_backtests", "summarize_backtests", "plot_backtest", "BACKTEST_KEYS"]
+__all__ = ["Options", "run", "run_backtests", "summarize_backtests", "backtest_table", "BACKTEST_KEYS"]
 
 #: The keys every backtest row has (the JSON contract of ``capscale backtest --json``).
 BACKTEST_KEYS = ["task", "method", "heldout_model", "predicted", "actual", "abs_err", "lower", "upper"]
 
 
-def default_metric(ladder: pd.DataFrame, task: str, metric: str | None = None) -> str:
-    """``metric`` if given, else the task's ``acc``, else its ``acc_norm`` (error if neither exists)."""
-    if metric:
-        return metric
-    have = set(ladder.loc[ladder["task"] == task, "metric"])
-    for m in ("acc", "acc_norm"):
-        if m in have:
-            return m
-    raise ValueError(f"task {task!r} has no acc or acc_norm rows; give --metric (metrics: {sorted(have)})")
+@dataclass(frozen=True)
+class Options(StageOptions):
+    """Settings of ``capscale backtest``.
+
+    Attributes
+    ----------
+    tasks : tuple of str
+        Tasks to backtest (checked against the ladder).
+    all_tasks : bool
+        Instead: every task with an ``acc`` or ``acc_norm`` metric.
+    metric : str, optional
+        Accuracy metric (default per task: its ``acc``, else ``acc_norm``).
+    method : str
+        A name of :data:`capscale.analysis.predict.METHODS`, ``"auto"`` or ``"all"``.
+    holdout : "largest" or int
+        Hold out the runs of the K largest sizes.
+    bootstrap : int
+        Bootstrap resamples over ladder runs.
+    seed : int
+        Random seed.
+    loss_task, loss_metric : str, optional
+        The loss to chain through where a task has none.
+    out : str, optional
+        Folder for ``<name>.csv``, ``<name>.json`` and the figures (nothing is written without it).
+    name : str
+        File stem of the outputs.
+    progress : bool
+        Show a progress bar over tasks.
+    """
+
+    tasks: tuple[str, ...] = ()
+    all_tasks: bool = False
+    metric: str | None = None
+    method: str = "auto"
+    holdout: str | int = "largest"
+    bootstrap: int = 50
+    seed: int = 0
+    loss_task: str | None = None
+    loss_metric: str | None = None
+    out: str | None = None
+    name: str = "backtest"
+    progress: bool = False
+
+    @classmethod
+    def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
+        """Options from ``capscale backtest`` arguments (``--task`` split at commas, ``--holdout`` an integer
+        unless ``largest``, ``--name`` defaulting to ``backtest``)."""
+        holdout = getattr(args, "holdout", "largest")
+        if holdout != "largest":
+            try:
+                holdout = int(holdout)
+            except ValueError as e:
+                raise UsageError(f"--holdout {holdout!r}: give 'largest' or an integer K") from e
+        conv: dict[str, Any] = {"tasks": parse_tasks(getattr(args, "task", None)), "holdout": holdout,
+                                "name": getattr(args, "name", None) or "backtest"}
+        return super().from_cli(args, **{**conv, **overrides})
+
+    def predictor_options(self) -> dict[str, Any]:
+        """The predictor options (``bootstrap``, ``seed``, ``x_task``, ``x_metric``) these settings give."""
+        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric)
 
 
-def clean_json(v: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None, numpy scalars Python numbers."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: clean_json(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [clean_json(x) for x in v]
-    if hasattr(v, "item"):
-        return clean_json(v.item())
-    return v
+def run(ladder: pd.DataFrame, options: Options, store: pd.DataFrame | None = None) -> RunResult:
+    """Backtest ``options.method`` on the tasks of ``options`` (see the module docstring).
+
+    Parameters
+    ----------
+    ladder : pandas.DataFrame
+        Ladder table (see :mod:`capscale.data.ladder_table`), with the runs to hold out.
+    options : Options
+        The settings.
+    store : pandas.DataFrame, optional
+        The per-choice store behind the ladder (needed by ``mass``).
+
+    Returns
+    -------
+    RunResult
+        ``summary``: ``tasks``, ``method``, ``n_predictions``, ``mae`` (mean absolute error, as a fraction),
+        ``coverage_90`` (share of actual values inside their interval) and ``rows`` (every backtest row, as
+        :func:`run_backtests` returns them); ``tables["backtest"]``: the CSV table; ``notes``: the methods whose
+        fit failed (``method="all"``), with the reason.
+    """
+    tasks = select_tasks(ladder, options.tasks, options.all_tasks)
+    rows = run_backtests(ladder, tasks, options.method, holdout=options.holdout, store=store,
+                         metric=options.metric, progress=options.progress, **options.predictor_options())
+    out = Path(options.out) if options.out is not None else None
+    files = _write(rows, ladder, tasks, out, options.name) if out is not None else []
+    df = pd.DataFrame(rows)
+    cov = df["covered"].dropna() if "covered" in df else pd.Series(dtype=float)
+    summary = {"tasks": tasks, "method": options.method, "n_predictions": len(rows),
+               "mae": float(df["abs_err"].mean()) if len(df) else float("nan"),
+               "coverage_90": float(cov.mean()) if len(cov) else float("nan"), "rows": rows}
+    notes = [f"{r['task']} / {r['method']}: {'; '.join(r['warnings'])}" for r in rows if r["heldout_model"] is None]
+    return RunResult(stage="backtest", out=out, files=files, summary=summary, tables={"backtest": backtest_table(rows)},
+                     notes=notes)
+
+
+def backtest_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as the ``<name>.csv`` table: warnings counted (``n_warnings``), CV scores as compact JSON."""
+    df = pd.DataFrame(rows)
+    full = df.drop(columns=[c for c in ("warnings", "cv_scores") if c in df.columns])
+    if "cv_scores" in df.columns:
+        full["cv_scores"] = [dumps_json(s, indent=None) if s else "" for s in df["cv_scores"]]
+    full["n_warnings"] = [len(w) for w in df.get("warnings", [[]] * len(df))]
+    return full
 
 
 def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "auto", *,
                   holdout: str | int = "largest", store: pd.DataFrame | None = None, metric: str | None = None,
                   out: str | os.PathLike | None = None, name: str = "backtest", progress: bool = False,
-                  **kw: Any) -> list[dict[str, Any]]:
+                  **options: Any) -> list[dict[str, Any]]:
     """Backtest ``method`` on every task; optionally write CSV, JSON and one figure per task.
 
     Parameters
@@ -63,6 +149,7 @@ def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "aut
     ladder : pandas.DataFrame
         Ladder table (see :mod:`capscale.data.ladder_table`).
     tasks : sequence of str
+        The tasks.
     method : str
         A name of :data:`capscale.analysis.predict.METHODS`, ``"auto"`` or ``"all"``.
     holdout : "largest" or int
@@ -70,11 +157,15 @@ def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "aut
     store : pandas.DataFrame, optional
         The per-choice store behind the ladder (needed by ``mass``).
     metric : str, optional
-        Accuracy metric (default per task: :func:`default_metric`).
+        Accuracy metric (default per task: :func:`capscale.analysis.predict.default_metric`).
     out : path-like, optional
         Folder for ``<name>.csv``, ``<name>.json`` and ``<name>_<task>.png``.
-    **kw
-        Passed to :func:`capscale.analysis.predict.backtest` (``bootstrap``, ``seed``, ``x_task``, ...).
+    name : str
+        File stem of the outputs.
+    progress : bool
+        Show a progress bar over tasks.
+    **options
+        Predictor options for :func:`capscale.analysis.predict.backtest` (``bootstrap``, ``seed``, ``x_task``, ...).
 
     Returns
     -------
@@ -85,29 +176,28 @@ def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "aut
 
     rows: list[dict[str, Any]] = []
     for task in tqdm(list(tasks), desc="backtest", disable=not progress):
-        m = default_metric(ladder, task, metric)
-        res = predict.backtest(ladder, task, method, holdout=holdout, store=store, metric=m, **kw)
+        m = predict.default_metric(ladder, task, metric)
+        res = predict.backtest(ladder, task, method, holdout=holdout, store=store, metric=m, **options)
         for r in res:
             r["metric"] = m
         rows += res
     if out is not None:
-        outdir = Path(out)
-        outdir.mkdir(parents=True, exist_ok=True)
-        df = pd.DataFrame(rows)
-        full = df.drop(columns=[c for c in ("warnings", "cv_scores") if c in df.columns])
-        if "cv_scores" in df.columns:
-            full["cv_scores"] = [json.dumps(clean_json(s)) if s else "" for s in df["cv_scores"]]
-        full["n_warnings"] = [len(w) for w in df.get("warnings", [[]] * len(df))]
-        fd, tmp = tempfile.mkstemp(prefix="_tmp.", suffix=".csv", dir=outdir)
-        os.close(fd)
-        full.to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, outdir / f"{name}.csv")
-        atomic_write_text(outdir / f"{name}.json", json.dumps(clean_json(rows), indent=1) + "\n")
-        for task in tasks:
-            sub = [r for r in rows if r["task"] == task]
-            if sub:
-                plot_backtest(sub, ladder, task, sub[0]["metric"], outdir / f"{name}_{task}.png")
+        _write(rows, ladder, tasks, Path(out), name)
     return rows
+
+
+def _write(rows: list[dict[str, Any]], ladder: pd.DataFrame, tasks: Sequence[str], outdir: Path,
+           name: str) -> list[Path]:
+    """Write ``<name>.csv``, ``<name>.json`` and a figure per task with rows; returns the paths written."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    full = backtest_table(rows)
+    files = [atomic_write(outdir / f"{name}.csv", lambda tmp: full.to_csv(tmp, index=False, float_format="%.6g")),
+             write_json(outdir / f"{name}.json", rows)]
+    for task in tasks:
+        sub = [r for r in rows if r["task"] == task]
+        if sub:
+            files.append(Path(plot_backtest(sub, ladder, task, sub[0]["metric"], outdir / f"{name}_{task}.png")))
+    return files
 
 
 def summarize_backtests(rows: list[dict[str, Any]]) -> str:
@@ -126,43 +216,3 @@ def summarize_backtests(rows: list[dict[str, Any]]) -> str:
                              "coverage_90": g["covered"].mean(), "n": g["abs_err"].count()})
         lines.append("\nper method:\n" + summ.to_string(float_format=lambda v: f"{v:.2f}"))
     return "\n".join(lines)
-
-
-def plot_backtest(rows: list[dict[str, Any]], ladder: pd.DataFrame, task: str, metric: str,
-                  path: Path) -> None:
-    """Figure of one task's backtest: fit runs, held-out actual values, predictions with 90% intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from capscale.data.ladder_table import final_values
-
-    rows = [r for r in rows if r.get("params") is not None and r.get("heldout_model") is not None]
-    fin = final_values(ladder, task, metric)
-    held = {r["heldout_model"] for r in rows}
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    tr = fin[~fin["run"].isin(held)]
-    ax.scatter(6 * tr["params"] * tr["tokens"], tr["value"], s=14, c="k", label="fit (ladder runs)")
-    ho = fin[fin["run"].isin(held)]
-    if len(ho):
-        ax.scatter(6 * ho["params"] * ho["tokens"], ho["value"], s=40, marker="*", c="r", label="held out (actual)")
-    methods = sorted({r.get("selected") or r["method"] for r in rows})
-    for i, m in enumerate(methods):
-        sub = [r for r in rows if (r.get("selected") or r["method"]) == m]
-        c = np.array([6 * r["params"] * r["tokens"] for r in sub]) * (1 + 0.06 * i)
-        v = np.array([r["predicted"] for r in sub])
-        lo = np.array([r["lower"] for r in sub])
-        hi = np.array([r["upper"] for r in sub])
-        ax.errorbar(c, v, yerr=[np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)], fmt="o", ms=4, capsize=2,
-                    label=f"{m} (90%)")
-    ax.set_xscale("log")
-    ax.set_xlabel("compute 6ND (FLOPs)")
-    ax.set_ylabel(metric)
-    ax.set_title(task)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    from capscale.plotting.chain import save_figure
-
-    save_figure(fig, path, dpi=110)

@@ -13,19 +13,22 @@ composition, multi-token birth dates). The demo
 6. checks what the demo family must show -> ``OUT/checks.json``;
 7. writes ``OUT/report.html`` (self-contained) and ``OUT/run.json`` (what ran, how long).
 
-A rerun reuses the finished store shards (delete ``OUT/store`` to rescore).
+A rerun reuses the finished store shards (delete ``OUT/store`` to rescore). :func:`run` takes the family folder
+and :class:`Options`; every stage is run through its own runner (:func:`capscale.pipelines.analyze.run`, ...),
+each returning a :class:`~capscale.pipelines._base.RunResult`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import math
 import os
 import shutil
 import time
 import traceback
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +36,44 @@ import numpy as np
 import pandas as pd
 import yaml
 
-__all__ = ["DEMO_FAMILY", "run_demo", "demo_checks", "DemoError"]
+from capscale._io import atomic_write_text, write_json
+from capscale.data.select import final_checkpoints
+from capscale.errors import CapscaleError
+from capscale.pipelines._base import RunResult, StageOptions
+from capscale.synthetic.ladder import longest_increasing
+
+__all__ = ["DEMO_FAMILY", "DemoError", "Options", "run", "demo_checks"]
 
 #: The committed demo family (checkpoints, family.yaml, tasks/).
 DEMO_FAMILY = Path(__file__).resolve().parents[1] / "synthetic" / "family"
 
 
-class DemoError(RuntimeError):
-    """The demo cannot start (missing family, unwritable output folder)."""
+class DemoError(CapscaleError, RuntimeError):
+    """The demo cannot start (missing family, unwritable output folder), or one of its stages failed."""
+
+
+@dataclass(frozen=True)
+class Options(StageOptions):
+    """Settings of ``capscale demo``.
+
+    Attributes
+    ----------
+    out : path-like
+        Output folder (created; must be writable — checked before any work).
+    progress : bool
+        Show progress bars.
+    log : callable
+        Where progress lines go.
+    """
+
+    out: str | os.PathLike = "demo-output"
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+    @classmethod
+    def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
+        """Options from ``capscale demo`` arguments (``--quiet``: no progress bars)."""
+        return super().from_cli(args, **{"progress": not args.quiet, **overrides})
 
 
 def _check_writable(out: Path) -> None:
@@ -63,25 +96,6 @@ def _family_files(family_dir: Path) -> tuple[Path, Path]:
     return spec, tasks
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f"_tmp.{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        v = float(o)
-        return v if math.isfinite(v) else str(v)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
 def _copy_spec(spec: Path, dest: Path) -> None:
     """Copy the family spec with checkpoint paths made absolute (usable from anywhere)."""
     d = yaml.safe_load(spec.read_text())
@@ -89,9 +103,7 @@ def _copy_spec(spec: Path, dest: Path) -> None:
         p = Path(ck["path"])
         if not p.is_absolute():
             ck["path"] = str((spec.parent / p).resolve())
-    tmp = dest.with_name(f"_tmp.{dest.name}")
-    tmp.write_text(yaml.safe_dump(d, sort_keys=False))
-    os.replace(tmp, dest)
+    atomic_write_text(dest, yaml.safe_dump(d, sort_keys=False))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,7 +113,8 @@ def _copy_spec(spec: Path, dest: Path) -> None:
 
 def _stage_eval(spec: Path, tasks_dir: Path, out: Path, progress: bool) -> pd.DataFrame:
     from capscale.data import store
-    from capscale.eval.evaluate import EvalOptions, evaluate_item_sets
+    from capscale.eval.evaluate import evaluate_item_sets
+    from capscale.eval.shards import EvalOptions
     from capscale.synthetic import world as synthetic
 
     try:  # the per-checkpoint "Loading weights" bars of transformers drown the demo's own progress
@@ -116,54 +129,55 @@ def _stage_eval(spec: Path, tasks_dir: Path, out: Path, progress: bool) -> pd.Da
     return store.read(out / "store")
 
 
-def _stage_analysis(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
-    from capscale.pipelines.analyze import run_analysis
+def _stage_analysis(scores: pd.DataFrame, out: Path, progress: bool) -> RunResult:
+    from capscale.pipelines import analyze
 
-    return run_analysis(scores, out / "analysis", progress=progress, source=str(out / "store"))
-
-
-def _stage_mass(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
-    from capscale.pipelines.mass import MassRunOptions, run_mass
-
-    res = run_mass(scores, MassRunOptions(out=str(out / "mass"), backtest="loglinear,sigmoid,direct",
-                                          source=str(out / "store"), command="capscale demo"))
-    (out / "logs" / "mass.log").write_text(res["report"] + "\n")
-    return {"summary": res["summary"].get("backtest", {})}
+    return analyze.run(scores, analyze.Options(out=out / "analysis", progress=progress, source=str(out / "store")))
 
 
-def _stage_predict(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
-    from capscale.data import ladder_table as datasets
-    from capscale.pipelines.backtest import run_backtests, summarize_backtests
+def _stage_mass(scores: pd.DataFrame, out: Path, progress: bool) -> RunResult:
+    from capscale.pipelines import mass
 
-    ladder = datasets.ladder_from_store(scores)
-    tasks = sorted(ladder.loc[ladder["metric"] == "acc", "task"].unique())
-    rows = run_backtests(ladder, tasks, "all", holdout="largest", store=scores, out=out / "predict",
-                         progress=progress, bootstrap=20, seed=0)
-    (out / "logs" / "predict.log").write_text(summarize_backtests(rows) + "\n")
-    return {}
+    res = mass.run(scores, mass.Options(out=str(out / "mass"), backtest="loglinear,sigmoid,direct",
+                                        source=str(out / "store"), command="capscale demo"))
+    (out / "logs" / "mass.log").write_text("\n".join(res.notes) + "\n")
+    return res
 
 
-def _stage_emergence(scores: pd.DataFrame, out: Path, progress: bool) -> dict:
-    from capscale.analysis import emergence
+def _stage_predict(scores: pd.DataFrame, out: Path, progress: bool) -> RunResult:
+    from capscale.analysis.chain import ladder_from_store
+    from capscale.pipelines import backtest
+
+    ladder = ladder_from_store(scores)
+    tasks = tuple(sorted(ladder.loc[ladder["metric"] == "acc", "task"].unique()))
+    res = backtest.run(ladder, backtest.Options(tasks=tasks, method="all", holdout="largest", bootstrap=20, seed=0,
+                                                out=str(out / "predict"), progress=progress), store=scores)
+    (out / "logs" / "predict.log").write_text(backtest.summarize_backtests(res.summary["rows"]) + "\n")
+    return res
+
+
+def _stage_emergence(scores: pd.DataFrame, out: Path, progress: bool) -> RunResult:
+    from capscale.pipelines import emergence
 
     # final checkpoint of each of the 5 sizes: the family's scaling axis (mixing sizes and steps is not
     # monotone in compute); B = 500 keeps the demo fast
-    return emergence.run_emergence(scores, out / "emergence", B=500, steps="final", progress=progress)
+    return emergence.run(scores, emergence.Options(out=out / "emergence", B=500, steps="final", progress=progress,
+                                                   source=str(out / "store"), command="capscale demo"))
+
+
+#: The stages after evaluation: (name, progress line, runner, the key of the runner's ``summary`` that
+#: ``run.json`` records for the stage, or None).
+_STAGES: list[tuple[str, str, Callable[[pd.DataFrame, Path, bool], RunResult], str | None]] = [
+    ("analysis", "[2/6] chain metrics and per-item correlations", _stage_analysis, None),
+    ("mass", "[3/6] correct vs incorrect probability mass laws", _stage_mass, "backtest"),
+    ("predict", "[4/6] fitted transforms: leave-largest-out backtests", _stage_predict, None),
+    ("emergence", "[5/6] emergence diagnostics", _stage_emergence, "verdicts"),
+]
 
 
 # ----------------------------------------------------------------------------------------------
-# Checks of what the demo family must show (issue: the embedded default)
+# Checks of what the demo family must show
 # ----------------------------------------------------------------------------------------------
-
-
-def _longest_increasing(v: np.ndarray) -> int:
-    """Length of the longest strictly increasing subsequence (sizes in order)."""
-    best = [1] * len(v)
-    for i in range(len(v)):
-        for j in range(i):
-            if v[j] < v[i]:
-                best[i] = max(best[i], best[j] + 1)
-    return max(best, default=0)
 
 
 def demo_checks(out: str | os.PathLike) -> dict[str, dict]:
@@ -181,9 +195,8 @@ def demo_checks(out: str | os.PathLike) -> dict[str, dict]:
     # 1. knowledge scaling on one-hop recall (final checkpoint of each size)
     one = items[items["task"] == "synth_onehop"]
     if len(one):
-        last = one.sort_values("tokens").groupby("params")["model_id"].last()
-        acc = one[one["model_id"].isin(last)].groupby("params")["acc"].mean().sort_index()
-        inc = _longest_increasing(acc.to_numpy())
+        acc = final_checkpoints(one, by="params").groupby("params")["acc"].mean().sort_index()
+        inc = longest_increasing(acc.to_numpy())
         ok = inc >= min(4, len(acc)) and acc.iloc[-1] >= 0.6
         checks["knowledge scaling (one-hop accuracy increases with size across >= 4 of 5 sizes; largest >= 0.6 "
                "at K = 4)"] = {
@@ -235,33 +248,33 @@ def demo_checks(out: str | os.PathLike) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------------
 
 
-def run_demo(out: str | os.PathLike = "demo-output", *, family_dir: str | os.PathLike | None = None,
-             progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(family_dir: str | os.PathLike | None = None, options: Options | None = None) -> RunResult:
     """Run the demo end to end and write ``OUT/report.html``.
 
     Parameters
     ----------
-    out : path-like, default "demo-output"
-        Output folder (created; must be writable — checked before any work).
     family_dir : path-like, optional
-        A family folder with ``family.yaml`` and ``tasks/`` (default: the committed demo family).
-    progress : bool
-        Show progress bars.
-    log : callable
-        Where progress lines go.
+        A family folder with ``family.yaml`` and ``tasks/`` (default: the committed demo family,
+        :data:`DEMO_FAMILY`).
+    options : Options, optional
+        Output folder, progress bars, where progress lines go (default ``Options()``).
 
     Returns
     -------
-    dict
-        The run record (also written to ``OUT/run.json``): stages, their wall times and errors,
-        the checks, and the report's path.
+    RunResult
+        ``summary``: the run record written to ``OUT/run.json`` (stages with their wall times, errors and
+        headline results; the checks; the report's path) plus ``failed``, the stages that failed; ``files``:
+        the files the stages and the demo wrote; ``notes``: one line per failed stage.
 
     Raises
     ------
     DemoError
-        When the output folder is not writable or the family is missing.
+        When the output folder is not writable or the family is missing (before any work).
     """
-    out = Path(out)
+    options = options or Options()
+    log = options.log
+    progress = options.progress
+    out = Path(options.out)
     family_dir = Path(family_dir) if family_dir else DEMO_FAMILY
     spec, tasks_dir = _family_files(family_dir)
     _check_writable(out)
@@ -272,38 +285,39 @@ def run_demo(out: str | os.PathLike = "demo-output", *, family_dir: str | os.Pat
     for f in tasks_dir.iterdir():
         if f.is_file():
             shutil.copy2(f, out / "tasks" / f.name)
-    run: dict[str, Any] = {"command": "capscale demo" + (f" --out {out}" if str(out) != "demo-output" else ""),
-                           "family": str(family_dir), "output": str(out.resolve()), "stages": {}}
+    record: dict[str, Any] = {"command": "capscale demo" + (f" --out {out}" if str(out) != "demo-output" else ""),
+                              "family": str(family_dir), "output": str(out.resolve()), "stages": {}}
     log(f"capscale demo: family {family_dir} -> {out}/")
 
     t0 = time.time()
     log("[1/6] evaluating every checkpoint on the synthetic tasks (capscale scoring engine)")
     scores = _stage_eval(spec, tasks_dir, out, progress)
-    run["stages"]["eval"] = {"seconds": round(time.time() - t0, 1), "rows": len(scores),
-                             "models": int(scores["model_id"].nunique()), "tasks": sorted(scores["task"].unique())}
+    record["stages"]["eval"] = {"seconds": round(time.time() - t0, 1), "rows": len(scores),
+                                "models": int(scores["model_id"].nunique()),
+                                "tasks": sorted(scores["task"].unique())}
     log(f"      {len(scores):,} per-choice rows, {scores['model_id'].nunique()} checkpoints, "
         f"{scores['task'].nunique()} tasks")
 
-    stages = [("analysis", "[2/6] chain metrics and per-item correlations", _stage_analysis),
-              ("mass", "[3/6] correct vs incorrect probability mass laws", _stage_mass),
-              ("predict", "[4/6] fitted transforms: leave-largest-out backtests", _stage_predict),
-              ("emergence", "[5/6] emergence diagnostics", _stage_emergence)]
-    failed = []
-    for name, title, fn in stages:
+    failed: list[str] = []
+    notes: list[str] = []
+    files: list[Path] = []
+    for name, title, stage, summary_key in _STAGES:
         log(title)
         t0 = time.time()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                info = fn(scores, out, progress)
-            run["stages"][name] = {"seconds": round(time.time() - t0, 1), "status": "ok"}
-            if isinstance(info, dict) and "summary" in info:
-                run["stages"][name]["summary"] = info["summary"]
+                result = stage(scores, out, progress)
+            record["stages"][name] = {"seconds": round(time.time() - t0, 1), "status": "ok"}
+            if summary_key is not None:
+                record["stages"][name]["summary"] = result.summary.get(summary_key, {})
+            files += result.files
         except Exception as e:  # noqa: BLE001 - a failed stage is reported, the others still run
             failed.append(name)
-            run["stages"][name] = {"seconds": round(time.time() - t0, 1), "status": "failed",
-                                   "error": f"{type(e).__name__}: {e}",
-                                   "traceback": traceback.format_exc(limit=6)}
+            notes.append(f"stage {name} failed: {type(e).__name__}: {e}")
+            record["stages"][name] = {"seconds": round(time.time() - t0, 1), "status": "failed",
+                                      "error": f"{type(e).__name__}: {e}",
+                                      "traceback": traceback.format_exc(limit=6)}
             log(f"      FAILED: {type(e).__name__}: {e}")
 
     log("[6/6] checks and report")
@@ -311,19 +325,19 @@ def run_demo(out: str | os.PathLike = "demo-output", *, family_dir: str | os.Pat
         checks = demo_checks(out)
     except Exception as e:  # noqa: BLE001
         checks = {"checks could be computed": {"passed": False, "detail": f"{type(e).__name__}: {e}"}}
-    _write_json(out / "checks.json", checks)
-    run["checks"] = {k: v["passed"] for k, v in checks.items()}
-    run["seconds_total"] = round(time.time() - t_all, 1)
-    _write_json(out / "run.json", {k: v for k, v in run.items()})
-    from capscale.pipelines.report import build_report
+    files.append(write_json(out / "checks.json", checks, indent=2))
+    record["checks"] = {k: v["passed"] for k, v in checks.items()}
+    record["seconds_total"] = round(time.time() - t_all, 1)
+    write_json(out / "run.json", record, indent=2)
+    from capscale.pipelines import report
 
-    report = build_report(out, out / "report.html", title="capscale demo: a ladder trained on a synthetic world")
-    run["report"] = str(report)
-    _write_json(out / "run.json", run)
+    page = report.run(out, report.Options(output=out / "report.html",
+                                          title="capscale demo: a ladder trained on a synthetic world"))
+    record["report"] = str(page.files[0])
+    files += [*page.files, write_json(out / "run.json", record, indent=2)]
     for k, v in checks.items():
         log(f"  [{'ok' if v['passed'] else 'NO'}] {k}: {v['detail']}")
     if failed:
         log(f"stages that failed: {failed} (details in {out}/run.json)")
-    log(f"done in {run['seconds_total']:.0f} s. Report: {report}")
-    run["failed"] = failed
-    return run
+    log(f"done in {record['seconds_total']:.0f} s. Report: {record['report']}")
+    return RunResult(stage="demo", out=out, files=files, summary={**record, "failed": failed}, notes=notes)

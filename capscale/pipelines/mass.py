@@ -13,28 +13,33 @@ Log-likelihoods in nats; compute C = 6·N·D FLOPs, x = log10 C.
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from capscale._io import atomic_write_text, to_jsonable, write_json
 from capscale.analysis import chain, mass
 from capscale.data import store
+from capscale.data.select import final_checkpoints
+from capscale.errors import InputError
+from capscale.pipelines._base import RunResult, StageOptions
+from capscale.plotting import mass as mass_plots
 
-__all__ = ["MassRunOptions", "run_mass"]
+__all__ = ["Options", "run"]
 
 
 @dataclass(frozen=True)
-class MassRunOptions:
-    """Options of :func:`run_mass` (the flags of ``capscale mass``).
+class Options(StageOptions):
+    """Options of :func:`run` (the flags of ``capscale mass``).
 
     Attributes
     ----------
@@ -86,29 +91,42 @@ class MassRunOptions:
     source: str | None = None
     command: str | None = None
 
+    @classmethod
+    def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
+        """The options of ``capscale mass`` from its parsed arguments (``overrides`` win)."""
+        kw: dict[str, Any] = {
+            "out": args.out, "family": args.family, "tasks": tuple(args.task) if args.task else None,
+            "final_only": args.final_only, "linear_only": args.linear_only, "draws": args.draws, "seed": args.seed,
+            "figures": not args.no_figures, "backtest": args.backtest, "baseline_bootstrap": args.baseline_bootstrap,
+            "backtest_axis": args.backtest_axis, "skip_first": args.skip_first,
+            "run_from_params": args.run_from_params, "source": str(args.store), "command": None}
+        kw.update(overrides)
+        return cls(**kw)
+
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def run_mass(scores: pd.DataFrame, opts: MassRunOptions) -> dict[str, Any]:
+def run(scores: pd.DataFrame, opts: Options) -> RunResult:
     """Fit, predict, compare and plot (see the module docstring); the store is validated first.
 
     Parameters
     ----------
     scores : pandas.DataFrame
         A score store (``loglik`` in nats).
-    opts : MassRunOptions
+    opts : Options
 
     Returns
     -------
-    dict
-        ``summary`` (also in ``mass_summary.json``), ``out``, ``report`` (printable tables), and the
-        ``fits``, ``predictions`` and ``covariation`` tables.
+    RunResult
+        ``summary`` (also in ``mass_summary.json``), ``out``, ``files`` written, ``tables`` ``fits``,
+        ``predictions`` and ``covariation`` (and ``backtest`` with ``opts.backtest``), and ``notes``: the printable
+        report (tables of covariation, held-out predictions and the backtest).
 
     Raises
     ------
-    ValueError
+    capscale.errors.InputError
         Unknown family or task, several families without ``opts.family``, fewer than 2 compute values.
     """
     report: list[str] = []
@@ -120,21 +138,21 @@ def run_mass(scores: pd.DataFrame, opts: MassRunOptions) -> dict[str, Any]:
     fam = opts.family
     if fam is None:
         if len(fams) > 1:
-            raise ValueError(f"{opts.source or 'the store'} holds several families {fams}; choose one with --family")
+            raise InputError(f"{opts.source or 'the store'} holds several families {fams}; choose one with --family")
         fam = fams[0]
     if fam not in fams:
-        raise ValueError(f"family {fam!r} not in {opts.source or 'the store'} (families: {fams})")
+        raise InputError(f"family {fam!r} not in {opts.source or 'the store'} (families: {fams})")
     df = df[df["family"] == fam]
     tasks = list(opts.tasks or []) or sorted(df["task"].unique())
     missing = [t for t in tasks if t not in set(df["task"])]
     if missing:
-        raise ValueError(f"task(s) {missing} not in family {fam!r} (tasks: {sorted(df['task'].unique())})")
+        raise InputError(f"task(s) {missing} not in family {fam!r} (tasks: {sorted(df['task'].unique())})")
     df = df[df["task"].isin(tasks)]
     if opts.skip_first:
         df = _skip_first(df, opts.skip_first)
     df_backtest = df  # the backtest gives every method every checkpoint (mass keeps each run's final one)
     if opts.final_only:
-        df = _final_checkpoints(df)
+        df = final_checkpoints(df, by="params")
     cfg = mass.MassConfig(n_draws=opts.draws, seed=opts.seed, allow_saturating=not opts.linear_only)
     out = opts.out
     os.makedirs(out, exist_ok=True)
@@ -142,7 +160,7 @@ def run_mass(scores: pd.DataFrame, opts: MassRunOptions) -> dict[str, Any]:
     models = (items[["model_id", "params", "tokens", "compute"]].drop_duplicates("model_id")
               .sort_values(["compute", "model_id"], kind="stable"))
     if models["compute"].nunique() < 2:
-        raise ValueError(f"family {fam!r} has {models['compute'].nunique()} distinct compute value(s); the per-item "
+        raise InputError(f"family {fam!r} has {models['compute'].nunique()} distinct compute value(s); the per-item "
                          "laws need at least 2 (3 or more recommended)")
     _log(f"mass: family {fam!r}, {len(models)} models, {len(tasks)} task(s)")
     with warnings.catch_warnings():
@@ -189,15 +207,16 @@ def run_mass(scores: pd.DataFrame, opts: MassRunOptions) -> dict[str, Any]:
                                "held_out": next((r for r in rows if r["kind"] == "held-out"), None)}
         if not (not opts.figures):
             safe = t.replace("/", "_")
-            mass.plot_mass_scatter(it, os.path.join(out, f"mass_scatter_{safe}.png"),
-                                   title=f"{fam} / {t}" + (" (multiple input)" if tf.multiple_input else ""))
-            mass.plot_slope_scatter(tf, os.path.join(out, f"mass_slopes_{safe}.png"))
+            mass_plots.plot_mass_scatter(it, os.path.join(out, f"mass_scatter_{safe}.png"),
+                                         title=f"{fam} / {t}" + (" (multiple input)" if tf.multiple_input else ""))
+            mass_plots.plot_slope_scatter(tf, os.path.join(out, f"mass_slopes_{safe}.png"), cov=cov)
             acc_tab = pd.DataFrame([{"log10_compute": r["log10_compute"], "observed": r["acc_observed"],
                                      "predicted": r["acc_predicted"], "lower": r["acc_lower"],
                                      "upper": r["acc_upper"], "kind": r["kind"]} for r in rows])
-            mass.plot_predicted_vs_observed(acc_tab, os.path.join(out, f"mass_pred_{safe}.png"),
-                                            title=f"{fam} / {t}: accuracy from per-item mass laws"
-                                            + (f"\n(red: {largest} predicted from the smaller sizes)" if fits_ho is not None else ""))
+            mass_plots.plot_predicted_vs_observed(acc_tab, os.path.join(out, f"mass_pred_{safe}.png"),
+                                                  title=f"{fam} / {t}: accuracy from per-item mass laws"
+                                                  + (f"\n(red: {largest} predicted from the smaller sizes)"
+                                                     if fits_ho is not None else ""))
     fits_df = pd.concat(fit_tabs, ignore_index=True)
     pred_df = pd.DataFrame(pred_rows)
     cov_df = mass.covariation_table(fits)
@@ -209,9 +228,9 @@ def run_mass(scores: pd.DataFrame, opts: MassRunOptions) -> dict[str, Any]:
         bt = (_backtest_tokens if opts.backtest_axis == "tokens" else _backtest)(df_backtest, tasks, methods, fam, opts)
         _write_csv(bt, os.path.join(out, "mass_backtest.csv"))
         summary["backtest"] = _backtest_summary(bt)
-        _write_text(os.path.join(out, "mass_backtest.md"), _backtest_markdown(bt, fam, opts))
+        atomic_write_text(os.path.join(out, "mass_backtest.md"), _backtest_markdown(bt, fam, opts))
         report.append(_backtest_markdown(bt, fam, opts))
-    _write_text(os.path.join(out, "mass_summary.json"), json.dumps(_jsonable(summary), indent=1) + "\n")
+    write_json(os.path.join(out, "mass_summary.json"), summary)
     for section, title in (("tasks", "tasks"), ("multiple_input_tasks", "multiple-input tasks (reported apart)")):
         sub = cov_df[cov_df["multiple_input"] == (section != "tasks")]
         if len(sub):
@@ -226,16 +245,14 @@ def run_mass(scores: pd.DataFrame, opts: MassRunOptions) -> dict[str, Any]:
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     _log(f"wrote {out}/mass_fits.csv, mass_predictions.csv, mass_covariation.csv, mass_summary.json"
          + ("" if (not opts.figures) else " and figures"))
-    return {"summary": _jsonable(summary), "out": out, "report": "\n".join(report),
-            "fits": fits_df, "predictions": pred_df, "covariation": cov_df}
-
-
-def _final_checkpoints(df):
-    """Keep, per (params) size, the checkpoint with the most tokens (ties: largest step)."""
-    cols = ["model_id", "params", "tokens"] + (["step"] if "step" in df.columns else [])
-    m = df[cols].drop_duplicates("model_id")
-    last = m.sort_values(cols[1:]).groupby("params").tail(1)["model_id"]
-    return df[df["model_id"].isin(set(last))]
+    tables = {"fits": fits_df, "predictions": pred_df, "covariation": cov_df}
+    files = ["mass_fits.csv", "mass_predictions.csv", "mass_covariation.csv", "mass_summary.json"]
+    if opts.backtest:
+        tables["backtest"] = bt
+        files += ["mass_backtest.csv", "mass_backtest.md"]
+    figures = sorted(p for p in os.listdir(out) if p.startswith("mass_") and p.endswith(".png")) if opts.figures else []
+    return RunResult(stage="mass", out=Path(out), files=[Path(out) / f for f in files + figures],
+                     summary=to_jsonable(summary), tables=tables, notes=["\n".join(report)] if report else [])
 
 
 def _skip_first(df, n: int):
@@ -248,7 +265,7 @@ def _skip_first(df, n: int):
 def _backtest_tokens(df, tasks, methods, fam, opts):
     """Data-scaling backtest: within each model size, hold out the checkpoint with the most tokens."""
     from capscale.analysis import laws, predict
-    from capscale.data import ladder_table as datasets
+    from capscale.analysis.chain import ladder_from_store
 
     rows = []
     for p, g in df.groupby("params"):
@@ -257,7 +274,7 @@ def _backtest_tokens(df, tasks, methods, fam, opts):
             _log(f"backtest: size N={p} has {len(ids)} checkpoint(s); need 4 (3 to fit), skipped")
             continue
         train, held = ids[:-1], ids[-1]
-        lad = datasets.ladder_from_store(g)
+        lad = ladder_from_store(g)
         ltr = lad[lad["model_id"].isin(train)]
         gtr = g[g["model_id"].isin(train)]
         hd = g[g["model_id"] == held]
@@ -303,9 +320,9 @@ def _pred_row(task, fam, mi, m, x, kind, pr, obs) -> dict:
 def _backtest(df, tasks, methods, fam, opts):
     """Leave-largest-out with capscale.analysis.predict on the ladder built from the store."""
     from capscale.analysis import laws, predict
-    from capscale.data import ladder_table as datasets
+    from capscale.analysis.chain import ladder_from_store
 
-    lad = datasets.ladder_from_store(df)
+    lad = ladder_from_store(df)
     if opts.run_from_params:
         # checkpoints of one size form one run (so the largest size's checkpoints are all held out)
         lad = lad.assign(run=lad["params"].map(lambda p: f"{fam}-N{int(p)}"))
@@ -371,30 +388,5 @@ def _backtest_markdown(bt, fam, opts) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating | float):
-        f = float(o)
-        return f if math.isfinite(f) else ("inf" if f > 0 else "-inf" if f < 0 else None)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
-
-
-def _write_text(path: str, text: str) -> None:
-
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def _write_csv(df, path: str) -> None:
-    _write_text(path, df.to_csv(index=False))
+    atomic_write_text(path, df.to_csv(index=False))

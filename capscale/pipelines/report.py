@@ -11,7 +11,8 @@ The folder is what ``capscale demo`` writes (or the same layout assembled by han
 =====================  ==============================================================
 
 Figures are embedded as base64 PNG, tables as HTML; the page loads nothing from outside.
-Missing sections are shown as "not run" rather than failing.
+Missing sections are shown as "not run" rather than failing. :func:`run` takes the folder and :class:`Options`
+and returns a :class:`~capscale.pipelines._base.RunResult` naming the HTML file written.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ import datetime as _dt
 import html
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["build_report", "SECTIONS"]
+from capscale._io import atomic_write_text
+from capscale.pipelines._base import RunResult, StageOptions
+
+__all__ = ["Options", "run", "SECTIONS"]
 
 #: (folder, title, explanation) in report order.
 SECTIONS = [
@@ -145,8 +150,23 @@ def _generic_tables(d: Path, skip: set[str]) -> str:
     return "".join(parts)
 
 
-def build_report(results_dir: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                 title: str = "capscale report") -> Path:
+@dataclass(frozen=True)
+class Options(StageOptions):
+    """Settings of ``capscale report``.
+
+    Attributes
+    ----------
+    output : path-like, optional
+        HTML file to write (default ``RESULTS_DIR/report.html``). Written atomically.
+    title : str
+        Page title.
+    """
+
+    output: str | os.PathLike | None = None
+    title: str = "capscale report"
+
+
+def run(results_dir: str | os.PathLike, options: Options | None = None) -> RunResult:
     """Write one self-contained HTML report for a results folder.
 
     Parameters
@@ -154,26 +174,32 @@ def build_report(results_dir: str | os.PathLike, output: str | os.PathLike | Non
     results_dir : path-like
         Folder with ``analysis/``, ``mass/``, ``predict/``, ``emergence/`` (any may be missing) and
         an optional ``checks.json`` and ``run.json``.
-    output : path-like, optional
-        HTML file to write (default ``results_dir/report.html``). Written atomically.
-    title : str
-        Page title.
+    options : Options, optional
+        Output file and title (default ``Options()``).
 
     Returns
     -------
-    pathlib.Path
-        The report's path.
+    RunResult
+        ``files``: the HTML file; ``summary``: ``report`` (its path) and ``sections`` (``"ok"`` or
+        ``"not run"`` per stage folder); ``notes``: the sections not run.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``results_dir`` is not a folder.
     """
+    options = options or Options()
     root = Path(results_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"results folder {str(root)!r} does not exist")
-    out = Path(output) if output else root / "report.html"
+    out = Path(options.output) if options.output else root / "report.html"
+    title = options.title
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p class='note'>Generated {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M UTC} from "
             f"<code>{html.escape(str(root))}</code>.</p>"]
-    run = root / "run.json"
-    if run.exists():
-        info = json.loads(run.read_text())
+    run_json = root / "run.json"
+    if run_json.exists():
+        info = json.loads(run_json.read_text())
         stages = info.pop("stages", None)
         lines = "".join(f"<tr><td>{html.escape(str(k))}</td><td style='text-align:left'>"
                         f"{html.escape(json.dumps(v) if not isinstance(v, str) else v)}</td></tr>"
@@ -187,9 +213,11 @@ def build_report(results_dir: str | os.PathLike, output: str | os.PathLike | Non
             body.append("<h3>Stages</h3>" + _table(pd.DataFrame(rows)))
     if (root / "checks.json").exists():
         body.append(_checks_html(root / "checks.json"))
+    sections: dict[str, str] = {}
     for folder, heading, text in SECTIONS:
         d = root / folder
         body.append(f"<h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>")
+        sections[folder] = "ok" if d.is_dir() else "not run"
         if not d.is_dir():
             body.append("<p class='missing'>This stage was not run for these results.</p>")
             continue
@@ -205,8 +233,8 @@ def build_report(results_dir: str | os.PathLike, output: str | os.PathLike | Non
             body.append("<div>" + "".join(_img(p, root) for p in pngs) + "</div>")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"_tmp.{out.name}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    atomic_write_text(out, page)
+    return RunResult(stage="report", out=out.parent, files=[out],
+                     summary={"report": str(out), "sections": sections},
+                     notes=[f"{name}/ not found: section shown as not run" for name, s in sections.items()
+                            if s != "ok"])

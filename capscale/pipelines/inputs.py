@@ -1,0 +1,63 @@
+"""Reading a stage's input from a path: a ladder table, a score store, or a folder of published evaluations.
+
+:func:`read_ladder_or_store` is what ``capscale fit``, ``capscale predict`` and ``capscale backtest`` run on
+their ``LADDER`` argument.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from capscale.analysis.chain import ladder_from_store
+from capscale.data import store
+from capscale.data.ladder_table import read_ladder
+from capscale.data.published import load_olmo_ladder, load_pythia_evals
+from capscale.errors import UsageError
+
+__all__ = ["read_ladder_or_store"]
+
+
+def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
+             targets: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Read LADDER for the CLI: a ladder table, a score store, or a folder of published data.
+
+    Parameters
+    ----------
+    path : path-like
+    fmt : {None, "ladder", "store", "olmo-ladder", "pythia-evals"}
+        ``None`` guesses: a folder holding ``configs/final.json`` is the OLMo ladder, one holding
+        ``pythia-v1`` is Pythia; a table with a ``metric`` column is a ladder table; otherwise a store.
+    targets : bool
+        For the OLMo ladder: include the 7B/13B target rows (backtests hold them out; a prediction
+        must be fitted on the ladder runs only, so ``capscale predict`` passes False).
+
+    Returns
+    -------
+    (ladder, store)
+        ``store`` is the score store when the input was one, else ``None``.
+    """
+    p = Path(path)
+    if fmt is None:
+        if p.is_dir() and (p / "configs" / "final.json").exists():
+            fmt = "olmo-ladder"
+        elif p.is_dir() and ((p / "pythia-v1").is_dir() or any(p.glob("pythia-*"))):
+            fmt = "pythia-evals"
+        elif p.is_file() and p.suffix in (".csv", ".parquet"):
+            cols = (pd.read_csv(p, nrows=0).columns if p.suffix == ".csv"
+                    else __import__("pyarrow.parquet", fromlist=["x"]).read_schema(p).names)
+            fmt = "ladder" if "metric" in cols else "store"
+        else:
+            fmt = "store"
+    if fmt == "olmo-ladder":
+        return load_olmo_ladder(p, targets=targets), None
+    if fmt == "pythia-evals":
+        return load_pythia_evals(p), None
+    if fmt == "ladder":
+        return read_ladder(p), None
+    if fmt == "store":
+        sdf = store.read(p)
+        return ladder_from_store(sdf), sdf
+    raise UsageError(f"unknown format {fmt!r}: use ladder, store, olmo-ladder or pythia-evals")
