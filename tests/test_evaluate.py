@@ -14,6 +14,7 @@ from helpers_models import save_tiny_checkpoint, tiny_model
 from capscale.cli import main
 from capscale.data import store
 from capscale.data.family import Checkpoint, load_spec
+from capscale.errors import InputError
 from capscale.eval import local
 from capscale.eval.evaluate import evaluate, evaluate_item_sets, evaluate_items
 from capscale.eval.shards import RUN_LOG, EvalError, EvalOptions
@@ -43,8 +44,8 @@ def test_eval_cli_writes_valid_shards_and_run_log(family, mc_data, tmp_path, cap
                "--data-dir", str(mc_data), "--limit", "3", "--batch-size", "4", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     shards = sorted(p.name for p in out.glob("*.parquet"))
-    assert shards == ["tiny-step100__arc_easy.parquet", "tiny-step100__winogrande.parquet",
-                      "tiny-step200__arc_easy.parquet", "tiny-step200__winogrande.parquet"]
+    assert shards == sorted(store.shard_name(m, t) for m in ("tiny-step100", "tiny-step200")
+                            for t in ("arc_easy", "winogrande"))
     df = store.read(out)
     assert set(df["tokens"]) == {500_000, 1_000_000} and set(df["step"]) == {100, 200}
     arc = df[(df.task == "arc_easy") & (df.model_id == "tiny-step100")].sort_values(["doc_id", "choice_idx"])
@@ -72,10 +73,11 @@ def test_eval_cli_writes_valid_shards_and_run_log(family, mc_data, tmp_path, cap
     assert [r.status for r in res] == ["skipped"] * 4
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == mtimes
     assert all(r.note is None for r in res)
-    # a rerun with other settings keeps the finished shards and says so
-    res = evaluate(family, "arc_easy", out, data_dir=mc_data, limit=3,
-                   options=EvalOptions(progress=False, dtype="bfloat16"))
-    assert all(r.status == "skipped" and "dtype=['float32'] (this run: bfloat16)" in r.note for r in res)
+    # a rerun with other settings refuses (tests/test_eval_reruns.py) and leaves the shards as they were
+    with pytest.raises(InputError, match="dtype: 'float32' in the shard, 'bfloat16' in this run"):
+        evaluate(family, "arc_easy", out, data_dir=mc_data, limit=3,
+                 options=EvalOptions(progress=False, dtype="bfloat16"))
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == mtimes
 
 
 def test_interrupted_run_keeps_finished_shards_and_resumes(family, mc_data, tmp_path, monkeypatch):
@@ -92,7 +94,7 @@ def test_interrupted_run_keeps_finished_shards_and_resumes(family, mc_data, tmp_
     monkeypatch.setattr(local, "run_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
         evaluate(family, "piqa,copa", out, data_dir=mc_data, limit=2, options=OPTS)
-    assert [p.name for p in out.glob("*.parquet")] == ["tiny-step100__piqa.parquet"]
+    assert [p.name for p in out.glob("*.parquet")] == [store.shard_name("tiny-step100", "piqa")]
     assert not list(out.glob("_tmp*"))
     store.read(out)  # the finished shard is valid
     assert json.loads((out / RUN_LOG).read_text())["runs"][-1]["status"] == "failed"
@@ -171,7 +173,7 @@ def test_bad_input_errors_name_checkpoint_or_task(family, mc_data, tmp_path):
     with pytest.raises(EvalError, match="checkpoint 'nobos', task 'blimp_adjunct_island'.*bos_token"):
         evaluate(tmp_path / "nb.yaml", "piqa,blimp_adjunct_island", tmp_path / "o4", data_dir=mc_data, limit=1,
                  options=OPTS)
-    assert [p.name for p in (tmp_path / "o4").glob("*.parquet")] == ["nobos__piqa.parquet"]
+    assert [p.name for p in (tmp_path / "o4").glob("*.parquet")] == [store.shard_name("nobos", "piqa")]
     run = json.loads((tmp_path / "o4" / RUN_LOG).read_text())["runs"][-1]
     assert run["status"] == "failed" and [s["status"] for s in run["shards"]] == ["done", "failed"]
     assert "bos_token" in run["shards"][1]["error"]

@@ -102,6 +102,14 @@ def test_ingest_real_lm_eval_log(lm_eval_run, tmp_path, mc_data, capsys):
     # rerun skips existing shards; several checkpoints without --model-id is an error naming the file
     again = ingest_lm_eval(out, spec, tmp_path / "store", model_id="tiny-3")
     assert again.shards == [] and len(again.excluded["shard_exists_skipped"]) == 2
+    # a store written with the old (non-injective) shard names: the old file counts as this shard, and
+    # --overwrite replaces it instead of leaving two copies of the rows
+    sdir = tmp_path / "store"
+    for task in ("arc_easy", "winogrande"):
+        (sdir / store.shard_name("tiny-3", task)).rename(sdir / store.legacy_shard_name("tiny-3", task))
+    assert ingest_lm_eval(out, spec, sdir, model_id="tiny-3").shards == []
+    ingest_lm_eval(out, spec, sdir, model_id="tiny-3", overwrite=True)
+    assert len(store.read(sdir)) == len(df) and len(list(sdir.glob("*.parquet"))) == 2
     for f in out.rglob("results_*.json"):
         f.unlink()
     # without the results JSON the folder name (lm-eval's sanitised model name) still identifies it

@@ -322,7 +322,7 @@ def test_eval_cli_ray_worker_writes_skips_finished(ray_local, eval_setup, tmp_pa
     assert main([*base, "--out", str(tmp_path / "local")]) == 0
     out = tmp_path / "ray"
     out.mkdir()
-    shutil.copy(tmp_path / "local" / "m01__bench_colour.parquet", out)  # finished before: skipped
+    shutil.copy(tmp_path / "local" / store.shard_name("m01", "bench_colour"), out)  # finished before: skipped
     capsys.readouterr()
     assert main([*base, "--out", str(out), "--executor", "ray", "--write-from", "worker"]) == 0
     text = capsys.readouterr().out
@@ -331,7 +331,7 @@ def test_eval_cli_ray_worker_writes_skips_finished(ray_local, eval_setup, tmp_pa
     # Ray-only flags with the local executor, and a GPU request a CPU-only cluster cannot meet
     assert main([*base, "--out", str(out), "--address", "auto"]) == 2
     assert "only apply to --executor ray" in capsys.readouterr().err
-    (out / "m02__bench_size.parquet").unlink()
+    (out / store.shard_name("m02", "bench_size")).unlink()
     assert main([*base, "--out", str(out), "--executor", "ray", "--gpus-per-shard", "1"]) == 1  # no GPU: invalid
     assert "cannot be met" in capsys.readouterr().err
 
@@ -366,7 +366,8 @@ def test_eval_ray_broken_checkpoint_reported_others_complete(ray_local, eval_set
     assert rc == 1  # invalid input: a checkpoint that cannot be loaded
     assert "FAILED bad/bench_colour after 2 attempt(s)" in err and "FAILED bad/bench_size after 2 attempt(s)" in err
     assert "checkpoint 'bad'" in err and "cannot load" in err
-    assert sorted(p.name for p in out.glob("*.parquet")) == ["m01__bench_colour.parquet", "m01__bench_size.parquet"]
+    assert sorted(p.name for p in out.glob("*.parquet")) == sorted(store.shard_name("m01", t)
+                                                                   for t in ("bench_colour", "bench_size"))
     log = json.loads((out / RUN_LOG).read_text())["runs"][-1]
     assert log["status"] == "failed"
     failed = sorted((s["model_id"], s["task"], s["attempts"]) for s in log["shards"] if s["status"] == "failed")

@@ -49,7 +49,7 @@ def _eval(args: argparse.Namespace) -> int:
     import logging
 
     from capscale.eval.evaluate import evaluate
-    from capscale.eval.shards import EvalOptions
+    from capscale.eval.shards import RUN_LOG, EvalOptions
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     executor_options = _executor_options(args)
@@ -60,12 +60,12 @@ def _eval(args: argparse.Namespace) -> int:
                        include_path=args.include_path or None, num_fewshot=args.num_fewshot, limit=args.limit,
                        options=opts, model_ids=args.model_id or None, params=args.params, tokens=args.tokens,
                        step=args.step, tokens_per_step=args.tokens_per_step, family_name=args.family_name,
-                       executor=args.executor, executor_options=executor_options)
+                       executor=args.executor, executor_options=executor_options, overwrite=args.overwrite)
     done = [r for r in results if r.status == "done"]
     skipped = [r for r in results if r.status == "skipped"]
     excl = sum(r.n_excluded for r in done)
     print(f"{args.out}: {len(done)} shard(s) written, {len(skipped)} already finished (skipped)"
-          + (f", {excl} item(s) excluded" if excl else "") + f"; run log {args.out}/run_log.json")
+          + (f", {excl} item(s) excluded" if excl else "") + f"; run log {args.out}/{RUN_LOG}")
     for r in skipped:
         if r.note:
             print(f"  warning: {r.note}", file=sys.stderr)
@@ -110,8 +110,9 @@ def _ingest(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score every checkpoint of a family on multiple-choice tasks",
                        description="Score every (checkpoint, task) of a family into a directory of Parquet shards "
-                       "(one per checkpoint x task, written atomically; a rerun skips finished shards) with a "
-                       "JSON run log (run_log.json).")
+                       "(one per checkpoint x task, written atomically, each recording the settings that change its "
+                       "numbers; a rerun reuses finished shards whose settings match and refuses on a difference "
+                       "unless --overwrite) with a JSON run log (_run_log.json).")
     p.add_argument("--family", required=True, help="family spec (YAML/CSV) or a single checkpoint folder")
     p.add_argument("--tasks", required=True, help="comma-separated task or group names (lm-eval names)")
     p.add_argument("--out", required=True, help="store directory")
@@ -121,6 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="data root for capscale's local tasks (a folder mc/ of multiple-choice items, or its parent; "
                    "default $CAPSCALE_DATA). Without it a name resolves to lm-eval's own task")
     p.add_argument("--limit", type=_limit, default=None, help="first N items of each task (< 1: a fraction)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="re-evaluate finished shards written with other settings (--limit, --num-fewshot, "
+                   "--dtype, ...); without it such a shard stops the run (exit 1) before anything is scored")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="weight dtype (default: the spec's, else float32); log-softmax is always float32")

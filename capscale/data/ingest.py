@@ -304,6 +304,7 @@ def ingest_lm_eval(path: str | os.PathLike, family: str | os.PathLike | FamilySp
         ck = _match_checkpoint(spec, f, model_id)
         report.files.append(str(f))
         target = Path(out) / store.shard_name(ck.model_id, task)
+        store.migrate_legacy_shard(out, ck.model_id, task)  # an old-named shard of this pair counts as this one
         if target.exists() and not overwrite:
             report.exclude("shard_exists_skipped", str(target))
             continue

@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from capscale.data.tasks import BuiltTask, TaskSpec, build_items
 from capscale.eval.shards import (
     EvalError,
     EvalOptions,
     Shard,
     ShardResult,
+    built_task,
     failed_result,
     load_checkpoint,
     run_shard,
@@ -41,7 +41,6 @@ def local_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Cal
     EvalError
         At the first failing shard (after reporting it to ``on_result`` as failed); finished shards stay.
     """
-    built_cache: dict[TaskSpec, BuiltTask] = {}
     by_ck: dict[str, list[Shard]] = {}
     for s in shards:
         by_ck.setdefault(s.checkpoint.model_id, []).append(s)
@@ -54,9 +53,7 @@ def local_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Cal
                 bar.update(1)
         if not todo:
             continue
-        for s in todo:  # build tasks before loading the model: task errors come first and cheaply
-            if s.task not in built_cache:
-                built_cache[s.task] = build_items(s.task)
+        built = {s.task: built_task(s.task) for s in todo}  # before loading the model: task errors come first
         try:
             model, tok = load_checkpoint(todo[0].checkpoint, options)
         except EvalError as e:
@@ -64,7 +61,7 @@ def local_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Cal
             raise
         for s in todo:
             try:
-                r = run_shard(s, options, model=model, tokenizer=tok, built=built_cache[s.task])
+                r = run_shard(s, options, model=model, tokenizer=tok, built=built[s.task])
             except EvalError as e:
                 on_result(failed_result(s, options, e))
                 raise

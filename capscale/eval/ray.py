@@ -79,6 +79,7 @@ from capscale.eval.shards import (
     EvalOptions,
     Shard,
     ShardResult,
+    built_task,
     load_checkpoint,
     run_shard,
 )
@@ -901,7 +902,7 @@ def ray_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Calla
         ck, t = s.checkpoint, s.task
         extra = {"attempts": o.attempts, "attempt_errors": list(o.errors), "node": o.node}
         if o.status == "skipped":
-            base = run_shard(s, options)  # returns "skipped" at once: the file exists
+            base = run_shard(s, options)  # returns "skipped" at once: the shard is done
         elif o.status == "done" and meta is not None:
             base = meta
         else:
@@ -917,6 +918,7 @@ def ray_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Calla
         raise ExecutorError(f"threads_per_shard must be >= 1, got {threads_per_shard}")
     env = _forwarded_env()
     todo = [s for s in shards if not s.done()]
+    redo = {s.path for s in shards if s.redo}  # --overwrite: re-evaluated although the file exists
     warm_refs: list[Any] = []  # held until the run ends; nothing waits on them
     with contextlib.ExitStack() as stack:
         if todo:
@@ -938,13 +940,14 @@ def ray_executor(shards: Sequence[Shard], options: EvalOptions, on_result: Calla
                                  driver_threads=driver_threads, reserved_threads=max(1, int(cpus_per_shard)))
         # Build every unfinished task's items here, once (task errors surface before any shard starts).
         need = list(dict.fromkeys(s.task for s in todo))
-        built = {t: build_items(t) for t in tqdm(need, desc="building tasks", unit="task",
+        built = {t: built_task(t) for t in tqdm(need, desc="building tasks", unit="task",
                                                  disable=not (options.progress and sys.stderr.isatty()))}
         report = run_ray(shards, dataclasses.replace(runner, built=built), options,
                          shards[0].out_dir if shards else ".", shard_path=lambda s: s.path,
                          shard_key=lambda s: s.key, address=address, num_cpus=num_cpus,
                          gpus_per_shard=gpus_per_shard, cpus_per_shard=cpus_per_shard, max_retries=max_retries,
-                         write_from=write_from, done_fn=lambda p: Path(p).is_file(), on_outcome=to_result,
+                         write_from=write_from, done_fn=lambda p: Path(p).is_file() and Path(p) not in redo,
+                         on_outcome=to_result,
                          progress=options.progress if progress is None else progress, init_kwargs=init_kwargs)
     if report.failed:
         raise EvalError(report.summary())

@@ -9,7 +9,21 @@ Everything both executors (:mod:`capscale.eval.local` and :mod:`capscale.eval.ra
   :func:`capscale.eval.scoring.score_requests` (or lm-eval's HFLM with ``backend="lm-eval"``);
 * :func:`load_checkpoint` and :func:`run_shard` (score one shard and write it atomically with
   :func:`capscale.data.store.write_shard`: a pure function of its inputs, so a shard can run anywhere);
+* :func:`shard_settings` and :func:`check_existing` (what a shard records about how it was produced, and the
+  rerun rule: a finished shard is reused only when every recorded setting matches this run's);
 * the run log helpers (:data:`RUN_LOG`, :func:`versions`, :func:`write_run_log`, :func:`failed_result`).
+
+Reruns never mix settings. Every shard records, in its Parquet key-value metadata
+(:data:`capscale.data.store.SHARD_SETTINGS_KEY`), the settings that change its numbers (:data:`COMPARED`):
+``limit``, ``num_fewshot`` (effective), ``fewshot_seed``, ``task_source``, ``task_sha256`` (SHA-256 of the
+task's items as scored -- contexts with their few-shot examples, continuations, choices, gold -- so it changes
+with the task's config, its data files, the few-shot sampler or seed and the limit), ``revision``,
+``tokenizer``, ``add_bos_token``, ``max_length``, ``dtype`` and ``backend``. A rerun compares them with its
+own and refuses (:class:`~capscale.errors.InputError`, exit 1) on any difference, naming the shard, the
+setting, both values and ``--overwrite`` (``overwrite=True``), which re-evaluates the mismatching shards
+(replacing each atomically). Shards of older versions record no settings: a rerun checks what their rows
+hold (``dtype``, ``backend``, ``task_source``, ``num_fewshot``, ``revision`` and the set of ``doc_id``), refuses
+on a difference, and otherwise reuses them with a note that the other settings could not be checked.
 
 Units: ``loglik`` in nats (summed over the continuation's tokens); ``n_chars`` / ``n_bytes`` are the lengths of
 the choice string without the target delimiter (lm-eval's acc_norm / acc_bytes denominators); ``n_tokens`` the
@@ -18,6 +32,7 @@ continuation's tokens after lm-eval's boundary rule; times in seconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,15 +46,17 @@ from typing import Any
 
 import pandas as pd
 
-from capscale._io import write_json
+from capscale._io import to_jsonable, write_json
 from capscale.data import store
 from capscale.data.family import Checkpoint, FamilySpec, load_spec, spec_from_checkpoint
-from capscale.data.tasks import BuiltTask, TaskItem, TaskSpec, build_items, resolve_tasks
-from capscale.errors import CapscaleError, UsageError
+from capscale.data.tasks import FEWSHOT_SEED, BuiltTask, TaskItem, TaskSpec, build_items, resolve_tasks
+from capscale.errors import CapscaleError, InputError, UsageError
 from capscale.eval import scoring
 
 __all__ = [
     "RUN_LOG",
+    "LEGACY_RUN_LOG",
+    "COMPARED",
     "EvalError",
     "EvalOptions",
     "Shard",
@@ -49,13 +66,26 @@ __all__ = [
     "score_items",
     "load_checkpoint",
     "run_shard",
+    "built_task",
+    "shard_settings",
+    "check_existing",
     "versions",
     "write_run_log",
+    "remove_stale_temp_files",
     "failed_result",
 ]
 
-#: Name of the JSON run log in the store folder.
-RUN_LOG = "run_log.json"
+#: Name of the JSON run log in the store folder (a leading ``_``: Parquet dataset readers skip it).
+RUN_LOG = "_run_log.json"
+#: The run log's name before version 0.x; read, merged into :data:`RUN_LOG` and removed on the next write.
+LEGACY_RUN_LOG = "run_log.json"
+#: Recorded settings a finished shard must match to be reused, each with the flag that sets it.
+COMPARED: dict[str, str] = {
+    "limit": "--limit", "num_fewshot": "--num-fewshot", "fewshot_seed": "capscale's few-shot seed",
+    "task_source": "--data-dir / --include-path", "task_sha256": "the task's config or data files",
+    "revision": "the spec's revision", "tokenizer": "the spec's tokenizer", "add_bos_token": "--add-bos-token",
+    "max_length": "the checkpoint's config", "dtype": "--dtype", "backend": "--backend",
+}
 log = logging.getLogger(__name__)
 
 
@@ -120,6 +150,10 @@ class Shard:
     checkpoint: Checkpoint
     task: TaskSpec
     out_dir: str
+    #: Re-evaluate although the file exists (``--overwrite`` of a mismatching shard; set by check_existing).
+    redo: bool = field(default=False, compare=False)
+    #: Why a reused shard could not be fully checked (set by :func:`check_existing`).
+    note: str | None = field(default=None, compare=False)
 
     @property
     def path(self) -> Path:
@@ -132,8 +166,8 @@ class Shard:
         return f"{self.checkpoint.model_id}/{self.task.name}"
 
     def done(self) -> bool:
-        """Whether the shard's file exists (the store writes atomically, so it is complete)."""
-        return self.path.is_file()
+        """Whether the shard's file exists (the store writes atomically, so it is complete) and is to be kept."""
+        return self.path.is_file() and not self.redo
 
 
 @dataclass
@@ -351,26 +385,151 @@ def load_checkpoint(ck: Checkpoint, options: EvalOptions) -> tuple[Any, Any]:
     return model, tok
 
 
-def _existing_mismatch(shard: Shard, options: EvalOptions) -> str | None:
-    """Say how a finished shard differs from what this run would write (it is kept, never overwritten)."""
+#: Built tasks of this process, shared by check_existing and the executors (cleared by ``evaluate``).
+_BUILT: dict[TaskSpec, BuiltTask] = {}
+
+
+def built_task(spec: TaskSpec) -> BuiltTask:
+    """The items of ``spec``, built once per run (:func:`capscale.data.tasks.build_items`)."""
+    if spec not in _BUILT:
+        _BUILT[spec] = build_items(spec)
+    return _BUILT[spec]
+
+
+def _items_sha256(built: BuiltTask) -> str:
+    h = hashlib.sha256()
+    for it in built.items:
+        h.update(json.dumps([str(it.doc_id), it.requests, it.choices, it.gold, it.multiple_input],
+                            ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _config_max_length(ck: Checkpoint) -> int | None:
+    """The max length :func:`capscale.eval.scoring.resolve_max_length` finds in a local ``config.json``."""
+    cfg_path = Path(str(ck.path)) / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config") or cfg
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if cfg.get(attr) is not None:
+            return int(cfg[attr])
+    return None  # the tokenizer decides: not known before loading it
+
+
+def shard_settings(shard: Shard, options: EvalOptions, built: BuiltTask, *,
+                   max_length: int | None = None) -> dict[str, Any]:
+    """The settings a shard records (and a rerun compares, :data:`COMPARED`), JSON-ready.
+
+    ``max_length`` is the resolved one when the model is loaded, else what the checkpoint's config says.
+    """
+    ck, t = shard.checkpoint, shard.task
+    return to_jsonable({
+        "format": 1, "model_id": ck.model_id, "task": t.name, "limit": t.limit,
+        "num_fewshot": built.num_fewshot, "fewshot_seed": FEWSHOT_SEED, "task_source": t.source,
+        "task_sha256": _items_sha256(built), "n_items": len(built.items), "revision": ck.revision,
+        "tokenizer": ck.tokenizer, "add_bos_token": options.add_bos_token,
+        "max_length": max_length if max_length is not None else _config_max_length(ck),
+        "dtype": options.dtype_for(ck), "backend": options.backend,
+    })
+
+
+def _legacy_mismatches(shard: Shard, want: dict[str, Any], built: BuiltTask) -> list[tuple[str, Any, Any]]:
+    """Differences between an old shard's rows (no recorded settings) and this run's settings."""
     import pyarrow.parquet as pq
 
-    want = {"dtype": options.dtype_for(shard.checkpoint), "backend": options.backend,
-            "task_source": shard.task.source}
-    try:
-        have_cols = set(pq.read_schema(shard.path).names)
-        cols = [c for c in want if c in have_cols]
-        got = pd.read_parquet(shard.path, columns=cols) if cols else pd.DataFrame()
-    except Exception as e:  # noqa: BLE001 - an unreadable shard is reported, not fatal here
-        return f"existing shard unreadable ({e}); delete it to recompute"
-    diffs = [f"{c}={sorted(map(str, got[c].unique()))} (this run: {want[c]})" for c in cols
-             if set(map(str, got[c].unique())) != {str(want[c])}]
-    if not diffs:
-        return None
-    msg = (f"shard {shard.path.name} was kept from an earlier run with different settings: {'; '.join(diffs)}; "
-           "delete it (or use another --out) to recompute")
-    log.warning(msg)
-    return msg
+    names = set(pq.read_schema(shard.path).names)
+    cols = [c for c in ("dtype", "backend", "task_source", "num_fewshot", "revision", "doc_id") if c in names]
+    got = pd.read_parquet(shard.path, columns=cols)
+    out = []
+    for c in cols:
+        if c == "doc_id":
+            have_ids = set(got[c].astype(str))
+            want_ids = {str(it.doc_id) for it in built.items}
+            if have_ids != want_ids:
+                out.append(("items (--limit or the task's data)", f"{len(have_ids)} items",
+                            f"{len(want_ids)} items"))
+            continue
+        vals = sorted({str(v) for v in got[c].dropna().unique()})
+        if vals and vals != [str(want[c])]:
+            out.append((c, vals[0] if len(vals) == 1 else vals, want[c]))
+    return out
+
+
+def check_existing(shards: Sequence[Shard], options: EvalOptions, *, overwrite: bool = False) -> list[Shard]:
+    """Apply the rerun rule to the shards already in the store; returns the shards to run.
+
+    A finished shard is reused only when every setting in :data:`COMPARED` matches this run's (see the module
+    docstring); shards named as older versions named them are renamed first. Builds the items of every task
+    with a finished shard (cached for the executors: :func:`built_task`).
+
+    Parameters
+    ----------
+    shards : list of Shard
+    options : EvalOptions
+    overwrite : bool
+        Re-evaluate mismatching shards (``redo=True``) instead of refusing.
+
+    Returns
+    -------
+    list of Shard
+        ``shards`` with ``redo`` set on the mismatching ones (``overwrite``) and ``note`` on old shards whose
+        settings could only be partly checked.
+
+    Raises
+    ------
+    InputError
+        Without ``overwrite``, when some finished shard was written with other settings: the message names
+        every such shard (first 10), the setting, its recorded and its new value, and ``--overwrite``.
+    """
+    import dataclasses
+
+    out: list[Shard] = []
+    problems: list[str] = []
+    for s in shards:
+        store.migrate_legacy_shard(s.out_dir, s.checkpoint.model_id, s.task.name)
+        if not s.path.is_file():
+            out.append(s)
+            continue
+        built = built_task(s.task)
+        want = shard_settings(s, options, built)
+        have = store.shard_settings(s.path)
+        note = None
+        if have is None:
+            diffs = _legacy_mismatches(s, want, built)
+            unchecked = [k for k in COMPARED if k not in {"dtype", "backend", "task_source", "num_fewshot",
+                                                          "revision"}]
+            note = (f"shard {s.path.name} ({s.key}) was written by an older capscale that did not record "
+                    f"{', '.join(unchecked)}; reused as is (--overwrite recomputes it)")
+        else:
+            diffs = [(k, have.get(k), want[k]) for k in COMPARED
+                     if k in have and not (k == "max_length" and want[k] is None) and have.get(k) != want[k]]
+            if {k for k, _, _ in diffs} & {"limit", "num_fewshot", "fewshot_seed", "task_source"}:
+                # the items' hash follows from a differing limit, shot count or task: name the cause only
+                diffs = [d for d in diffs if d[0] != "task_sha256"]
+            diffs = [(k, o[:12], n[:12]) if k == "task_sha256" else (k, o, n) for k, o, n in diffs]
+        if diffs and overwrite:
+            log.warning("shard %s (%s): %s differ; re-evaluating (--overwrite)", s.path.name, s.key,
+                        ", ".join(k for k, _, _ in diffs))
+            out.append(dataclasses.replace(s, redo=True))
+            continue
+        if diffs:
+            what = "; ".join(f"{k}: {old!r} in the shard, {new!r} in this run ({COMPARED.get(k, '--limit')})"
+                             for k, old, new in diffs)
+            problems.append(f"shard {s.path.name} (checkpoint {s.checkpoint.model_id!r}, task {s.task.name!r}): "
+                            f"{what}")
+            continue
+        if note:
+            log.warning("%s", note)
+        out.append(dataclasses.replace(s, note=note) if note else s)
+    if problems:
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise InputError(f"{len(problems)} finished shard(s) in {shards[0].out_dir} were written with other "
+                         "settings than this run's; rerun with --overwrite (overwrite=True) to re-evaluate them, "
+                         "or use another --out:\n  " + "\n  ".join(problems[:10]) + more)
+    return out
 
 
 def run_shard(shard: Shard, options: EvalOptions, *, model: Any = None, tokenizer: Any = None,
@@ -389,7 +548,8 @@ def run_shard(shard: Shard, options: EvalOptions, *, model: Any = None, tokenize
     Returns
     -------
     ShardResult
-        ``"skipped"`` at once when the shard's file exists, else ``"done"``.
+        ``"skipped"`` at once when the shard is done (:meth:`Shard.done`; :func:`check_existing` decides on
+        reruns), else ``"done"``.
 
     Raises
     ------
@@ -399,7 +559,7 @@ def run_shard(shard: Shard, options: EvalOptions, *, model: Any = None, tokenize
     ck, t = shard.checkpoint, shard.task
     if shard.done():
         return ShardResult(ck.model_id, t.name, "skipped", str(shard.path), task_source=t.source,
-                           dtype=options.dtype_for(ck), note=_existing_mismatch(shard, options))
+                           dtype=options.dtype_for(ck), note=shard.note)
     if built is None:
         built = build_items(t)
     if model is None:
@@ -407,7 +567,12 @@ def run_shard(shard: Shard, options: EvalOptions, *, model: Any = None, tokenize
     df, st = score_items(model, tokenizer, built.items, checkpoint=ck, task=t.name, options=options,
                          task_source=t.source, num_fewshot=built.num_fewshot, group=t.group)
     try:
-        path = store.write_shard(df, shard.out_dir)
+        max_length = scoring.resolve_max_length(model, tokenizer)
+    except Exception:  # noqa: BLE001 - a model without a config (tests): not recorded
+        max_length = None
+    settings = shard_settings(shard, options, built, max_length=max_length)
+    try:
+        path = store.write_shard(df, shard.out_dir, settings=settings)
     except store.StoreValidationError as e:
         raise EvalError(f"checkpoint {ck.model_id!r}, task {t.name!r}: scored rows fail validation: {e}") from e
     n_excl = sum(len(v) for v in built.excluded.values())
@@ -441,18 +606,88 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_run_log(out: str | os.PathLike, run: dict[str, Any]) -> Path:
-    """Add or replace (by ``run["run_id"]``) one run in ``out/run_log.json``, atomically; returns the path.
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _abandoned(r: dict[str, Any], current: str) -> bool:
+    """Whether a ``"running"`` run other than ``current`` can no longer be running.
+
+    A run records its ``host`` and ``pid``: on this host it is abandoned when that process is gone (killed,
+    e.g. by SIGKILL or the OOM killer, before it could write its final status). Runs of older versions record
+    neither and are abandoned as well. A run of another host cannot be checked and stays ``"running"``.
+    """
+    if r.get("status") != "running" or r.get("run_id") == current:
+        return False
+    pid, host = r.get("pid"), r.get("host")
+    if pid is None or host is None:
+        return True
+    return host == platform.node() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+
+def write_run_log(out: str | os.PathLike, run: dict[str, Any]) -> Path:
+    """Add or replace (by ``run["run_id"]``) one run in ``out/_run_log.json``, atomically; returns the path.
+
+    ``run["last_seen_utc"]`` is set to now (the heartbeat: the executors write the log as every shard
+    finishes). Every other run still ``"running"`` whose process is gone (:func:`_abandoned`) is marked
+    ``"abandoned"`` with ``abandoned_utc`` (its ``last_seen_utc`` says when it was last alive). A log under the
+    old name ``run_log.json`` is merged in and removed, so the store folder holds only shards and ``_`` files.
     An unreadable log is started afresh.
     """
     path = Path(out) / RUN_LOG
+    legacy = Path(out) / LEGACY_RUN_LOG
     runs: list[Any] = []
-    if path.is_file():
-        try:
-            runs = json.loads(path.read_text()).get("runs", [])
-        except (json.JSONDecodeError, AttributeError):
-            runs = []
+    for p in (legacy, path):
+        if p.is_file():
+            try:
+                got = json.loads(p.read_text()).get("runs", [])
+            except (json.JSONDecodeError, AttributeError):
+                got = []
+            ids = {r.get("run_id") for r in got if isinstance(r, dict)}
+            runs = [r for r in runs if r.get("run_id") not in ids] + [r for r in got if isinstance(r, dict)]
+    run["last_seen_utc"] = _utc_now()
+    for r in runs:
+        if _abandoned(r, run["run_id"]):
+            r["status"] = "abandoned"
+            r["abandoned_utc"] = run["last_seen_utc"]
+            r.setdefault("last_seen_utc", r.get("started_utc"))
+            log.warning("run %s in %s was still 'running' but its process is gone (last seen %s): marked "
+                        "abandoned", r.get("run_id"), path, r.get("last_seen_utc"))
     runs = [r for r in runs if r.get("run_id") != run["run_id"]] + [run]
     write_json(path, {"runs": runs})
+    legacy.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temp_files(out: str | os.PathLike, run_id: str) -> list[Path]:
+    """Remove the ``_tmp.*`` files a killed run left in the store folder; returns them.
+
+    Atomic writes remove their temporary file on any exception, but not when the process is killed (SIGKILL,
+    OOM). They are removed only when no other run of the run log is still ``"running"`` (after
+    :func:`write_run_log` has marked the dead ones abandoned): a live run may be writing one right now.
+    """
+    outp = Path(out)
+    try:
+        runs = json.loads((outp / RUN_LOG).read_text()).get("runs", [])
+    except (OSError, ValueError, AttributeError):
+        runs = []
+    live = [r.get("run_id") for r in runs if r.get("status") == "running" and r.get("run_id") != run_id]
+    if live:
+        log.info("%s: runs %s may still be writing; temporary files left as they are", outp, live)
+        return []
+    stale = [p for p in outp.glob("_tmp.*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.warning("%s: removed %d temporary file(s) left by a killed run", outp, len(stale))
+    return stale
