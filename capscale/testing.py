@@ -90,6 +90,9 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
     slot = np.arange(n_choices)[None, :] != gold_idx[:, None]  # (n_items, n_choices): distractor slots
     ll[:, slot] = dist.reshape(n_models, -1)
     ll[:, np.arange(n_items), gold_idx] = base
+    # a log-probability cannot be positive: where a distractor would rise above 0 nats (a large negative
+    # margin), shift that model x item row down so its largest choice is at 0 (margins and p_choices unchanged)
+    ll -= np.maximum(ll.max(axis=2, keepdims=True), 0.0)
     nr = n_items * n_choices
     m_idx = np.repeat(np.arange(n_models), nr)
     ch = np.tile(np.arange(n_choices), n_models * n_items)

@@ -122,3 +122,17 @@ def test_vectorised_matches_per_item_reference():
         assert r.log_p_vocab_incorrect == pytest.approx(logsumexp(np.delete(ll, c)))
         assert r.margin == pytest.approx(ll[c] - np.delete(ll, c).max())
     assert len(out) == 4 * 30
+
+
+def test_acc_norm_partial_n_chars_and_empty_choice_is_input_error():
+    from capscale.errors import InputError
+
+    a = _item([-2, -1, -3, -4], 1, n_chars=[10, 1, 10, 10])
+    b = _item([-2, -1, -3, -4], 1).assign(doc_id=1)
+    items = chain.compute(pd.concat([a, b], ignore_index=True))
+    assert items.loc[items["doc_id"] == 0, "acc_norm"].iloc[0] == 0.0
+    assert np.isnan(items.loc[items["doc_id"] == 1, "acc_norm"].iloc[0])
+    cov = chain.metric_coverage(items)["acc_norm"]
+    assert cov["rows"] == 1 and cov["rows_total"] == 2 and "n_chars" in cov["missing_reason"]
+    with pytest.raises(InputError, match="n_chars"):
+        chain.compute(_item([-2, -1, -3, -4], 1, n_chars=[0, 1, 1, 1]))

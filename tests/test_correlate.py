@@ -97,3 +97,25 @@ def test_analyze_cli_writes_tables_and_figures(tmp_path, capsys):
     info = json.loads((out / "analysis.json").read_text())
     assert info["models"] == 4
     assert (out / "figures/ccdf_example_toy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_empty_summary_ccdf_and_ordering_keep_their_columns():
+    empty = pd.DataFrame(columns=["family", "task", "metric", "method", "doc_id", "r", "p_value", "n_models",
+                                  "negated"])
+    summary = correlate.summarize(empty)
+    assert len(summary) == 0 and {"family", "task", "metric", "method", *correlate.SUMMARY_COLUMNS} <= set(
+        summary.columns)
+    ordering = correlate.ordering_check(summary)
+    assert len(ordering) == 0 and "undefined_reason" in ordering.columns
+
+
+def test_ordering_check_says_why_it_is_undefined():
+    rows = []
+    for metric in correlate.ORDER:
+        r = np.full(5, np.nan) if metric == "acc" else np.linspace(0.1, 0.9, 5)
+        rows.append(pd.DataFrame({"family": "f", "task": "t", "metric": metric, "method": "pearson",
+                                  "doc_id": range(5), "r": r}))
+    ordering = correlate.ordering_check(correlate.summarize(pd.concat(rows)))
+    mean = ordering[ordering["statistic"] == "mean"].iloc[0]
+    assert mean["holds"] is None or pd.isna(mean["holds"])
+    assert "acc" in mean["undefined_reason"] and "constant" in mean["undefined_reason"]

@@ -8,6 +8,7 @@ import pytest
 
 from capscale.cli import main
 from capscale.data import store
+from capscale.errors import InputError
 
 
 def _valid() -> pd.DataFrame:
@@ -136,3 +137,57 @@ def test_inconsistent_model_metadata():
     df = _valid()
     df.loc[df.index[0], "params"] = 999
     assert "inconsistent_model" in _kinds(df)
+
+
+def test_positive_loglik_rejected_beyond_tolerance(tmp_path):
+    df = _valid()
+    df.loc[2, "loglik"] = 5.0
+    df.loc[4, "loglik"] = 0.5 * store.LOGLIK_TOLERANCE  # rounding noise above 0 is allowed
+    df.to_parquet(tmp_path / "pos.parquet")
+    with pytest.raises(store.StoreValidationError) as e:
+        store.read(tmp_path / "pos.parquet")
+    p = [p for p in e.value.problems if p.kind == "positive_loglik"][0]
+    assert p.count == 1 and p.column == "loglik" and p.rows[0].endswith("pos.parquet:2")
+    assert "1e-06" in p.message
+
+
+@pytest.mark.parametrize("column, value, expected", [
+    ("params", "big", "params is not a positive integer"),
+    ("is_correct", "yes", "is_correct is not a boolean"),
+])
+def test_validate_and_analyze_give_the_same_located_message(tmp_path, capsys, column, value, expected):
+    df = _valid().astype({column: object})
+    df.loc[df.index[6:], column] = value if column == "params" else np.where(df["is_correct"].iloc[6:], "yes", "no")
+    df.loc[df.index[:6], column] = value if column == "params" else df["is_correct"].iloc[:6].astype(str)
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    assert main(["validate", str(path)]) == 1
+    err_validate = capsys.readouterr().err
+    assert main(["analyze", str(path), "--out", str(tmp_path / "a"), "--no-figures", "--quiet"]) == 1
+    err_analyze = capsys.readouterr().err
+    for err in (err_validate, err_analyze):
+        assert expected in err and "bad.csv:" in err and f"column {column!r}" in err
+        assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "not_parquet"])
+def test_unreadable_shard_names_the_file(tmp_path, capsys, damage):
+    shards = tmp_path / "shards"
+    for _m, g in _valid().groupby("model_id"):
+        store.write_shard(g, shards)
+    victim = sorted(shards.glob("*.parquet"))[1]
+    data = victim.read_bytes()
+    if damage == "corrupt":
+        mid = len(data) // 2
+        data = data[:mid - 200] + bytes(200) + data[mid:]
+        data = data[:4] + bytes(b ^ 0x5A for b in data[4:len(data) // 2]) + data[len(data) // 2:]
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data = b"model_id,family\nm0,example\n"
+    victim.write_bytes(data)
+    with pytest.raises(InputError, match=victim.name):
+        store.read(shards)
+    assert main(["validate", str(shards)]) == 1
+    err = capsys.readouterr().err
+    assert victim.name in err and "Traceback" not in err

@@ -49,8 +49,10 @@ import pandas as pd
 
 from capscale.data import store as _store
 from capscale.data.ladder_table import LADDER_COLUMNS, check_ladder
+from capscale.errors import InputError, UsageError
 
-__all__ = ["compute", "ladder_from_store", "METRICS", "HIGHER_IS_BETTER", "CHAIN_ORDER"]
+__all__ = ["compute", "ladder_from_store", "select_items", "metric_coverage", "METRICS", "METRIC_INPUTS",
+           "HIGHER_IS_BETTER", "CHAIN_ORDER", "ITEM_SELECTIONS"]
 
 ITEM_KEYS = ["model_id", "task", "doc_id"]
 
@@ -82,6 +84,12 @@ HIGHER_IS_BETTER = {m: True for m in METRICS} | {"brier": False, "log_p_vocab_in
 CHAIN_ORDER = ["log_p_vocab_correct", "p_choices_correct", "brier", "acc"]
 
 _MODEL_COLS = ["family", "params", "tokens", "compute", "step", "seed", "revision"]
+
+#: Metrics that need an optional store column; they are NaN for the items whose choices lack it.
+METRIC_INPUTS = {"acc_norm": "n_chars", "acc_bytes": "n_bytes", "neg_bpb": "n_bytes", "target_is_greedy": "is_greedy"}
+
+#: The values of ``items=`` accepted by :func:`select_items` (and ``capscale analyze --items``).
+ITEM_SELECTIONS = ("common", "all")
 
 
 def _seg_max(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -118,6 +126,24 @@ def _seg_acc(scores: np.ndarray, correct: np.ndarray, starts: np.ndarray, seg: n
     return frac, first
 
 
+def _seg_all(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.minimum.reduceat(mask.astype(np.int8), starts).astype(bool)
+
+
+def _length_column(d: pd.DataFrame, col: str, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The lengths in ``col`` (1 where missing) and which choices have one; None if no choice has one."""
+    if col not in d.columns:
+        return None
+    v = pd.to_numeric(d[col], errors="coerce").to_numpy(dtype=np.float64)
+    have = np.isfinite(v)
+    if not have.any():
+        return None
+    if (v[have] <= 0).any():
+        bad = d.loc[have & (v <= 0), ["model_id", "task", "doc_id", "choice_idx"]].head(5).to_dict("records")
+        raise InputError(f"{metric}: empty choice strings ({col} <= 0) at {bad}")
+    return np.where(have, v, 1.0), have
+
+
 def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
     """Chain metrics per (model, task, item) from a score store.
 
@@ -125,7 +151,10 @@ def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
     ----------
     df : pandas.DataFrame
         A score store (see :mod:`capscale.data.store`). Optional columns ``n_chars``, ``n_bytes`` and
-        ``is_greedy`` enable ``acc_norm``, ``acc_bytes``/``neg_bpb`` and ``target_is_greedy``.
+        ``is_greedy`` enable ``acc_norm``, ``acc_bytes``/``neg_bpb`` and ``target_is_greedy``
+        (:data:`METRIC_INPUTS`): each is computed for the items whose every choice has the column's value and
+        NaN for the others (a store whose shards only partly carry ``n_chars`` keeps ``acc_norm`` where it
+        can be computed; :func:`metric_coverage` counts and explains the gaps).
     validate : bool, default False
         Validate the store first (raises :class:`capscale.data.store.StoreValidationError`).
 
@@ -191,30 +220,30 @@ def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
     out["p_choices_correct"] = np.exp(lse_corr - lse_all)
     out["acc"] = acc
     out["acc_first"] = acc_first
-    if "n_chars" in d.columns and d["n_chars"].notna().all():
-        nc = d["n_chars"].to_numpy(dtype=np.float64)
-        if (nc <= 0).any():
-            bad = d.loc[nc <= 0, ["task", "doc_id", "choice_idx"]].head(5).to_dict("records")
-            raise ValueError(f"acc_norm: empty choice strings (n_chars = 0) at {bad}")
-        out["acc_norm"] = _seg_acc(ll / nc, corr, starts, seg)[0]
-    if "n_bytes" in d.columns and d["n_bytes"].notna().all():
-        nb = d["n_bytes"].to_numpy(dtype=np.float64)
-        if (nb <= 0).any():
-            bad = d.loc[nb <= 0, ["task", "doc_id", "choice_idx"]].head(5).to_dict("records")
-            raise ValueError(f"acc_bytes: empty choice strings (n_bytes = 0) at {bad}")
-        out["acc_bytes"] = _seg_acc(ll / nb, corr, starts, seg)[0]
+    chars = _length_column(d, "n_chars", "acc_norm")
+    if chars is not None:
+        nc, have = chars
+        out["acc_norm"] = np.where(_seg_all(have, starts), _seg_acc(ll / nc, corr, starts, seg)[0], np.nan)
+    nbytes = _length_column(d, "n_bytes", "acc_bytes")
+    if nbytes is not None:
+        nb, have = nbytes
+        ok = _seg_all(have, starts)
+        out["acc_bytes"] = np.where(ok, _seg_acc(ll / nb, corr, starts, seg)[0], np.nan)
         # bits per byte of the (first) gold continuation
         gold_first = np.minimum.reduceat(np.where(corr, np.arange(n), n), starts)
-        out["neg_bpb"] = ll[gold_first] / (nb[gold_first] * np.log(2.0))
+        gold_first = np.minimum(gold_first, n - 1)  # an item without a gold fails validation; never index past the end
+        out["neg_bpb"] = np.where(ok, ll[gold_first] / (nb[gold_first] * np.log(2.0)), np.nan)
     out["brier"] = brier
     out["log_p_vocab_incorrect"] = lse_inc
     out["log_p_vocab_choices"] = lse_all
     out["max_incorrect"] = max_inc
     out["margin"] = max_corr - max_inc
     out["choice_logodds"] = lse_corr - lse_inc
-    if "is_greedy" in d.columns and d["is_greedy"].notna().all():
-        g = d["is_greedy"].to_numpy(dtype=bool)
-        out["target_is_greedy"] = _seg_max((g & corr).astype(np.int8), starts).astype(float)
+    if "is_greedy" in d.columns and d["is_greedy"].notna().any():
+        have = d["is_greedy"].notna().to_numpy()
+        g = d["is_greedy"].fillna(False).to_numpy(dtype=bool)
+        out["target_is_greedy"] = np.where(_seg_all(have, starts),
+                                           _seg_max((g & corr).astype(np.int8), starts).astype(float), np.nan)
     for extra in ("multiple_input", "task_source"):
         if extra in d.columns:
             out[extra] = d[extra].to_numpy()[starts]
@@ -223,7 +252,115 @@ def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
     return res.sort_values(sort_cols, kind="stable").reset_index(drop=True)
 
 
-def ladder_from_store(store_df: pd.DataFrame) -> pd.DataFrame:
+def select_items(df: pd.DataFrame, items: str = "common", by: tuple[str, ...] = ("family", "task")
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The one rule for which items enter a comparison of models: those every model of the group scored.
+
+    A model evaluated on a subset of a task's items would otherwise have its accuracy averaged over other
+    items than its neighbours' (say 20 of 40), which shifts its point on every curve. With ``items="common"``
+    each (family, task) keeps the items scored by all of its models; ``"all"`` keeps every row. Both return
+    the same coverage report, so what was excluded is always counted.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A score store (one row per choice) or a per-item table such as :func:`compute`'s; needs
+        ``model_id``, ``doc_id`` and the ``by`` columns.
+    items : {"common", "all"}, default "common"
+    by : tuple of str, default ("family", "task")
+        The columns of one group.
+
+    Returns
+    -------
+    selected : pandas.DataFrame
+        The rows kept (``df`` itself for ``"all"``).
+    report : pandas.DataFrame
+        One row per group: the ``by`` columns, ``n_models``, ``n_items_all`` (items any model scored),
+        ``n_items_common`` (scored by every model), ``n_items_excluded`` (0 for ``"all"``) and
+        ``models_missing_items`` (``{model_id: items it scored}`` for the models short of items).
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        ``items`` is not one of :data:`ITEM_SELECTIONS`.
+    capscale.errors.InputError
+        With ``"common"``: a group in which no item is scored by every model (often a ``doc_id`` spelled
+        differently in different files, see :func:`capscale.data.store.coverage_warnings`).
+    """
+    if items not in ITEM_SELECTIONS:
+        raise UsageError(f"items must be one of {ITEM_SELECTIONS}, not {items!r}")
+    by = list(by)
+    if len(df) == 0:
+        return df, pd.DataFrame(columns=[*by, "n_models", "n_items_all", "n_items_common", "n_items_excluded",
+                                         "models_missing_items"])
+    cov = _store.item_coverage(df, by)
+    doc = _store._canonical_doc_id(df)
+    keys = df[[*by, "model_id"]].assign(doc_id=doc.to_numpy()).drop_duplicates()
+    rows = []
+    for key, g in cov.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        sel = np.ones(len(keys), dtype=bool)
+        for c, v in zip(by, key, strict=True):
+            sel &= (keys[c] == v).to_numpy()
+        have = keys[sel].groupby("model_id", sort=True)["doc_id"].nunique()
+        n_all, n_common = len(g), int(g["covered"].sum())
+        short = {str(m): int(k) for m, k in have[have < n_all].sort_values(kind="stable").items()}
+        rows.append(dict(zip(by, key, strict=True)) | {
+            "n_models": int(g["n_models_group"].iloc[0]), "n_items_all": n_all, "n_items_common": n_common,
+            "n_items_excluded": (n_all - n_common) if items == "common" else 0, "models_missing_items": short})
+        if items == "common" and n_common == 0:
+            where = ", ".join(f"{c}={v!r}" for c, v in zip(by, key, strict=True))
+            counts = ", ".join(f"{m}: {k} of {n_all}" for m, k in list(short.items())[:10])
+            raise InputError(f"{where}: no item is scored by every model ({counts}); check that doc_id is spelled "
+                             "the same way in every file (`capscale validate` names them), or use items='all' "
+                             "(`--items all`)")
+    report = pd.DataFrame(rows)
+    if items == "all" or not (report["n_items_excluded"] > 0).any():
+        return df, report
+    common = cov.loc[cov["covered"], [*by, "doc_id"]].assign(_keep=True)
+    mark = df[by].assign(doc_id=doc.to_numpy()).merge(common, on=[*by, "doc_id"], how="left")["_keep"]
+    return df[mark.fillna(False).to_numpy(dtype=bool)], report
+
+
+def metric_coverage(items: pd.DataFrame, metrics: list[str] | None = None) -> dict[str, dict]:
+    """How many rows of a :func:`compute` table each metric covers, and why the others are missing.
+
+    Parameters
+    ----------
+    items : pandas.DataFrame
+        Output of :func:`compute`.
+    metrics : list of str, optional
+        Default :data:`METRICS`; a metric absent from ``items`` is reported with 0 rows.
+
+    Returns
+    -------
+    dict
+        ``{metric: {"rows", "rows_total", "models_missing", "missing_reason"}}``: ``models_missing`` lists
+        the models with at least one row without the metric; ``missing_reason`` is ``""`` when every row has
+        it, else what is missing (the store column the metric needs, per :data:`METRIC_INPUTS`).
+    """
+    total = int(len(items))
+    out: dict[str, dict] = {}
+    for m in metrics or METRICS:
+        need = METRIC_INPUTS.get(m)
+        if m not in items.columns:
+            reason = (f"the store has no {need} values" if need else "not computed")
+            out[m] = {"rows": 0, "rows_total": total, "models_missing": sorted(items["model_id"].unique().tolist())
+                      if total else [], "missing_reason": reason}
+            continue
+        ok = items[m].notna()
+        lacking = sorted(items.loc[~ok, "model_id"].astype(str).unique().tolist())
+        if ok.all():
+            reason = ""
+        elif need:
+            reason = f"{need} is missing for some choices of {len(lacking)} model(s)"
+        else:
+            reason = "undefined for some items (non-finite log-likelihoods)"
+        out[m] = {"rows": int(ok.sum()), "rows_total": total, "models_missing": lacking, "missing_reason": reason}
+    return out
+
+
+def ladder_from_store(store_df: pd.DataFrame, items: str = "common") -> pd.DataFrame:
     """Build a ladder table from a score store: per (checkpoint, task) mean metrics over items.
 
     Metrics: ``acc`` (fractional ties), ``acc_norm`` (if ``n_chars``), ``acc_bytes`` and ``task_bpb``
@@ -235,6 +372,9 @@ def ladder_from_store(store_df: pd.DataFrame) -> pd.DataFrame:
     ----------
     store_df : pandas.DataFrame
         A score store (:mod:`capscale.data.store`).
+    items : {"common", "all"}, default "common"
+        Which items the means are taken over (:func:`select_items`): by default those every checkpoint of
+        the (family, task) scored, so that all checkpoints are compared on the same items.
 
     Returns
     -------
@@ -242,6 +382,7 @@ def ladder_from_store(store_df: pd.DataFrame) -> pd.DataFrame:
         Ladder table; ``run`` is the model_id without its ``@...`` suffix; step is NaN without a
         ``step`` column.
     """
+    store_df, _report = select_items(store_df, items)
     items = compute(store_df)
     items["task_loss"] = -items["log_p_vocab_correct"]
     items["log_p_choices"] = items["log_p_choices_correct"]

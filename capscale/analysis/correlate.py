@@ -57,6 +57,8 @@ __all__ = [
     "ccdf",
     "ordering_check",
     "correlate_matrix",
+    "SUMMARY_COLUMNS",
+    "ORDERING_COLUMNS",
 ]
 
 #: Metrics correlated by default (those present in the chain table are used).
@@ -256,6 +258,11 @@ def _summary_row(r_all: np.ndarray) -> dict[str, float]:
     return row
 
 
+#: The statistics columns of :func:`summarize` (after the group keys, ``metric`` and ``method``).
+SUMMARY_COLUMNS = ["n_items", "n_valid", "num_nan", "nan_frac", "mean", "median", "std", "frac_ge_0.75",
+                   "frac_gt_0", "auc", "auc_exact", "neg_w1_min"]
+
+
 def summarize(corr: pd.DataFrame, group_by: Sequence[str] = ("family", "task")) -> pd.DataFrame:
     """Summary statistics of per-item correlations (see module docstring for the columns).
 
@@ -267,13 +274,13 @@ def summarize(corr: pd.DataFrame, group_by: Sequence[str] = ("family", "task")) 
     Returns
     -------
     pandas.DataFrame
-        One row per (family, task, metric, method).
+        One row per (family, task, metric, method); with no correlations, no rows but the same columns.
     """
     keys = [*group_by, "metric", "method"]
     rows = []
     for key, g in corr.groupby(keys, sort=False):
         rows.append(dict(zip(keys, key, strict=True)) | _summary_row(g["r"].to_numpy(dtype=float)))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*keys, *SUMMARY_COLUMNS])
 
 
 def ccdf(corr: pd.DataFrame, grid: np.ndarray | None = None,
@@ -315,20 +322,40 @@ def ordering_check(summary: pd.DataFrame, statistics: Sequence[str] = ("mean", "
     Returns
     -------
     pandas.DataFrame
-        Columns: group keys, ``method``, ``statistic``, the four metric values, ``holds`` (bool;
-        NaN-free comparisons only) and ``holds_strict_first`` (log p_vocab > p_choices).
+        Columns (:data:`ORDERING_COLUMNS`): group keys, ``method``, ``statistic``, the four metric values,
+        ``holds`` (bool; None when a value is NaN), ``holds_strict_first`` (log p_vocab > p_choices) and
+        ``undefined_reason`` (empty when defined; else which metrics have no defined correlation, e.g. because
+        the metric is constant across models in every item, or are missing from the summary). A group without
+        any of the four metrics gives no rows; with no rows the columns are still there.
     """
+    keys = [*group_by, "method"]
     rows = []
     sub = summary[summary["metric"].isin(ORDER)]
-    for key, g in sub.groupby([*group_by, "method"], sort=False):
+    for key, g in sub.groupby(keys, sort=False):
         vals = g.set_index("metric")
-        if not set(ORDER) <= set(vals.index):
-            continue
+        absent = [m for m in ORDER if m not in vals.index]
         for stat in statistics:
-            v = [float(vals.loc[m, stat]) for m in ORDER]
+            v = [float(vals.loc[m, stat]) if m not in absent else np.nan for m in ORDER]
             ok = not any(np.isnan(v))
             holds = ok and all(a >= b for a, b in zip(v, v[1:], strict=False))
-            rows.append(dict(zip([*group_by, "method"], key, strict=True)) | {"statistic": stat} |
+            reason = ""
+            if not ok:
+                parts = []
+                if absent:
+                    parts.append(f"metric(s) {absent} not in the summary")
+                undefined = [m for m in ORDER if m not in absent and np.isnan(float(vals.loc[m, stat]))]
+                if undefined:
+                    const = [m for m in undefined if "n_valid" in vals and float(vals.loc[m, "n_valid"]) == 0]
+                    parts.append(f"{stat} undefined for {undefined}"
+                                 + (f" ({const}: no item with a defined correlation, every item constant across "
+                                    "models)" if const else ""))
+                reason = "; ".join(parts)
+            rows.append(dict(zip(keys, key, strict=True)) | {"statistic": stat} |
                         dict(zip(ORDER, v, strict=True)) | {"holds": holds if ok else None,
-                                                            "holds_strict_first": (v[0] > v[1]) if ok else None})
-    return pd.DataFrame(rows)
+                                                            "holds_strict_first": (v[0] > v[1]) if ok else None,
+                                                            "undefined_reason": reason})
+    return pd.DataFrame(rows, columns=[*keys, *ORDERING_COLUMNS])
+
+
+#: The columns of :func:`ordering_check` after the group keys and ``method``.
+ORDERING_COLUMNS = ["statistic", *ORDER, "holds", "holds_strict_first", "undefined_reason"]

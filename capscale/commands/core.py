@@ -12,13 +12,15 @@ import argparse
 def _validate(args: argparse.Namespace) -> None:
     from capscale.data import store
 
-    df = store.read(args.store, validate_store=False)
-    problems = store.validate(df, multi_gold=args.multi_gold)
-    if problems:
-        raise store.StoreValidationError(problems, args.store)
+    # the same path as every other reader (analyze included): validate the raw rows, naming files and rows
+    warnings: list[store.Problem] = []
+    df = store.read(args.store, multi_gold=args.multi_gold, warnings=warnings)
     n_models, n_tasks = df["model_id"].nunique(), df["task"].nunique()
     n_items = df.groupby(["task", "doc_id"]).ngroups
-    print(f"{args.store}: valid ({len(df)} rows, {n_models} models, {n_tasks} tasks, {n_items} items)")
+    more = f"; {len(warnings)} warning(s)" if warnings else ""
+    print(f"{args.store}: valid ({len(df)} rows, {n_models} models, {n_tasks} tasks, {n_items} items{more})")
+    for w in warnings:
+        print(f"  warning: {w}")
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -28,9 +30,8 @@ def _analyze(args: argparse.Namespace) -> None:
     info = res.summary
     print(f"analysed {info['rows']} rows: {info['models']} models, {len(info['tasks'])} task(s), "
           f"{info['items']} model x item rows")
-    if info["groups_skipped_fewer_than_3_models"]:
-        print(f"note: no correlations for (family, task) with fewer than 3 models: "
-              f"{info['groups_skipped_fewer_than_3_models']}")
+    for note in res.notes:
+        print(note if note.startswith("warning:") else f"note: {note}")
     if info["ordering_holds_fraction"]:
         print("ordering log p_vocab >= p_choices >= Brier >= acc holds in: "
               + ", ".join(f"{k} {v:.0%}" for k, v in info["ordering_holds_fraction"].items()))
@@ -42,6 +43,8 @@ def _report(args: argparse.Namespace) -> None:
 
     res = report.run(args.results_dir, report.Options.from_cli(args))
     print(f"report written to {res.files[0]}")
+    for note in res.notes:
+        print(f"note: {note}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -81,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
     p.add_argument("--methods", default="pearson,spearman,kendall", help="correlation methods")
     p.add_argument("--multi-gold", action="store_true", help="allow items with several correct choices")
+    p.add_argument("--items", choices=("common", "all"), default="common",
+                   help="items per (family, task): 'common' (default) those every model scored, counting what is "
+                   "excluded; 'all' every item")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_analyze)

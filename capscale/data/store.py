@@ -57,6 +57,7 @@ from capscale.errors import CapscaleError, InputError, UsageError
 
 __all__ = [
     "REQUIRED_COLUMNS",
+    "migrate_legacy_shard",
     "OPTIONAL_COLUMNS",
     "KEY_COLUMNS",
     "Problem",
@@ -66,9 +67,15 @@ __all__ = [
     "write_shard",
     "validate",
     "check",
+    "coverage_warnings",
+    "item_coverage",
+    "LOGLIK_TOLERANCE",
     "normalize",
     "example_store",
     "shard_name",
+    "legacy_shard_name",
+    "shard_settings",
+    "SHARD_SETTINGS_KEY",
 ]
 
 #: Required columns and the kind of values they hold.
@@ -141,6 +148,10 @@ class Problem:
         return f"{self.kind}{where}: {self.message}{rows}"
 
 
+#: Largest log-likelihood (nats) accepted: a log-probability is at most 0; this much above it is rounding noise.
+LOGLIK_TOLERANCE = 1e-6
+
+
 class StoreValidationError(CapscaleError, ValueError):
     """Raised when a store fails validation; carries every problem found."""
 
@@ -171,10 +182,42 @@ def _store_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read_one(path: Path) -> pd.DataFrame:
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    return pd.read_parquet(path)
+def _read_one(path: Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Read one store file; a corrupt, truncated or mislabelled file raises an InputError naming it.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A ``.parquet`` or ``.csv`` file.
+    columns : iterable of str, optional
+        Parquet only: read these columns (and the required ones) where present.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Raises
+    ------
+    capscale.errors.InputError
+        The file cannot be parsed as its suffix says.
+    """
+    kind = "CSV" if path.suffix == ".csv" else "Parquet"
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path)
+        if columns is not None:
+            import pyarrow.parquet as pq
+
+            cols = list(dict.fromkeys([*REQUIRED_COLUMNS, *columns]))
+            present = set(pq.read_schema(path).names)
+            return pd.read_parquet(path, columns=[c for c in cols if c in present])
+        return pd.read_parquet(path)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as exc:  # pyarrow/pandas raise OSError, ArrowInvalid, ParserError, UnicodeDecodeError, ...
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"score store file {str(path)!r} cannot be read as {kind} (corrupt, truncated or not a "
+                         f"{kind} file?): {type(exc).__name__}: {reason[:300]}") from exc
 
 
 def read(
@@ -183,6 +226,7 @@ def read(
     validate_store: bool = True,
     multi_gold: bool = False,
     columns: Iterable[str] | None = None,
+    warnings: list[Problem] | None = None,
 ) -> pd.DataFrame:
     """Read a score store from a Parquet file, a directory of Parquet/CSV shards, or a CSV file.
 
@@ -198,24 +242,30 @@ def read(
         true ``multi_gold`` column are always allowed several golds.
     columns : iterable of str, optional
         Read only these columns (Parquet only; the required columns are always read).
+    warnings : list, optional
+        If given, the :func:`coverage_warnings` of the store (items not scored by every model of their
+        (family, task), with a hint when ``doc_id`` is spelled differently in different files) are appended to it.
 
     Returns
     -------
     pandas.DataFrame
         The store, normalised by :func:`normalize` (``compute`` filled in as 6·N·D FLOPs where missing).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist or is a directory without shards.
+    capscale.errors.InputError
+        A file cannot be parsed (corrupt, truncated or not Parquet/CSV); the message names it.
+    StoreValidationError
+        The store is invalid (with ``validate_store=False``: only when it cannot even be normalised, e.g. a
+        non-numeric ``params``; the same located problems :func:`validate` reports).
     """
     path = Path(path)
     files = _store_files(path)
     frames = []
     for f in files:
-        if columns is not None and f.suffix == ".parquet":
-            cols = list(dict.fromkeys([*REQUIRED_COLUMNS, *columns]))
-            import pyarrow.parquet as pq
-
-            present = set(pq.read_schema(f).names)
-            frame = pd.read_parquet(f, columns=[c for c in cols if c in present])
-        else:
-            frame = _read_one(f)
+        frame = _read_one(f, columns)
         frame[_FILE] = str(f)
         frame[_ROW] = np.arange(len(frame))
         frames.append(frame)
@@ -224,8 +274,18 @@ def read(
         problems = validate(df, multi_gold=multi_gold)
         if problems:
             raise StoreValidationError(problems, str(path))
+    if warnings is not None:
+        warnings.extend(coverage_warnings(df))
+    raw = df
     df = df.drop(columns=[_FILE, _ROW])
-    return normalize(df)
+    try:
+        return normalize(df)
+    except (ValueError, TypeError) as exc:
+        # not validated, and not even normalisable: report it the way validate does, with files and rows
+        problems = validate(raw, multi_gold=multi_gold)
+        if problems:
+            raise StoreValidationError(problems, str(path)) from exc
+        raise
 
 
 def _atomic_write(df: pd.DataFrame, path: Path) -> None:
@@ -255,22 +315,107 @@ def write(df: pd.DataFrame, path: str | os.PathLike, *, validate_store: bool = T
     _atomic_write(normalize(df), path)
 
 
-def shard_name(model_id: str, task: str) -> str:
-    """File name of the shard holding one (checkpoint, task): safe for any file system."""
+#: Parquet key-value metadata key of a shard's recorded settings (JSON; see :func:`write_shard`).
+SHARD_SETTINGS_KEY = "capscale.shard"
+#: Bytes of the readable part of a shard file name (model, task); the hash and suffix bring it under 255.
+_NAME_BYTES = 100
 
+
+def _clean_name(s: str, max_bytes: int) -> str:
+    out = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in str(s))
+    return out.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+
+
+def legacy_shard_name(model_id: str, task: str) -> str:
+    """The shard file name capscale used before names were made injective (``<model>__<task>.parquet``).
+
+    Not injective (``sub/evil`` and ``sub_evil`` share it) and unbounded in length; kept only to recognise
+    shards of stores written by older versions (:func:`capscale.eval.shards.plan_shards` renames them).
+    """
     def clean(s: str) -> str:
         return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in str(s))
 
     return f"{clean(model_id)}__{clean(task)}.parquet"
 
 
-def write_shard(df: pd.DataFrame, directory: str | os.PathLike, *, validate_store: bool = True) -> Path:
+
+def migrate_legacy_shard(out_dir: str | os.PathLike, model_id: str, task: str) -> None:
+    """Rename a shard written under :func:`legacy_shard_name` to its injective name,
+    when the file holds exactly this (checkpoint, task) (with colliding names it may hold another task's)."""
+    legacy = Path(out_dir) / legacy_shard_name(model_id, task)
+    target = Path(out_dir) / shard_name(model_id, task)
+    if target.exists() or not legacy.is_file() or legacy == target:
+        return
+    try:
+        got = pd.read_parquet(legacy, columns=["model_id", "task"])
+    except Exception as e:  # noqa: BLE001 - any unreadable file, re-raised naming it
+        raise InputError(f"shard {str(legacy)!r} cannot be read ({type(e).__name__}: {e}); delete it to "
+                         "recompute") from e
+    if set(got["model_id"].astype(str)) == {model_id} and set(got["task"].astype(str)) == {task}:
+        os.replace(legacy, target)
+
+def shard_name(model_id: str, task: str) -> str:
+    """File name of the shard holding one (checkpoint, task): injective and safe on any file system.
+
+    ``<model>__<task>-<hash>.parquet``: the readable part is the model id and task name with characters other
+    than ``[A-Za-z0-9-_.=]`` replaced by ``_``, each cut to 100 bytes (UTF-8) and stripped of leading ``.``/``_``
+    (which dataset readers treat as hidden); ``<hash>`` is the first 16 hex digits of the SHA-256 of the exact
+    ``model_id`` and ``task``, so two different pairs never share a file (up to a 64-bit hash collision) and
+    every name fits in 255 bytes.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{model_id}\0{task}".encode()).hexdigest()[:16]
+    stem = f"{_clean_name(model_id, _NAME_BYTES)}__{_clean_name(task, _NAME_BYTES)}".lstrip("._") or "shard"
+    return f"{stem}-{digest}.parquet"
+
+
+def shard_settings(path: str | os.PathLike) -> dict | None:
+    """The settings recorded in a shard's Parquet metadata by :func:`write_shard` (None: none recorded).
+
+    Raises
+    ------
+    InputError
+        Naming the file when its footer cannot be read or the recorded settings are not JSON.
+    """
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except Exception as e:  # noqa: BLE001 - any unreadable footer, re-raised naming the file
+        raise InputError(f"shard {str(path)!r} cannot be read ({type(e).__name__}: {e}); delete it to "
+                         "recompute") from e
+    raw = md.get(SHARD_SETTINGS_KEY.encode())
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise InputError(f"shard {str(path)!r}: recorded settings are not valid JSON: {e}") from e
+
+
+def write_shard(df: pd.DataFrame, directory: str | os.PathLike, *, validate_store: bool = True,
+                settings: dict | None = None) -> Path:
     """Atomically write the rows of one (checkpoint, task) into a shard directory.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows of exactly one (model_id, task).
+    directory : path-like
+        The store folder.
+    validate_store : bool, default True
+        Refuse invalid rows (:class:`StoreValidationError`).
+    settings : dict, optional
+        JSON-able settings the rows were produced with, recorded in the file's Parquet key-value metadata
+        under :data:`SHARD_SETTINGS_KEY` (read back with :func:`shard_settings`).
 
     Returns
     -------
     pathlib.Path
-        The shard's path, ``directory/<model_id>__<task>.parquet``.
+        The shard's path, ``directory/`` + :func:`shard_name`.
     """
     models, tasks = df["model_id"].unique(), df["task"].unique()
     if len(models) != 1 or len(tasks) != 1:
@@ -280,7 +425,18 @@ def write_shard(df: pd.DataFrame, directory: str | os.PathLike, *, validate_stor
     path = Path(directory) / shard_name(models[0], tasks[0])
     if validate_store:
         check(df, source=str(path))
-    _atomic_write(normalize(df), path)
+    if settings is None:
+        _atomic_write(normalize(df), path)
+        return path
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from capscale._io import atomic_write, dumps_json
+
+    table = pa.Table.from_pandas(normalize(df), preserve_index=False)
+    meta = {**(table.schema.metadata or {}), SHARD_SETTINGS_KEY.encode(): dumps_json(settings, indent=None).encode()}
+    table = table.replace_schema_metadata(meta)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 
@@ -309,11 +465,13 @@ def validate(df: pd.DataFrame, *, multi_gold: bool = False) -> list[Problem]:
     """Check a store against the schema and return every problem found (empty list if valid).
 
     Checks: required columns present; ``loglik`` finite and numeric (``-inf`` is rejected too: it
-    usually means a tokenisation or masking bug); ``params``/``tokens`` positive integers;
+    usually means a tokenisation or masking bug) and not above 0 by more than :data:`LOGLIK_TOLERANCE`
+    (1e-6 nats; a log-probability is at most 0); ``params``/``tokens`` positive integers;
     exactly one correct choice per (model, task, item) unless ``multi_gold`` (or a true
     ``multi_gold`` column for that item); no duplicate (model_id, task, doc_id, choice_idx) keys;
     the same number of choices for an item in every model; a single ``family``, ``params`` and
-    ``tokens`` per ``model_id``.
+    ``tokens`` per ``model_id``. Items not scored by every model of their (family, task) are a warning, not a
+    problem: see :func:`coverage_warnings` (``capscale validate`` prints both).
 
     Parameters
     ----------
@@ -351,6 +509,13 @@ def validate(df: pd.DataFrame, *, multi_gold: bool = False) -> list[Problem]:
         rows, n = _where(df, bad)
         problems.append(Problem("non_finite_loglik", f"{n} row(s) have a missing, non-numeric or infinite loglik",
                                 "loglik", rows, n))
+    with np.errstate(invalid="ignore"):
+        positive = np.isfinite(ll) & (ll > LOGLIK_TOLERANCE)
+    if positive.any():
+        rows, n = _where(df, positive)
+        problems.append(Problem("positive_loglik", f"{n} row(s) have a loglik above 0 (max {np.nanmax(ll[positive]):g}"
+                                f" nats; tolerance {LOGLIK_TOLERANCE:g}): a log-probability cannot be positive — "
+                                "is it a negated loss or a probability?", "loglik", rows, n))
 
     for col in ("model_id", "family", "task", "doc_id"):
         miss = df[col].isna().to_numpy()
@@ -441,6 +606,105 @@ def check(df: pd.DataFrame, *, multi_gold: bool = False, source: str | None = No
     problems = validate(df, multi_gold=multi_gold)
     if problems:
         raise StoreValidationError(problems, source)
+
+
+def _canonical_doc_id(df: pd.DataFrame) -> pd.Series:
+    """``doc_id`` as :func:`normalize` would store it (so 0 and "0" are one item, "00" and 0 are two)."""
+    return normalize(df[["doc_id"]])["doc_id"]
+
+
+def item_coverage(df: pd.DataFrame, by: Iterable[str] = ("family", "task")) -> pd.DataFrame:
+    """Which models score which items: one row per (group, doc_id).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A score store (one row per choice) or a per-item table (one row per model and item); needs
+        ``model_id``, ``doc_id`` and the ``by`` columns.
+    by : iterable of str, default ("family", "task")
+        The columns of one group; every model of a group should score every item of it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: the ``by`` columns, ``doc_id`` (canonical, as :func:`normalize` writes it), ``n_models``
+        (models of the group that score the item), ``n_models_group`` (models of the group) and ``covered``
+        (``n_models == n_models_group``).
+    """
+    by = list(by)
+    keys = df[[*by, "model_id"]].copy()
+    keys["doc_id"] = _canonical_doc_id(df).to_numpy()
+    keys = keys.drop_duplicates()
+    per_item = keys.groupby([*by, "doc_id"], sort=True).size().rename("n_models").reset_index()
+    n_group = keys.groupby(by, sort=True)["model_id"].nunique().rename("n_models_group").reset_index()
+    out = per_item.merge(n_group, on=by, how="left")
+    out["covered"] = out["n_models"] == out["n_models_group"]
+    return out
+
+
+def _doc_id_spelling_hint(df: pd.DataFrame) -> str:
+    """A hint when ``doc_id`` is an integer in some files (or models) and a string in others."""
+    where = _FILE if _FILE in df.columns else "model_id"
+    kinds: dict[str, list[str]] = {"integer": [], "string": []}
+    examples: dict[str, object] = {}
+    for name, d in df.groupby(where, sort=True)["doc_id"]:
+        canon = normalize(pd.DataFrame({"doc_id": d.to_numpy()}))["doc_id"]
+        kind = "integer" if pd.api.types.is_integer_dtype(canon) else "string"
+        kinds[kind].append(str(name))
+        examples.setdefault(kind, d.iloc[0])
+    if not (kinds["integer"] and kinds["string"]):
+        return ""
+    label = "file(s)" if where == _FILE else "model(s)"
+    return (f"; doc_id is an integer in {len(kinds['integer'])} {label} (e.g. {kinds['integer'][0]!r}, doc_id "
+            f"{examples['integer']!r}) but a string in {len(kinds['string'])} {label} (e.g. {kinds['string'][0]!r}, "
+            f"doc_id {examples['string']!r}): spell each item's doc_id the same way in every file")
+
+
+def coverage_warnings(df: pd.DataFrame) -> list[Problem]:
+    """Items not scored by every model of their (family, task), one :class:`Problem` per group.
+
+    Partial coverage is a warning, not a validation problem: a store that is still being evaluated, or a
+    model evaluated on a subset, is usable. Analyses then compare models on the items every model of the
+    group scored (:func:`capscale.analysis.chain.select_items`), counting what they leave out. When
+    ``doc_id`` is an integer in some files (or models) and a string in others the message says so: the
+    usual cause of items that seem to be scored by half of the models each.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A score store (as read by :func:`read` with ``validate_store=False``, or in memory).
+
+    Returns
+    -------
+    list of Problem
+        Kind ``partial_item_coverage``; ``rows`` name the models short of items with their counts
+        (``model_id='m6': 20 of 40 items``) and ``count`` is the number of those models (the message gives the
+        number of items not covered).
+    """
+    needed = {"model_id", "family", "task", "doc_id"}
+    if not needed <= set(df.columns) or len(df) == 0 or df[list(needed)].isna().any().any():
+        return []
+    cov = item_coverage(df)
+    out: list[Problem] = []
+    for (fam, task), g in cov.groupby(["family", "task"], sort=True):
+        missing = int((~g["covered"]).sum())
+        if not missing:
+            continue
+        sub = df[(df["family"] == fam) & (df["task"] == task)]
+        have = (sub.assign(_doc=_canonical_doc_id(sub).to_numpy()).groupby("model_id", sort=True)["_doc"]
+                .nunique().sort_values(kind="stable"))
+        n_all = len(g)
+        short = have[have < n_all]
+        rows = [f"model_id={m!r}: {int(k)} of {n_all} items" for m, k in short.head(_MAX_LISTED).items()]
+        hint = _doc_id_spelling_hint(sub)
+        out.append(Problem(
+            "partial_item_coverage",
+            f"family={fam!r}, task={task!r}: {missing} of {n_all} item(s) are not scored by all "
+            f"{int(g['n_models_group'].iloc[0])} models ({len(short)} model(s) lack some; "
+            f"{int(g['covered'].sum())} item(s) are common to every model); analyses use the common items "
+            f"unless asked for all (`capscale analyze --items all`){hint}",
+            "doc_id", rows, len(short)))
+    return out
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:

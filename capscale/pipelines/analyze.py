@@ -14,10 +14,21 @@ Outputs (``OUT`` is ``Options.out``; nothing is written when it is None)
 ``ccdf.csv``               the complementary CDF of r on a grid of 201 points in [−1, 1]
 ``ordering.csv``           does log p_vocab ≥ p_choices ≥ Brier ≥ acc hold, per task/method/statistic
 ``excluded.csv``           models left out of the correlations (non-finite compute), if any
+``items_excluded.csv``     per (family, task) with items not scored by every model: items in all, common,
+                           excluded (``Options.items``), if any
 ``figures/``               ``ccdf_<family>_<task>.png``, ``mass_<family>_<task>.png``,
                            ``curves_<family>_<task>.png`` (unless ``Options.figures`` is False)
-``analysis.json``          what ran: input, counts, the files written
+``analysis.json``          what ran: input, counts, the items selection and what it excluded
+                           (``items_selection``, ``items_excluded``), coverage warnings, per-metric
+                           coverage (``metric_coverage``: rows covered and why the rest are missing),
+                           groups skipped and why (``groups_skipped``), ordering checks that are undefined
+                           and why (``ordering_undefined``), the files written
 =========================  =====================================================================
+
+Items. By default (``items="common"``) each (family, task) is analysed on the items scored by every one of its
+models (:func:`capscale.analysis.chain.select_items`), so no model's accuracy is an average over other items than
+its neighbours'; ``items="all"`` keeps every item (correlations then use the models that have each item). Either
+way the coverage is counted in ``analysis.json`` and the notes.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from tqdm.auto import tqdm
 from capscale._io import atomic_write, safe_name, write_json
 from capscale.analysis import chain, correlate
 from capscale.data import store as _store
-from capscale.errors import InputError
+from capscale.errors import InputError, UsageError
 from capscale.pipelines._base import RunResult, StageOptions
 from capscale.plotting import chain as plots
 
@@ -73,6 +84,9 @@ class Options(StageOptions):
         Show progress bars.
     source : str, optional
         Where the store came from, recorded in ``analysis.json`` (default: the path :func:`run` read).
+    items : {"common", "all"}
+        Analyse the items every model of a (family, task) scored (default), or all items
+        (:func:`capscale.analysis.chain.select_items`).
     """
 
     out: str | os.PathLike | None = None
@@ -83,6 +97,7 @@ class Options(StageOptions):
     figures: bool = True
     progress: bool = True
     source: str | None = None
+    items: str = "common"
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
@@ -134,13 +149,19 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
         A task of ``options.tasks`` is not in the store, or the selection leaves no rows.
     """
     options = options or Options()
+    if options.items not in chain.ITEM_SELECTIONS:
+        raise UsageError(f"items must be one of {chain.ITEM_SELECTIONS}, not {options.items!r}")
     source = options.source
+    warnings: list[_store.Problem] = []
     if isinstance(scores, pd.DataFrame):
         where = source or "the score store"
+        # the same validation as a store read from disk (and as `capscale validate`)
+        _store.check(scores, multi_gold=options.multi_gold, source=where)
+        warnings = _store.coverage_warnings(scores)
     else:
         source = source or str(scores)
         where = str(scores)
-        scores = _store.read(scores, multi_gold=options.multi_gold)
+        scores = _store.read(scores, multi_gold=options.multi_gold, warnings=warnings)
     scores = _select(scores, options, where)
 
     out = Path(options.out) if options.out is not None else None
@@ -158,8 +179,17 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
         out.mkdir(parents=True, exist_ok=True)
         (out / "figures").mkdir(exist_ok=True)
     scores = _store.normalize(scores)
+    n_rows_in = int(len(scores))
+    scores, coverage = chain.select_items(scores, options.items)
     items = chain.compute(scores)
     _parquet(items, "per_item.parquet")
+    partial = coverage[coverage["n_items_common"] < coverage["n_items_all"]] if len(coverage) else coverage
+    items_excluded = [{k: (v if not isinstance(v, np.integer) else int(v)) for k, v in r.items()}
+                      for r in partial.to_dict("records")]
+    if len(partial):
+        _csv(partial.assign(models_missing_items=partial["models_missing_items"].map(
+            lambda d: "; ".join(f"{m}: {k}" for m, k in d.items()))), "items_excluded.csv")
+    metric_cov = chain.metric_coverage(items)
 
     excluded = items.groupby("model_id").agg(family=("family", "first"), compute=("compute", "first")).reset_index()
     excluded = excluded[~np.isfinite(np.log10(excluded["compute"].astype(float)))]
@@ -175,12 +205,17 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
         corr_parts.append(correlate.per_item_correlations(g, methods=options.methods))
     corr = pd.concat(corr_parts, ignore_index=True) if corr_parts else pd.DataFrame(columns=_CORR_COLUMNS)
     _parquet(corr, "correlations.parquet")
-    summary = correlate.summarize(corr) if len(corr) else pd.DataFrame()
+    # written with their header even when empty (no group had 3 models)
+    summary = correlate.summarize(corr)
     _csv(summary, "summary.csv")
-    ccdf = correlate.ccdf(corr) if len(corr) else pd.DataFrame()
+    ccdf = correlate.ccdf(corr)
     _csv(ccdf, "ccdf.csv")
-    ordering = correlate.ordering_check(summary) if len(summary) else pd.DataFrame()
+    ordering = correlate.ordering_check(summary)
     _csv(ordering, "ordering.csv")
+    undefined = ordering[ordering["holds"].isna()] if len(ordering) else ordering
+    ordering_undefined = [{"family": r["family"], "task": r["task"], "method": r["method"],
+                           "statistic": r["statistic"], "reason": r["undefined_reason"]}
+                          for r in undefined.to_dict("records")]
 
     fig_paths: list[Path] = []
     if out is not None and options.figures:
@@ -196,13 +231,22 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
     written += fig_paths
 
     too_few = [(f, t) for (f, t), g in groups if g["model_id"].nunique() < 3]
+    skipped = [{"family": f, "task": t, "n_models": int(g["model_id"].nunique()), "reason": "fewer than 3 models"}
+               for (f, t), g in groups if g["model_id"].nunique() < 3]
     info: dict[str, Any] = {
         "source": source,
-        "rows": int(len(scores)),
+        "rows": n_rows_in,
+        "rows_analysed": int(len(scores)),
         "models": int(scores["model_id"].nunique()),
         "tasks": sorted(scores["task"].unique().tolist()),
         "items": int(len(items)),
+        "items_selection": options.items,
+        "items_excluded": items_excluded,
+        "coverage_warnings": [str(w) for w in warnings],
+        "metric_coverage": metric_cov,
+        "groups_skipped": skipped,
         "groups_skipped_fewer_than_3_models": [list(x) for x in too_few],
+        "ordering_undefined": ordering_undefined,
         "models_excluded_non_finite_compute": excluded["model_id"].tolist(),
         "ordering_holds_fraction": (
             ordering.dropna(subset=["holds"]).groupby("method")["holds"].mean().round(4).to_dict()
@@ -213,6 +257,26 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
         info["figures"] = [str(p.relative_to(out)) for p in fig_paths]
         written.append(write_json(out / "analysis.json", info, indent=2))
     notes = []
+    for r in items_excluded:
+        short = ", ".join(f"{m}: {k}" for m, k in list(r["models_missing_items"].items())[:10])
+        if options.items == "common":
+            notes.append(f"family={r['family']!r}, task={r['task']!r}: analysed the {r['n_items_common']} of "
+                         f"{r['n_items_all']} item(s) scored by all {r['n_models']} models; excluded "
+                         f"{r['n_items_excluded']} (models short of items, with the items they scored: {short}; "
+                         "--items all keeps them)")
+    if options.items == "all":
+        notes += [f"warning: {w}" for w in warnings]
+    partial_metrics = {m: c for m, c in metric_cov.items() if 0 < c["rows"] < c["rows_total"]}
+    for m, c in partial_metrics.items():
+        notes.append(f"{m} covers {c['rows']} of {c['rows_total']} model x item rows ({c['missing_reason']}: "
+                     f"{c['models_missing'][:10]}); NaN elsewhere")
+    absent = {m: c for m, c in metric_cov.items() if c["rows"] == 0 and c["rows_total"]}
+    if absent:
+        notes.append("metrics not computed: " + ", ".join(f"{m} ({c['missing_reason']})" for m, c in absent.items()))
+    if ordering_undefined:
+        notes.append(f"the ordering check is undefined for {len(ordering_undefined)} of {len(ordering)} "
+                     f"(family, task, method, statistic): {ordering_undefined[0]['reason']}"
+                     + (" (and others, see ordering.csv)" if len(ordering_undefined) > 1 else ""))
     if too_few:
         notes.append("no correlations for (family, task) with fewer than 3 models: "
                      f"{info['groups_skipped_fewer_than_3_models']}")
