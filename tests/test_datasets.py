@@ -124,3 +124,45 @@ def test_load_pythia_evals(shared_data):
     std = lad[lad["family"] == "pythia"]
     assert std["run"].nunique() == 8 and "pythia-1b-bf16" in set(std["run"])
     assert std.groupby("run")["step"].nunique().eq(26).all()  # 27 checkpoints minus step 0
+
+
+def test_accuracies_outside_unit_interval_are_refused_naming_rows():
+    df = _tiny()
+    df.loc[0, "value"] = 1.3
+    df.loc[1, "value"] = -0.2
+    extra = pd.DataFrame([dict(model_id="m0", family="f", params=1e7, tokens=2e8, compute=None, step=1, task="t",
+                               metric=m, value=v)
+                          for m, v in (("p_choices", 1.1), ("log_p_choices", -2.0), ("task_loss", 3.0))])
+    df = pd.concat([df, extra], ignore_index=True)
+    with pytest.raises(datasets.LadderError) as e:
+        datasets.check_ladder(df, source="x.csv")
+    msg = str(e.value)
+    assert "x.csv" in msg and "outside [0, 1]" in msg and "3 row(s)" in msg
+    for s in ("model_id='m0', task='t', metric='acc', value=1.3", "model_id='m1', task='t', metric='acc', value=-0.2",
+              "metric='p_choices', value=1.1"):
+        assert s in msg
+    assert "log_p_choices" not in msg and "task_loss" not in msg
+    datasets.check_ladder(df.drop(index=[0, 1, 3]))  # log-probabilities and losses are not accuracies
+
+
+def test_cli_predict_and_backtest_refuse_impossible_accuracies(tmp_path, capsys):
+    from capscale.cli import main
+
+    rows = [dict(model_id=f"m{i}", family="f", params=n, tokens=20 * n, step=1, task="t", metric="acc",
+                 value=0.3 + 0.1 * i) for i, n in enumerate([1e7, 3e7, 1e8, 3e8])]
+    df = pd.DataFrame(rows)
+    df.loc[3, "value"] = 1.3
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    for argv in (["predict", str(path), "--task", "t", "--target", "params=1e9,tokens=2e10", "--method", "loglinear"],
+                 ["backtest", str(path), "--task", "t", "--method", "loglinear"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "outside [0, 1]" in err and "model_id='m3'" in err and "value=1.3" in err and str(path) in err
+
+
+def test_nan_loss_is_refused():
+    df = _tiny().assign(metric="task_loss")
+    df.loc[1, "value"] = np.nan
+    with pytest.raises(datasets.LadderError, match="NaN.*model_id='m1'"):
+        datasets.check_ladder(df)

@@ -417,3 +417,113 @@ def test_accuracy_outside_range_is_clipped_with_a_warning():
     p = pr.predict(1e14, 1e16)
     assert p.value == 1.0 and p.lower <= p.value <= p.upper
     assert any("outside [0, 1] and was clipped" in w for w in p.warnings)
+
+
+# --------------------------------------------------------------------------------------------
+# Degenerate fits, messages, targets outside the ladder (issue 15)
+# --------------------------------------------------------------------------------------------
+
+
+def _acc_ladder(values: dict[float, float], n_ckpt: int = 1, **extra: float) -> pd.DataFrame:
+    rows = []
+    for n, v in values.items():
+        for j in range(1, n_ckpt + 1):
+            rows.append(dict(model_id=f"r{n:.0e}@step{j}", family="f", params=n, tokens=20 * n * j / n_ckpt, step=j,
+                             task="t", metric="acc", value=v, **extra))
+    return check_ladder(pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize("name", ["loglinear", "direct"])
+def test_flat_ladder_says_so_and_has_a_nonzero_interval(name):
+    flat = _acc_ladder({n: 0.4 for n in SIZES})
+    p = predict.get_method(name, bootstrap=20).fit(flat, "t", metric="acc").predict(1e10, 2e11)
+    assert p.value == pytest.approx(0.4)
+    assert p.lower < 0.4 < p.upper
+    assert any("flat" in w for w in p.warnings)
+    assert any("assumed" in w and "n_items" in w for w in p.warnings)  # no item count: the floor is an assumption
+
+
+def test_flat_ladder_interval_floor_is_the_binomial_standard_error():
+    from statistics import NormalDist
+
+    flat = _acc_ladder({n: 0.4 for n in SIZES}, n_items=1000)
+    p = predict.get_method("loglinear", bootstrap=20).fit(flat, "t", metric="acc").predict(1e10, 2e11)
+    half = NormalDist().inv_cdf(0.95) * math.sqrt(0.4 * 0.6 / 1000)
+    assert p.lower == pytest.approx(0.4 - half, rel=1e-6) and p.upper == pytest.approx(0.4 + half, rel=1e-6)
+    assert any("binomial" in w for w in p.warnings)
+
+
+def test_loglinear_on_two_points_warns_zero_degrees_of_freedom():
+    two = _acc_ladder({1e8: 0.3, 1e9: 0.4}, n_ckpt=4)
+    two.loc[two["step"] < 4, "value"] -= 0.01 * (4 - two["step"]) ** 0.5  # some checkpoint scatter
+    p = predict.get_method("loglinear", bootstrap=20).fit(two, "t", metric="acc").predict(1e10, 2e11)
+    assert any("zero degrees of freedom" in w for w in p.warnings)
+    assert p.lower < p.value < p.upper
+    law = predict.fit_law(two, "t", "loglinear")
+    assert any("zero degrees of freedom" in w for w in law.warnings)
+
+
+def test_a_well_posed_fit_keeps_its_interval():
+    lad = planted_ladder(noise=0.003)
+    p = predict.get_method("direct", bootstrap=20, seed=3).fit(lad, "t", metric="acc").predict(1e10, 2e11)
+    assert not any("flat" in w or "degrees of freedom" in w for w in p.warnings)
+
+
+def test_cli_predict_one_size_ladder_says_what_the_method_needs(tmp_path, capsys):
+    path = tmp_path / "one.csv"
+    _acc_ladder({1e8: 0.3}, n_ckpt=3).to_csv(path, index=False)
+    for method in ("auto", "loglinear"):
+        rc = main(["predict", str(path), "--task", "t", "--target", "params=1e10,tokens=2e11", "--method", method])
+        err = capsys.readouterr().err
+        assert rc == 1 and "hold out" not in err
+        assert "at least 2 fitting sizes" in err and "has 1" in err
+
+
+def test_auto_on_two_sizes_says_cross_validation_needs_three(tmp_path, capsys):
+    path = tmp_path / "two.csv"
+    _acc_ladder({1e8: 0.3, 1e9: 0.4}).to_csv(path, index=False)
+    rc = main(["predict", str(path), "--task", "t", "--target", "params=1e10,tokens=2e11"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "at least 3 sizes" in err and "has 2" in err and "--method" in err
+
+
+def test_backtest_holdout_leaving_one_size_counts_right(tmp_path, capsys):
+    path = tmp_path / "ladder.csv"
+    planted_ladder(noise=0.002).to_csv(path, index=False)
+    rc = main(["backtest", str(path), "--task", "t", "--holdout", "5", "--method", "loglinear", "--bootstrap", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "holding out the 5 largest of 6 sizes leaves 1 size (1 run) to fit on" in err
+    assert "at least 2 fitting sizes" in err
+
+
+def test_target_below_the_ladder_is_extrapolation_not_interpolation():
+    lad = planted_ladder()
+    pr = predict.get_method("loglinear", bootstrap=0).fit(lad, "t", metric="acc")
+    w = pr.predict(1e5, 2e6).warnings
+    assert not any("interpolation" in x for x in w)
+    assert any("extrapolation below the ladder" in x for x in w)
+    assert any("more than 10x outside the fitted compute range" in x for x in w)
+    near = pr.predict(5e6, 1e8).warnings  # below the ladder, by less than 10x
+    assert any("extrapolation below the ladder" in x for x in near)
+    assert not any("more than 10x" in x for x in near)
+    assert any("more than 10x outside" in x for x in pr.predict(1e11, 2e12).warnings)
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "backtest"])
+def test_help_has_no_doubled_percent(command, capsys):
+    with pytest.raises(SystemExit):
+        from capscale.cli import build_parser
+
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    assert "%%" not in text
+    if command != "fit":
+        assert "90% interval" in text
+
+
+def test_predictor_fit_refuses_impossible_accuracies():
+    lad = planted_ladder()
+    lad.loc[(lad["metric"] == "acc") & (lad["params"] == 1e8), "value"] = 1.3
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*value=1.3"):
+        predict.get_method("loglinear", bootstrap=0).fit(lad, "t", metric="acc")

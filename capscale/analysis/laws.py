@@ -28,7 +28,8 @@ Units: C in FLOPs, N in parameters, D in tokens, losses in whatever unit the cal
 per token, bits per byte); the fitted parameters carry that unit. Every fit checks its input
 (finite, positive where logs are taken, at least as many points as parameters) and raises
 :class:`FitInputError` naming the offending positions; a fit whose optimizer does not report
-convergence, or whose parameters end on a bound, says so in ``warnings_``.
+convergence, whose parameters end on a bound, or that has exactly as many points as parameters (zero
+degrees of freedom) says so in ``warnings_``.
 
 Examples
 --------
@@ -189,6 +190,10 @@ class Law:
         pred = self._f(x, self._p())
         self.rmse_ = float(np.sqrt(np.mean((pred - y) ** 2)))
         self._flag_bounds()
+        used = int(np.count_nonzero(w > 0)) if w is not None else len(y)
+        if used == len(self.param_names):
+            self.warnings_.append(f"{self.name}: {used} points for {used} parameters: zero degrees of freedom (the "
+                                  "curve passes through every point; its fit measures no noise)")
         if not self.converged_:
             msg = f"{self.name}: optimizer did not report convergence ({self.meta_.get('message', '')})"
             self.warnings_.append(msg)

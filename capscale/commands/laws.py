@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="predict a task's accuracy for an untrained (N, D)",
                        description="Fit on the ladder and predict the accuracy of a model with N parameters "
-                       "trained on D tokens, with a 90%% interval.")
+                       "trained on D tokens, with a 90% interval.")
     _common(p)
     p.add_argument("--target", required=True, help="params=N,tokens=D")
     p.add_argument("--method", default="auto", help="method name (capscale.analysis.predict.METHODS) or auto")
@@ -135,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("backtest", help="hold out the largest ladder runs and score predictions",
                        description="Fit without the largest runs, predict their final values, report errors "
-                       "and 90%% interval coverage.")
+                       "and 90% interval coverage.")
     _common(p)
     p.add_argument("--all-tasks", action="store_true", help="every task with an accuracy metric")
     p.add_argument("--holdout", default="largest", help="largest, or K: hold out the K largest sizes")

@@ -24,7 +24,11 @@ Metrics used by capscale: ``acc`` (argmax over choices of the summed log-likelih
 (mean negative log-likelihood of the correct answer in nats per item), ``task_bpb`` (bits per byte of
 the correct answer), ``brier`` (mean over choices), ``p_choices`` / ``log_p_choices`` (probability /
 log-probability of the correct choice under a softmax over the choices; OLMo's ``soft``/``soft_log``),
-``val_loss`` (an LM validation loss in nats per token), ``ppl``.
+``val_loss`` (an LM validation loss in nats per token), ``ppl``. The fractions :data:`UNIT_METRICS` (``acc``,
+``acc_norm``, ``acc_bytes``, ``brier``, ``p_choices``) must lie in [0, 1].
+
+Optional column ``n_items`` (int): the number of items the value was measured on; the prediction methods
+use it for the binomial noise floor of their intervals (:mod:`capscale.analysis.predict`).
 
 Users can write this table by hand (CSV or Parquet) and read it with :func:`read_ladder`;
 :func:`capscale.analysis.chain.ladder_from_store` builds it from a score store;
@@ -47,6 +51,7 @@ __all__ = [
     "LADDER_COLUMNS",
     "LadderError",
     "CHANCE",
+    "UNIT_METRICS",
     "validate_ladder",
     "check_ladder",
     "read_ladder",
@@ -58,6 +63,8 @@ __all__ = [
 
 LADDER_COLUMNS = ["model_id", "family", "params", "tokens", "compute", "step", "task", "metric", "value"]
 _MAX_LISTED = 10
+#: Metrics that are fractions in [0, 1] (accuracies, probabilities, the Brier score); a value outside is refused.
+UNIT_METRICS = ("acc", "acc_norm", "acc_bytes", "brier", "p_choices")
 
 
 class LadderError(CapscaleError, ValueError):
@@ -69,11 +76,20 @@ class LadderError(CapscaleError, ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
-def _rows(mask: np.ndarray, df: pd.DataFrame) -> str:
+def _value(v: object) -> str:
+    """A value as the message shows it (``1.3``, not ``np.float64(1.3)``)."""
+    try:
+        return repr(float(v))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def _rows(mask: np.ndarray, df: pd.DataFrame, *, value: bool = False) -> str:
     idx = np.flatnonzero(mask)
     shown = ", ".join(
         f"row {int(i)} (model_id={df['model_id'].iat[i]!r}, task={df['task'].iat[i]!r}, "
-        f"metric={df['metric'].iat[i]!r})" if {"model_id", "task", "metric"} <= set(df.columns) else f"row {i}"
+        f"metric={df['metric'].iat[i]!r}" + (f", value={_value(df['value'].iat[i])})" if value else ")")
+        if {"model_id", "task", "metric"} <= set(df.columns) else f"row {i}"
         for i in idx[:_MAX_LISTED]
     )
     more = f" ... and {len(idx) - _MAX_LISTED} more" if len(idx) > _MAX_LISTED else ""
@@ -85,7 +101,7 @@ def validate_ladder(df: pd.DataFrame, *, source: str | None = None) -> list[str]
 
     Checks: required columns present; ``params``, ``tokens`` and ``compute`` positive and finite;
     ``value`` finite (NaN is refused: drop such rows explicitly); losses and perplexities positive;
-    no duplicate (model_id, task, metric); one family/params/tokens/compute per model_id.
+    the fractions of :data:`UNIT_METRICS` in [0, 1]; no duplicate (model_id, task, metric); one family/params/tokens/compute per model_id.
     """
     where = f"{source}: " if source else ""
     missing = [c for c in LADDER_COLUMNS if c not in df.columns and c not in ("step", "compute", "family")]
@@ -112,7 +128,13 @@ def validate_ladder(df: pd.DataFrame, *, source: str | None = None) -> list[str]
     badl = lossy & np.isfinite(v) & (v <= 0)
     if badl.any():
         problems.append(f"{where}{int(badl.sum())} loss/perplexity row(s) with a non-positive value: "
-                        + _rows(badl, df))
+                        + _rows(badl, df, value=True))
+    unit = df["metric"].astype(str).isin(UNIT_METRICS).to_numpy()
+    badu = unit & np.isfinite(v) & ((v < 0) | (v > 1))
+    if badu.any():
+        problems.append(f"{where}{int(badu.sum())} row(s) of a fraction metric {list(UNIT_METRICS)} with a value "
+                        "outside [0, 1] (an impossible accuracy/probability: a percentage, or a broken export?): "
+                        + _rows(badu, df, value=True))
     dup = df.duplicated(["model_id", "task", "metric"], keep=False).to_numpy()
     if dup.any():
         problems.append(f"{where}{int(dup.sum())} row(s) duplicate a (model_id, task, metric) key (duplicate "

@@ -23,7 +23,12 @@ then ``predict(params, tokens) -> Prediction`` (value with a nominal 90 % interv
 Compute-based laws use the nominal C = 6·N·D (FLOPs) for the ladder runs and the target alike, so a
 target given as (N, D) is placed consistently. Intervals: percentile bootstrap over ladder runs
 (``bootstrap`` resamples, fixed ``seed``), widened in quadrature by the method's leave-largest-out
-extrapolation error on the training ladder (``inflate=True``). :func:`backtest` holds out the largest
+extrapolation error on the training ladder (``inflate=True``). A degenerate fit (flat: every training
+run's final value equal; or zero degrees of freedom: as many runs as the law has parameters) says so in its
+warnings and gets a noise floor of ±z·σ, σ the largest of the binomial standard error (ladder column
+``n_items``), the ladder's ``stderr``, the residual scatter and the late-checkpoint scatter, else the binomial
+standard error of an assumed 100 items (``LadderMethod._noise_floor``). A target more than 10x outside the
+ladder's compute range, above or below, is warned about. :func:`backtest` holds out the largest
 runs; :func:`select_method` (``auto``) picks per task by leave-largest-out cross-validation on the
 training ladder only. :func:`fit_law` fits a single curve form (``capscale fit``).
 

@@ -36,7 +36,7 @@ from capscale.analysis.predict._runs import (
     moving_average,
     step2_points,
 )
-from capscale.data.ladder_table import chance_of
+from capscale.data.ladder_table import UNIT_METRICS, chance_of
 from capscale.errors import UsageError
 
 __all__ = [
@@ -58,6 +58,12 @@ __all__ = [
 FIT_ERRORS = (laws.FitInputError, ValueError, np.linalg.LinAlgError, RuntimeError)
 
 Fn = Callable[[float, float], float]
+
+#: Items assumed for the binomial noise floor of a degenerate fit when the ladder measures no noise and gives no
+#: ``n_items`` (a small benchmark: the floor errs wide).
+ASSUMED_N_ITEMS = 100
+#: A target whose compute is more than this factor above or below the ladder's range gets a warning.
+FAR_FACTOR = 10.0
 
 
 class LadderMethod(Predictor):
@@ -161,7 +167,9 @@ class LadderMethod(Predictor):
         self.window_ = self.final_window or auto_window(runs)
         self.runs_ = runs
         if len(runs) < 2:
-            raise laws.FitInputError(f"{self.name}: task {task!r} has {len(runs)} ladder run(s); need at least 2")
+            n_sizes = len({r.params for r in runs})
+            raise laws.FitInputError(f"{self.name}: needs at least 2 fitting sizes (ladder runs) for task {task!r}; "
+                                     f"the ladder has {n_sizes} ({len(runs)} run(s))")
         self._warm = None
         self._failed_members = []
         self.fn_, self.laws_ = self._core(runs)
@@ -169,6 +177,7 @@ class LadderMethod(Predictor):
         self._warm = {k: [law.params_[p] for p in law.param_names] for k, law in self.laws_.items()}
         self.fit_warnings_ = sorted({w for law in self.laws_.values() for w in law.warnings_})
         self.fit_warnings_ += [f"{self.name}: member {f} failed and was left out" for f in self._failed_members]
+        self._fit_noise(ladder, runs)
         # bootstrap over runs
         rng = np.random.default_rng(int(self.seed))
         self.boot_: list[Fn] = []
@@ -193,6 +202,65 @@ class LadderMethod(Predictor):
             self.cv_err_ = _cv_error(self, runs)
         return self
 
+    def _fit_noise(self, ladder: pd.DataFrame, runs: list[Run]) -> None:
+        """Set ``flat_``, ``dof_``, ``degenerate_`` and the noise estimates behind the interval floor."""
+        finals = np.array([final_value(r.y, self.window_) for r in runs])
+        self.flat_ = bool(np.ptp(finals) <= 1e-9 * max(1.0, float(np.max(np.abs(finals)))))
+        # degrees of freedom of the laws fitted on one point per run (the final value, or step 1's final loss)
+        dofs = [law.n_points_ - len(law.param_names) for key, law in self.laws_.items()
+                if key.split(".")[-1] in ("acc", "step1")]
+        self.dof_ = int(min(dofs)) if dofs else len(runs) - 2
+        self.degenerate_ = self.flat_ or self.dof_ <= 0
+        self.n_items_, self.stderr_ = _measurement_noise(ladder, self.task_, self.metric_, runs)
+        self.resid_sd_ = float("nan")
+        if self.dof_ > 0:
+            res = [self.fn_(r.params, r.tokens[-1]) - y for r, y in zip(runs, finals, strict=True)]
+            res = np.asarray(res, dtype=float)
+            if np.all(np.isfinite(res)):
+                self.resid_sd_ = float(np.sqrt(np.sum(res**2) / self.dof_))
+        self.ckpt_sd_ = _checkpoint_scatter(runs)
+        if self.flat_:
+            self.fit_warnings_.append(
+                f"{self.name}: flat fit: every training run's final {self.metric_} is {finals[0]:.4g}, so the ladder "
+                "shows no trend and the bootstrap measures no uncertainty; the interval is the noise floor")
+        if self.dof_ <= 0:
+            self.fit_warnings_.append(
+                f"{self.name}: {len(runs)} runs fit exactly (zero degrees of freedom): neither the bootstrap nor the "
+                "residuals measure noise; the interval is the noise floor")
+
+    def _noise_floor(self, v: float) -> tuple[float, str]:
+        """The standard deviation of the interval floor at prediction ``v``, and where it comes from.
+
+        A degenerate fit (flat, or zero degrees of freedom) cannot measure its own uncertainty, so its
+        interval is at least ±z·σ with σ the largest of: the binomial standard error sqrt(p(1 − p)/n) at
+        the prediction where the ladder gives ``n_items``, else the median ``stderr`` of the final values;
+        the residual scatter of the final values around the fit (when the fit has degrees of freedom);
+        the checkpoint scatter of the runs' late checkpoints (:func:`_checkpoint_scatter`). When none is
+        known (a fraction metric only), σ is the binomial standard error for :data:`ASSUMED_N_ITEMS` items,
+        with a warning. Well-posed fits keep their interval (σ = 0).
+        """
+        if not getattr(self, "degenerate_", False):
+            return 0.0, ""
+        unit = self.metric_ in UNIT_METRICS
+        cands: list[tuple[float, str]] = []
+        if unit and self.n_items_:
+            q = min(max(v, 1 / self.n_items_), 1 - 1 / self.n_items_)
+            cands.append((math.sqrt(q * (1 - q) / self.n_items_),
+                          f"the binomial standard error at n_items = {self.n_items_:g}"))
+        elif math.isfinite(self.stderr_):
+            cands.append((self.stderr_, "the ladder's stderr of the final values"))
+        if math.isfinite(self.resid_sd_):
+            cands.append((self.resid_sd_, "the residual scatter of the final values"))
+        if math.isfinite(self.ckpt_sd_):
+            cands.append((self.ckpt_sd_, "the scatter of the runs' late checkpoints"))
+        sd, src = max([c for c in cands if c[0] > 1e-9], default=(0.0, ""))  # rounding noise is no noise
+        if sd <= 0 and unit:
+            q = min(max(v, 1 / ASSUMED_N_ITEMS), 1 - 1 / ASSUMED_N_ITEMS)
+            sd = math.sqrt(q * (1 - q) / ASSUMED_N_ITEMS)
+            src = (f"the binomial standard error for an assumed {ASSUMED_N_ITEMS} items (the ladder measures no "
+                   "noise and gives no item count: add an n_items column for the real floor)")
+        return sd, src
+
     def _check_target(self, params: float, tokens: float) -> list[str]:
         out = []
         for name, v in (("params", params), ("tokens", tokens)):
@@ -203,12 +271,20 @@ class LadderMethod(Predictor):
                        "(> 1e14 parameters or > 1e16 tokens)")
         pmax = max(r.params for r in self.runs_)
         cmax = max(6 * r.params * r.tokens[-1] for r in self.runs_)
+        cmin = min(6 * r.params * r.tokens[-1] for r in self.runs_)
         c = 6 * params * tokens
         if c > cmax:
             out.append(f"extrapolation: target compute 6ND = {c:.3g} FLOPs is {c / cmax:.3g}x the largest ladder "
                        f"run ({cmax:.3g})")
-        if params <= pmax and c <= cmax:
-            out.append("target lies inside or below the ladder: this is interpolation")
+        elif c < cmin:
+            out.append(f"extrapolation below the ladder: target compute 6ND = {c:.3g} FLOPs is {cmin / c:.3g}x "
+                       f"smaller than the smallest ladder run ({cmin:.3g})")
+        elif params <= pmax:
+            out.append("target lies inside the ladder: this is interpolation")
+        if c > FAR_FACTOR * cmax or c < cmin / FAR_FACTOR:
+            out.append(f"target compute {c:.3g} FLOPs is more than {FAR_FACTOR:g}x outside the fitted compute range "
+                       f"[{cmin:.3g}, {cmax:.3g}] of the ladder's final checkpoints: the prediction is a long "
+                       "extrapolation")
         return out
 
     def predict(self, params: float, tokens: float) -> Prediction:
@@ -254,6 +330,13 @@ class LadderMethod(Predictor):
             dist = math.log(max(params / max(r.params for r in self.runs_), 1.0))
             extra = z * self.cv_err_ * max(1.0, dist / getattr(self, "cv_log_ratio_", dist or 1.0))
             lo_h, hi_h = math.hypot(lo_h, extra), math.hypot(hi_h, extra)
+        sd, src = self._noise_floor(v) if math.isfinite(v) else (0.0, "")
+        if sd > 0:
+            floor = NormalDist().inv_cdf(1 - alpha) * sd
+            if max(lo_h, hi_h) < floor or min(lo_h, hi_h) < floor:
+                warns.append(f"{self.name}: interval widened to at least ±{floor:.3g} ({level:.0%}): the noise floor "
+                             f"from {src}")
+            lo_h, hi_h = max(lo_h, floor), max(hi_h, floor)
         lower, upper = v - lo_h, v + hi_h
         if self.metric_.startswith("acc") or self.metric_ in ("p_choices", "brier"):
             if math.isfinite(v) and not 0.0 <= v <= 1.0:
@@ -279,6 +362,35 @@ class LadderMethod(Predictor):
                 "n_runs": len(self.runs_), "laws": {k: law_dict(v) for k, v in self.laws_.items()},
                 "cv_error": self.cv_err_, "bootstrap": self.bootstrap, "seed": self.seed,
                 "warnings": self.fit_warnings_}
+
+
+def _measurement_noise(ladder: pd.DataFrame, task: str, metric: str, runs: list[Run]) -> tuple[float | None, float]:
+    """The ladder's item count (median ``n_items``) and median ``stderr`` of ``task``/``metric`` (None / NaN
+    where the ladder has no such column or no finite positive value)."""
+    sub = ladder[(ladder["task"] == task) & (ladder["metric"] == metric)]
+    out: list[float] = []
+    for col in ("n_items", "stderr"):
+        v = pd.to_numeric(sub[col], errors="coerce").to_numpy(float) if col in sub.columns else np.array([])
+        v = v[np.isfinite(v) & (v > 0)]
+        out.append(float(np.median(v)) if len(v) else float("nan"))
+    return (out[0] if math.isfinite(out[0]) else None), out[1]
+
+
+def _checkpoint_scatter(runs: list[Run]) -> float:
+    """Pooled residual SD of each run's late checkpoints (those past half its tokens, at least 3) around a line
+    in log tokens: the evaluation noise the ladder shows (NaN when no run has 3 such checkpoints)."""
+    ss, dof = 0.0, 0
+    for r in runs:
+        keep = r.tokens >= 0.5 * r.tokens[-1]
+        if keep.sum() < 3:
+            continue
+        lx, y = np.log(r.tokens[keep]), r.y[keep]
+        if np.ptp(lx) == 0 or not np.all(np.isfinite(y)):
+            continue
+        coef = np.polyfit(lx, y, 1)
+        ss += float(np.sum((y - np.polyval(coef, lx)) ** 2))
+        dof += len(y) - 2
+    return math.sqrt(ss / dof) if dof else float("nan")
 
 
 def _dedupe(sample: list[Run]) -> list[Run]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from capscale.analysis.predict._base import MethodNotApplicable
-from capscale.data.ladder_table import run_of
+from capscale.data.ladder_table import UNIT_METRICS, run_of
 from capscale.errors import InputError
 
 __all__ = ["Run", "CHECKPOINT_ORDER", "default_metric", "loss_metric", "extract_runs", "auto_window",
@@ -132,7 +132,8 @@ def extract_runs(ladder: pd.DataFrame, task: str, metric: str, xt: tuple[str, st
     Raises
     ------
     capscale.errors.InputError
-        No rows for ``task``/``metric`` (the message lists the task's metrics, or the ladder's tasks).
+        No rows for ``task``/``metric`` (the message lists the task's metrics, or the ladder's tasks), or a value
+        of a fraction metric (:data:`~capscale.data.ladder_table.UNIT_METRICS`) outside [0, 1] or not finite.
     """
     if "run" not in ladder.columns or ladder["run"].isna().any():
         ladder = ladder.assign(run=run_of(ladder))
@@ -142,6 +143,13 @@ def extract_runs(ladder: pd.DataFrame, task: str, metric: str, xt: tuple[str, st
         tasks = sorted(ladder["task"].unique())
         raise InputError(f"ladder has no rows for task {task!r} and metric {metric!r}"
                          + (f"; metrics of this task: {have}" if have else f"; tasks: {tasks[:20]}"))
+    vals = sub["value"].to_numpy(float)
+    bad = ~np.isfinite(vals) | ((metric in UNIT_METRICS) & ((vals < 0) | (vals > 1)))
+    if bad.any():
+        shown = ", ".join(f"model_id={m!r} value={float(v)!r}" for m, v in
+                          zip(sub["model_id"].to_numpy()[bad][:10], vals[bad][:10], strict=True))
+        raise InputError(f"task {task!r}, metric {metric!r}: {int(bad.sum())} value(s) "
+                         + ("outside [0, 1] or " if metric in UNIT_METRICS else "") + f"not finite: {shown}")
     y = sub[["model_id", "run", "params", "tokens", "step", "value"]]
     if xt is not None:
         xs = ladder[(ladder["task"] == xt[0]) & (ladder["metric"] == xt[1])][["model_id", "value"]]

@@ -52,11 +52,23 @@ def split_largest(ladder: pd.DataFrame, holdout: str | int = "largest") -> tuple
     sizes = np.sort(size.unique())
     if len(sizes) <= k:
         raise InputError(f"cannot hold out the {k} largest size(s): the ladder has only {len(sizes)} distinct "
-                         f"params values {list(sizes)}")
+                         f"params values {[float(f'{s:.4g}') for s in sizes]}")
     cut = sizes[-k]
     held = set(size.index[size >= cut])
     mask = runs.isin(held).to_numpy()
     return ladder[~mask], ladder[mask]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _sizes(ladder: pd.DataFrame, task: str) -> tuple[int, int]:
+    """Distinct sizes (``params``) and runs of ``task`` in the ladder (of the whole ladder if it lacks the task)."""
+    sub = ladder[ladder["task"] == task]
+    sub = sub if len(sub) else ladder
+    size = sub.groupby(run_of(sub))["params"].max()
+    return int(size.nunique()), len(size)
 
 
 def _split_store(store: pd.DataFrame | None, ladder_train: pd.DataFrame) -> pd.DataFrame | None:
@@ -113,7 +125,14 @@ def select_method(ladder: pd.DataFrame, task: str, *, metric: str = "acc", store
         apply); ``scores["_rule"]`` is 0 when the default was kept, 1 when the switch was significant.
     """
     options = {**options, "bootstrap": 0, "inflate": False}
-    n_sizes = ladder.groupby(run_of(ladder))["params"].max().nunique()
+    n_sizes, n_runs = _sizes(ladder, task)
+    if n_sizes < 2:
+        raise InputError(f"task {task!r}: every method needs at least 2 fitting sizes (ladder runs); the ladder has "
+                         f"{_count(n_sizes, 'size')} ({_count(n_runs, 'run')})")
+    if n_sizes < 3:
+        raise InputError(f"auto chooses a method by leave-largest-out cross-validation, which needs at least 3 sizes "
+                         f"(2 to fit, 1 to hold out); task {task!r}'s ladder has {n_sizes}: give --method "
+                         "(e.g. loglinear)")
     fold_ks = [k for k in range(1, folds + 1) if n_sizes - k >= 2] or [1]
     cands = _candidates(store, candidates)
     errs: dict[str, list[float]] = {c: [] for c in cands}
@@ -248,6 +267,13 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
     """
     ladder = check_ladder(ladder)
     train, held = split_largest(ladder, holdout)
+    n_fit, r_fit = _sizes(train, task)
+    if n_fit < 2:
+        k = 1 if holdout == "largest" else int(holdout)
+        n_all = _sizes(ladder, task)[0]
+        raise InputError(f"backtest: holding out the {k} largest of {n_all} sizes leaves {_count(n_fit, 'size')} "
+                         f"({_count(r_fit, 'run')}) to fit on; every method needs at least 2 fitting sizes: give a "
+                         f"smaller --holdout (at most {max(n_all - 2, 0)})")
     sto = _split_store(store, train)
     methods = _candidates(sto, candidates) if method == "all" else [method]
     out: list[dict[str, Any]] = []
