@@ -105,13 +105,66 @@ def test_invalid_input_exits_1_with_one_line_naming_the_file(tmp_path, capsys):
         (["family", "scan", str(tmp_path / "nodir")],
          f"capscale family scan: error: family scan: {str(tmp_path / 'nodir')!r} is not a directory"),
         (["ingest", "lm-eval", str(tmp_path / "nolog"), "--family", str(tmp_path / "nofam.yaml"), "--out",
-          str(tmp_path / "s")], f"capscale ingest lm-eval: error: family spec {str(tmp_path / 'nofam.yaml')!r} not found"),
+          str(tmp_path / "s")], f"capscale ingest lm-eval: error: family spec {str(tmp_path / 'nofam.yaml')!r} does not exist"),
     ]
     for argv, first in cases:
         assert main(argv) == 1, argv
         captured = capsys.readouterr()
         assert _one_line(captured.err).startswith(first), (argv, captured.err)
         assert "Traceback" not in captured.out
+
+
+def _bad_paths(tmp_path):
+    """A missing path, an empty file, a folder and a plain file, each under ``tmp_path``."""
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "fam.yaml").write_text("family: f\ncheckpoints:\n  - {path: org/m, params: 10, tokens: 20}\n")
+    return {k: str(tmp_path / v) for k, v in (("missing", "missing.yaml"), ("empty", "empty.yaml"), ("dir", "adir"),
+                                         ("file", "afile"), ("fam", "fam.yaml"))}
+
+
+@pytest.mark.parametrize("argv, first", [
+    (["report", "{missing}"], "results folder {missing!r} does not exist"),
+    (["report", "{file}"], "results folder {file!r} is a file, not a folder"),
+    (["report", "{dir}", "-o", "{file}/r.html"], "cannot write the report to '{file}/r.html': {file!r} is a file"),
+    (["report", "{dir}", "-o", "{dir}"], "cannot write the report to {dir!r}: it is a folder"),
+    (["eval", "--family", "{missing}", "--tasks", "x", "--out", "{dir}/o"], "family spec {missing!r} does not exist"),
+    (["eval", "--family", "{empty}", "--tasks", "x", "--out", "{dir}/o"],
+     "family spec {empty!r}: expected a mapping with 'family' and 'checkpoints'"),
+    (["eval", "--family", "{fam}", "--tasks", "x", "--out", "{dir}/o", "--include-path", "{missing}"],
+     "--include-path {missing!r} is not a directory"),
+    (["eval", "--family", "{fam}", "--tasks", "x", "--out", "{dir}/o", "--data-dir", "{file}"],
+     "data root {file!r} (from --data-dir or $CAPSCALE_DATA) is not a directory"),
+    (["ingest", "lm-eval", "{dir}", "--family", "{dir}", "--out", "{dir}/s"],
+     "family spec {dir!r} is a folder, not a spec file"),
+    (["ingest", "lm-eval", "{missing}", "--family", "{fam}", "--out", "{dir}/s"], "lm-eval log {missing!r} does not exist"),
+    (["ingest", "lm-eval", "{dir}", "--family", "{fam}", "--out", "{dir}/s"], "no samples_*.jsonl files under {dir!r}"),
+    (["family", "scan", "{file}"], "family scan: {file!r} is not a directory"),
+    (["family", "scan", "{dir}"], "family scan: no checkpoint folders (config.json + weights) under {dir!r}"),
+    (["ladder", "check", "{empty}"], "{empty}: a family spec needs 'family' and 'checkpoints'"),
+    (["demo", "--family-dir", "{dir}", "--out", "{dir}/d"], "demo family not found in {dir!r}"),
+])
+def test_missing_empty_and_folder_inputs_are_one_line(argv, first, tmp_path, capsys):
+    paths = _bad_paths(tmp_path)
+    argv = [a.format(**paths) for a in argv]
+    assert main(argv) == 1, argv
+    captured = capsys.readouterr()
+    prog = " ".join(argv[:2] if argv[0] in ("ingest", "family", "ladder") else argv[:1])
+    assert _one_line(captured.err).startswith(f"capscale {prog}: error: {first.format(**paths)}"), captured.err
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+@pytest.mark.parametrize("command", [
+    ["validate"], ["analyze", "--out", "{tmp}/a"], ["mass", "--out", "{tmp}/m"],
+    ["emergence", "--all-tasks", "--out", "{tmp}/e"], ["fit", "--form", "compute_law"],
+    ["predict", "--target", "params=1e9,tokens=2e10"], ["backtest"]], ids=lambda c: c[0])
+def test_an_empty_store_file_is_one_line(command, suffix, tmp_path, capsys):
+    empty = tmp_path / f"empty{suffix}"
+    empty.write_text("")
+    argv = [command[0], str(empty), *(a.format(tmp=tmp_path) for a in command[1:])]
+    assert main(argv) == 1
+    assert str(empty) in _one_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("command", ["validate", "analyze", "emergence"])

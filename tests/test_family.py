@@ -147,3 +147,31 @@ def test_select_and_to_dict_roundtrip():
         spec.select(["zz"])
     again = spec_from_dict(spec.to_dict())
     assert [(c.model_id, c.params, c.tokens) for c in again.checkpoints] == [("a", 1, 2), ("b", 3, 4)]
+
+
+@pytest.mark.parametrize("name", ["nope.yaml", "nope.yml", "nope.csv", "nope.json", "NOPE.YAML"])
+def test_missing_spec_file_says_it_does_not_exist(tmp_path, capsys, name):
+    path = tmp_path / name
+    with pytest.raises(FileNotFoundError, match=r"family spec '.*' does not exist") as err:
+        spec_from_checkpoint(path)
+    assert str(path) in str(err.value) and "params" not in str(err.value)
+    rc = main(["eval", "--family", str(path), "--tasks", "x", "--out", str(tmp_path / "o")])
+    lines = capsys.readouterr().err.splitlines()
+    assert rc == 1 and lines == [f"capscale eval: error: family spec {str(path)!r} does not exist"]
+
+
+def test_json_spec_file_is_read_as_a_spec(tmp_path):
+    path = tmp_path / "fam.json"
+    path.write_text(json.dumps({"family": "f", "checkpoints": [{"path": "org/m", "params": 10, "tokens": 20}]}))
+    spec = spec_from_checkpoint(path)
+    assert spec.family == "f" and [(c.params, c.tokens) for c in spec.checkpoints] == [(10, 20)]
+
+
+def test_spec_path_that_is_a_folder_or_not_text(tmp_path):
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"family spec '.*d\.yaml' is a folder, not a spec file"):
+        load_spec(tmp_path / "d.yaml")
+    for name in ("bin.yaml", "bin.csv"):
+        (tmp_path / name).write_bytes(b"\xff\xfe\x00family: x\n")
+        with pytest.raises(FamilySpecError, match=rf"family spec '.*{name}': not UTF-8 text \(byte 0\)"):
+            load_spec(tmp_path / name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -125,8 +126,43 @@ def test_not_multiple_choice_and_unknown(tmp_path, mc_data):
 def test_items_from_records_errors():
     with pytest.raises(TaskError, match="record 0: missing field 'choices'"):
         items_from_records([{"context": "x", "gold": 0}], task="t")
-    with pytest.raises(TaskError, match="'t', record 1: gold 3 out of range"):
+    with pytest.raises(TaskError, match="'t', record 1: gold 3 is out of range for K = 2"):
         items_from_records([{"context": "x", "choices": ["a"], "gold": 0},
                             {"context": "x", "choices": ["a", "b"], "gold": 3}], task="t")
     with pytest.raises(FileNotFoundError, match="include-path"):
         resolve_tasks("x", include_path="/nonexistent/dir")
+
+
+def _bad_gold_task(folder, gold=9):
+    recs = _write_jsonl_task(folder)
+    recs[2]["gold"] = gold
+    (folder / "synth_recall.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_bad_gold_few_shot_exemplar_names_task_and_doc(tmp_path):
+    # lm-eval used to fail with a bare IndexError while formatting the exemplar ``choices[9]``
+    _bad_gold_task(tmp_path / "synth")
+    (spec,) = resolve_tasks("synth_recall", include_path=tmp_path / "synth", num_fewshot=2)
+    with pytest.raises(TaskError, match=r"task 'synth_recall', few-shot exemplar doc 2: gold 9 is out of range for "
+                                        r"K = 4 choices \(valid: 0\.\.3\)"):
+        build_items(spec)
+
+
+@pytest.mark.parametrize("gold, why", [(9, r"gold 9 is out of range for K = 4 choices \(valid: 0\.\.3\)"),
+                                       ("purple", r"gold 'purple' is not one of the K = 4 choices")])
+def test_bad_gold_eval_doc_is_excluded_and_logged_with_gold_and_k(tmp_path, caplog, gold, why):
+    _bad_gold_task(tmp_path / "synth", gold=gold)
+    (spec,) = resolve_tasks("synth_recall", include_path=tmp_path / "synth")
+    with caplog.at_level("WARNING", logger="capscale.data.tasks"):
+        built = build_items(spec)
+    assert [it.doc_id for it in built.items] == [0, 1, 3, 4] and built.excluded == {"bad_gold": [2]}
+    assert re.search(rf"task synth_recall: 1 item\(s\) excluded .*doc_id 2: {why}", caplog.text), caplog.text
+
+
+def test_items_from_records_gold_error_names_doc_id():
+    with pytest.raises(TaskError, match=r"task 't', record 1 \(doc_id 'q7'\): gold 9 is out of range for K = 4 "
+                                        r"choices \(valid: 0\.\.3\)"):
+        items_from_records([{"doc_id": "q6", "context": "x", "choices": list("abcd"), "gold": 0},
+                            {"doc_id": "q7", "context": "x", "choices": list("abcd"), "gold": 9}], task="t")
+    with pytest.raises(TaskError, match=r"record 0 \(doc_id 3\): 'choices' must be a list"):
+        items_from_records([{"doc_id": 3, "context": "x", "choices": 5, "gold": 0}], task="t")

@@ -46,6 +46,7 @@ __all__ = [
     "scan",
     "count_params",
     "WEIGHT_FILES",
+    "SPEC_SUFFIXES",
 ]
 
 #: A folder counts as a checkpoint when it has ``config.json`` and one of these (scoring.md §9.4).
@@ -53,6 +54,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 _REV = re.compile(r"^(?:(stage\d+)-)?(?:ingredient(\d+)-)?step(\d+)(?:-tokens(\d+(?:\.\d+)?)B)?$")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([mbk])\b", re.IGNORECASE)
+#: Names ending in these are family spec files (``.json`` is read as YAML, of which it is a subset).
+SPEC_SUFFIXES = (".yaml", ".yml", ".csv", ".json")
 _FIELDS = ("model_id", "path", "revision", "params", "tokens", "step", "gguf_file", "dtype", "compute", "seed",
            "tokenizer")
 
@@ -269,7 +272,7 @@ def spec_from_dict(d: dict[str, Any], *, source: str = "<dict>", base: Path | No
 
 
 def load_spec(path: str | os.PathLike, *, family: str | None = None) -> FamilySpec:
-    """Read a family spec from YAML (``.yaml``/``.yml``) or CSV.
+    """Read a family spec from YAML (``.yaml``/``.yml``, or JSON) or CSV.
 
     Relative checkpoint paths are resolved against the spec file's folder (hub ids such as
     ``EleutherAI/pythia-160m`` stay as they are unless such a folder exists there).
@@ -283,13 +286,25 @@ def load_spec(path: str | os.PathLike, *, family: str | None = None) -> FamilySp
 
     Raises
     ------
+    FileNotFoundError, IsADirectoryError
+        The spec file does not exist, or is a folder (names the path).
     FamilySpecError
-        Naming the file and the checkpoint, e.g. when N or D is missing.
+        Naming the file and the checkpoint, e.g. when N or D is missing; or the file is not UTF-8 text.
     """
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"family spec {str(p)!r} is a folder, not a spec file")
     if not p.is_file():
-        raise FileNotFoundError(f"family spec {str(p)!r} not found")
+        raise FileNotFoundError(f"family spec {str(p)!r} does not exist")
     base = p.resolve().parent
+    try:
+        return _load_spec_file(p, base, family)
+    except UnicodeDecodeError as e:
+        raise FamilySpecError(f"family spec {str(p)!r}: not UTF-8 text (byte {e.start})") from None
+
+
+def _load_spec_file(p: Path, base: Path, family: str | None) -> FamilySpec:
+    """:func:`load_spec` on an existing file (relative checkpoint paths resolved against ``base``)."""
     if p.suffix.lower() == ".csv":
         with open(p, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -321,8 +336,17 @@ def spec_from_checkpoint(path: str | os.PathLike, *, family: str | None = None, 
 
     ``params`` is counted from the safetensors headers when not given; ``step`` and ``tokens`` are read from a
     ``stepN[-tokensMB]`` folder name. D must be given (or derivable) or a :class:`FamilySpecError` says so.
+
+    A path ending in a spec file's suffix (:data:`SPEC_SUFFIXES`: ``.yaml``, ``.yml``, ``.csv``, ``.json``) that
+    is not a folder is a spec file, not a checkpoint: it is read with :func:`load_spec` (``family`` applies, the
+    single-checkpoint arguments do not), and a :class:`FileNotFoundError` says so when it does not exist.
     """
     p = str(path)
+    if Path(p).suffix.lower() in SPEC_SUFFIXES and not Path(p).is_dir():
+        # a spec file's name, not a checkpoint: read it, or say it is missing (not "missing params and tokens")
+        if not Path(p).exists():
+            raise FileNotFoundError(f"family spec {p!r} does not exist")
+        return load_spec(p, family=family)
     info = _infer(Path(p)) if Path(p).is_dir() else {}
     params = params or info.get("params")
     step = step if step is not None else info.get("step")

@@ -408,47 +408,83 @@ class BuiltTask:
     target_delimiter: str = " "
 
 
+def _gold_indices(task: Any, doc: Any, where: str, multi_in: bool) -> tuple[list[str], list[int]]:
+    """The choices of one lm-eval doc and its gold indices; :class:`TaskError` (at ``where``) when one is invalid."""
+    choices = [str(c) for c in task.doc_to_choice(doc)]
+    k = len(choices)
+    gold_raw = task.doc_to_text(doc) if multi_in else task.doc_to_target(doc)
+    golds = gold_raw if isinstance(gold_raw, list) else [gold_raw]
+    if not golds:
+        raise TaskError(f"{where}: no gold label")
+    gl: list[int] = []
+    for g in golds:
+        if isinstance(g, str) and not multi_in:  # a label: its position among the choices
+            if g in choices:
+                gl.append(choices.index(g))
+                continue
+            if not g.strip().lstrip("-").isdigit():
+                raise TaskError(f"{where}: gold {g!r} is not one of the K = {k} choices {choices[:10]}")
+        try:
+            i = int(g)
+        except (TypeError, ValueError):
+            raise TaskError(f"{where}: gold {g!r} is not a choice index or a choice") from None
+        if not 0 <= i < k:
+            raise TaskError(f"{where}: gold {i} is out of range for K = {k} choices (valid: 0..{k - 1})")
+        gl.append(i)
+    return choices, gl
+
+
+def _check_exemplars(spec: TaskSpec, task: Any, multi_in: bool) -> None:
+    """For a few-shot task, check the gold label of every doc the exemplars can be drawn from.
+
+    lm-eval formats an exemplar as its context plus ``choices[gold]`` and fails with a bare ``IndexError`` when the
+    gold is out of range; this names the task and the doc instead.
+    """
+    if int(task.get_config("num_fewshot") or 0) <= 0:
+        return
+    docs = task.fewshot_docs()
+    for i, doc in enumerate(docs if docs is not None else []):
+        _gold_indices(task, doc, f"task {spec.name!r}, few-shot exemplar doc {i}", multi_in)
+
+
 def build_items(spec: TaskSpec) -> BuiltTask:
     """Build the items of a leaf task with lm-eval's own request construction.
 
-    Items whose gold index is out of range are excluded and listed in ``excluded['bad_gold']``.
+    Items whose gold label is not a valid choice (an index outside ``0..K-1``, or a label that is not one of the
+    choices) are excluded, listed in ``excluded['bad_gold']`` (their doc_ids) and logged with the gold and K.
+
+    Raises
+    ------
+    TaskError
+        A few-shot exemplar's gold label is not a valid choice (names the task, the doc, the gold and K), or
+        lm-eval cannot build the requests (names the task).
     """
     task = load_task_object(spec)
     n = _limit(task, spec.limit)
+    multi_in = bool(task.multiple_input)
+    _check_exemplars(spec, task, multi_in)
     try:
         task.build_all_requests(limit=n, rank=0, world_size=1)
-    except ValueError as e:
-        raise TaskError(f"task {spec.name!r}: {e}") from e
+    except (ValueError, IndexError, KeyError) as e:
+        raise TaskError(f"task {spec.name!r}: lm-eval could not build the requests: {type(e).__name__}: {e}") from e
     by_doc: dict[Any, list[Any]] = {}
     for inst in task.instances:
         by_doc.setdefault(inst.doc_id, []).append(inst)
-    items, bad = [], []
-    multi_in = bool(task.multiple_input)
+    items, bad, why = [], [], []
     for doc_id, insts in by_doc.items():
         insts = sorted(insts, key=lambda i: i.idx)
-        doc = insts[0].doc
-        choices = [str(c) for c in task.doc_to_choice(doc)]
-        k = len(choices)
-        args = [tuple(i.arguments[:2]) for i in insts][:k]  # acc_mutual_info adds k unconditional requests
-        gold_raw = task.doc_to_text(doc) if multi_in else task.doc_to_target(doc)
-        golds = gold_raw if isinstance(gold_raw, list) else [gold_raw]
-        gl: list[int] = []
-        for g in golds:
-            if isinstance(g, str) and not multi_in:
-                g = choices.index(g) if g in choices else -1
-            try:
-                g = int(g)
-            except (TypeError, ValueError):
-                g = -1
-            gl.append(g)
-        if not gl or any(g < 0 or g >= k for g in gl):
+        try:
+            choices, gl = _gold_indices(task, insts[0].doc, f"doc_id {doc_id}", multi_in)
+        except TaskError as e:
             bad.append(doc_id)
+            why.append(str(e))
             continue
+        args = [tuple(i.arguments[:2]) for i in insts][:len(choices)]  # acc_mutual_info adds k unconditional
         items.append(TaskItem(doc_id=doc_id, requests=[(str(a), str(b)) for a, b in args], choices=choices,
                               gold=gl, multiple_input=multi_in))
     if bad:
-        log.warning("task %s: %d item(s) excluded because the gold label is not a valid choice index: %s",
-                    spec.name, len(bad), bad[:10])
+        log.warning("task %s: %d item(s) excluded because the gold label is not a valid choice: %s",
+                    spec.name, len(bad), "; ".join(why[:10]))
     return BuiltTask(spec=spec, items=items, excluded={"bad_gold": bad} if bad else {},
                      num_fewshot=int(task.get_config("num_fewshot") or 0),
                      target_delimiter=str(task.get_config("target_delimiter")))
@@ -464,26 +500,35 @@ def items_from_records(records: Iterable[dict[str, Any]] | Any, *, task: str = "
     Raises
     ------
     TaskError
-        Naming the task and the record (missing field, gold out of range, empty choices).
+        Naming the task, the record and its doc_id (missing field, gold out of range with K, empty choices).
     """
     if hasattr(records, "to_dict") and hasattr(records, "columns"):
         records = records.to_dict("records")
     out = []
     for i, r in enumerate(records):
         where = f"task {task!r}, record {i}"
+        if not isinstance(r, dict):
+            raise TaskError(f"{where}: expected an object with context, choices and gold, got {type(r).__name__}")
+        if r.get("doc_id") is not None:
+            where += f" (doc_id {r['doc_id']!r})"
         for key in ("context", "choices", "gold"):
             if key not in r:
                 raise TaskError(f"{where}: missing field {key!r}")
+        if isinstance(r["choices"], str) or not isinstance(r["choices"], Iterable):
+            raise TaskError(f"{where}: 'choices' must be a list, got {type(r['choices']).__name__}")
         choices = list(r["choices"])
         if not choices:
             raise TaskError(f"{where}: no choices")
+        k = len(choices)
         golds = r["gold"] if isinstance(r["gold"], (list, tuple)) else [r["gold"]]
+        if not golds:
+            raise TaskError(f"{where}: no gold index")
         try:
             gl = [int(g) for g in golds]
         except (TypeError, ValueError):
             raise TaskError(f"{where}: gold {r['gold']!r} is not an integer index") from None
-        if any(g < 0 or g >= len(choices) for g in gl):
-            raise TaskError(f"{where}: gold {r['gold']!r} out of range for {len(choices)} choices")
+        if any(g < 0 or g >= k for g in gl):
+            raise TaskError(f"{where}: gold {r['gold']!r} is out of range for K = {k} choices (valid: 0..{k - 1})")
         ctx = str(r["context"])
         doc_id = r.get("doc_id", i)
         out.append(TaskItem(doc_id=doc_id if doc_id is not None else i,

@@ -41,6 +41,7 @@ from capscale.data import ladder_table
 from capscale.data import store as _store
 from capscale.errors import InputError, UsageError
 from capscale.pipelines._base import RunResult, StageOptions
+from capscale.pipelines.inputs import guess_format
 from capscale.plotting.emergence import plot_report
 
 __all__ = ["FORMATS", "FIGURES", "Options", "detect_format", "load_inputs", "store_inputs", "run"]
@@ -59,9 +60,8 @@ _AUTO_FIGURES_MAX_TASKS = 12
 def detect_format(path: str | os.PathLike, fmt: str = "auto") -> str:
     """The format of ``path``: ``fmt`` itself unless it is ``"auto"``.
 
-    A folder with ``configs/final.json`` is the OLMo ladder, a folder with ``pythia-v1/`` or ``pythia-*`` is
-    Pythia's evaluations, a CSV/Parquet file with a ``metric`` column is a ladder table, anything else a score
-    store.
+    ``"auto"`` guesses with :func:`capscale.pipelines.inputs.guess_format` (the OLMo ladder folder, Pythia's
+    evaluations, a ladder table with a ``metric`` column, else a score store).
 
     Raises
     ------
@@ -72,20 +72,7 @@ def detect_format(path: str | os.PathLike, fmt: str = "auto") -> str:
         if fmt not in FORMATS:
             raise UsageError(f"unknown format {fmt!r}; use one of {list(FORMATS)} or 'auto'")
         return fmt
-    path = Path(path)
-    if path.is_dir() and (path / "configs" / "final.json").exists():
-        return "olmo-ladder"
-    if path.is_dir() and ((path / "pythia-v1").is_dir() or any(path.glob("pythia-*"))):
-        return "pythia-evals"
-    if path.is_file() and path.suffix in (".csv", ".parquet"):
-        if path.suffix == ".csv":
-            cols = pd.read_csv(path, nrows=0).columns
-        else:
-            import pyarrow.parquet as pq
-
-            cols = pq.read_schema(path).names
-        return "ladder" if "metric" in cols else "store"
-    return "store"
+    return guess_format(path)
 
 
 def _checked_store(df: pd.DataFrame, where: str) -> list[str]:

@@ -15,9 +15,45 @@ from capscale.analysis.chain import ladder_from_store
 from capscale.data import store
 from capscale.data.ladder_table import read_ladder
 from capscale.data.published import load_olmo_ladder, load_pythia_evals
-from capscale.errors import UsageError
+from capscale.errors import InputError, UsageError
 
-__all__ = ["read_ladder_or_store"]
+__all__ = ["guess_format", "read_ladder_or_store"]
+
+
+def guess_format(path: str | os.PathLike) -> str:
+    """The format of an input path, from its layout and (for a table) its columns.
+
+    A folder with ``configs/final.json`` is the OLMo ladder (``"olmo-ladder"``), a folder with ``pythia-v1/`` or
+    ``pythia-*`` is Pythia's evaluations (``"pythia-evals"``), a CSV/Parquet file with a ``metric`` column is a
+    ladder table (``"ladder"``), anything else a score store (``"store"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    capscale.errors.InputError
+        A CSV/Parquet file whose header cannot be read (empty, truncated, not that format); names the file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{str(p)!r} does not exist")
+    if p.is_dir() and (p / "configs" / "final.json").exists():
+        return "olmo-ladder"
+    if p.is_dir() and ((p / "pythia-v1").is_dir() or any(p.glob("pythia-*"))):
+        return "pythia-evals"
+    if p.is_file() and p.suffix in (".csv", ".parquet"):
+        try:
+            if p.suffix == ".csv":
+                cols = pd.read_csv(p, nrows=0).columns
+            else:
+                import pyarrow.parquet as pq
+
+                cols = pq.read_schema(p).names
+        except Exception as e:  # pandas' EmptyDataError/ParserError, pyarrow's ArrowInvalid, ...
+            raise InputError(f"{str(p)!r}: cannot read the {p.suffix[1:]} header ({type(e).__name__}: {e}); "
+                             "is the file empty or truncated?") from e
+        return "ladder" if "metric" in cols else "store"
+    return "store"
 
 
 def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
@@ -41,16 +77,7 @@ def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
     """
     p = Path(path)
     if fmt is None:
-        if p.is_dir() and (p / "configs" / "final.json").exists():
-            fmt = "olmo-ladder"
-        elif p.is_dir() and ((p / "pythia-v1").is_dir() or any(p.glob("pythia-*"))):
-            fmt = "pythia-evals"
-        elif p.is_file() and p.suffix in (".csv", ".parquet"):
-            cols = (pd.read_csv(p, nrows=0).columns if p.suffix == ".csv"
-                    else __import__("pyarrow.parquet", fromlist=["x"]).read_schema(p).names)
-            fmt = "ladder" if "metric" in cols else "store"
-        else:
-            fmt = "store"
+        fmt = guess_format(p)
     if fmt == "olmo-ladder":
         return load_olmo_ladder(p, targets=targets), None
     if fmt == "pythia-evals":
