@@ -213,6 +213,14 @@ _PYTHIA_TASKS = {"lambada_openai": ("acc",), "piqa": ("acc", "acc_norm"), "arc_e
                  "winogrande": ("acc",), "wsc": ("acc",)}
 
 
+def _pythia_step(js: dict, f: Path) -> int:
+    """The training step of one Pythia result JSON, from ``revision=step<k>`` in its ``config.model_args``."""
+    ms = re.search(r"revision=step(\d+)", js.get("config", {}).get("model_args", ""))
+    if not ms:
+        raise LadderError(f"{f}: config.model_args names no revision=step<k>")
+    return int(ms.group(1))
+
+
 def load_pythia_evals(
     path: str | os.PathLike,
     *,
@@ -267,10 +275,7 @@ def load_pythia_evals(
             if js.get("config", {}).get("num_fewshot", 0) != 0:
                 skipped_files.append(str(f))
                 continue
-            ms = re.search(r"revision=step(\d+)", js["config"].get("model_args", ""))
-            if not ms:
-                raise LadderError(f"{f}: config.model_args names no revision=step<k>")
-            step = int(ms.group(1))
+            step = _pythia_step(js, f)
             if step < min_step:
                 dropped_steps += 1
                 continue
@@ -322,10 +327,7 @@ def pythia_stderr(path: str | os.PathLike) -> pd.DataFrame:
             js = json.loads(f.read_text())
             if js.get("config", {}).get("num_fewshot", 0) != 0:
                 continue
-            ms = re.search(r"revision=step(\d+)", js["config"].get("model_args", ""))
-            if not ms:
-                raise InputError(f"{f}: config.model_args names no revision=step<k>")
-            mid = f"{d.name}@step{int(ms.group(1))}"
+            mid = f"{d.name}@step{_pythia_step(js, f)}"
             res = js["results"]
             for task, vals in res.items():
                 if task.startswith(("hendrycksTest-", "crows_pairs")):
@@ -385,10 +387,7 @@ def load_pythia_tasks(path: str | os.PathLike, *, shots: int = 0, params: str = 
             if js.get("config", {}).get("num_fewshot", 0) != shots:
                 skipped["files_other_shots"] += 1
                 continue
-            ms = re.search(r"revision=step(\d+)", js["config"].get("model_args", ""))
-            if not ms:
-                raise InputError(f"{f}: config.model_args names no revision=step<k>")
-            step = int(ms.group(1))
+            step = _pythia_step(js, f)
             if step < min_step:
                 skipped["checkpoints_below_min_step"] += 1
                 continue
