@@ -203,6 +203,32 @@ def test_planted_slope_change_is_genuine(planted_reports):
     assert any("kink" in s for s in r["reasons"])
 
 
+def test_planted_flat_case_is_smooth_under_the_effect_size_floor():
+    # the `flat` case of results/emergence/README.md (400 items, 10 models, seed 0): a gradual rise whose
+    # largest step is significant (CI of J_ex above 0, ~6.7 SE) but holds only ~3% more of the total change
+    # than an even spread; before the floor it was called METRIC_INDUCED
+    items = chain.compute(planted_store("flat", task="flat", seed=0))
+    r = em.analyse(em.from_items(items, "flat"), B=1000)
+    acc = r["metrics"]["acc"]
+    assert acc["J_ex_ci"][0] > 0 and acc["J_ex"] < 0.05  # significant, but tiny
+    assert r["verdict"] == "SMOOTH", r["reasons"]
+    eff = r["decision"]["effect_size"]
+    assert not eff["passes"] and eff["min_jex"] == 0.10 and eff["min_step_z"] == 3.0
+    assert "effect-size floor" in r["reasons"][0] and "J_ex" in r["reasons"][0]
+    assert r["settings"]["min_jex"] == 0.10
+    # the floor is a setting: without it the old verdict comes back
+    r0 = em.analyse(em.from_items(items, "flat"), B=1000, min_jex=0.0, min_step_z=0.0)
+    assert r0["verdict"] == "METRIC_INDUCED" and r0["decision"]["effect_size"]["passes"]
+
+
+def test_effect_size_floor_is_kept_by_bh_control():
+    items = pd.concat([chain.compute(planted_store(k, task=k, n_models=8, n_items=300, seed=4))
+                       for k in ("linear", "flat")], ignore_index=True)
+    reps = em.scan([em.from_items(items, k) for k in ("linear", "flat")], B=300, min_jex=0.9)
+    assert all(r["settings"]["min_jex"] == 0.9 for r in reps)
+    assert all(r["verdict"] == "SMOOTH" for r in reps), [r["reasons"] for r in reps]
+
+
 def test_four_models_are_insufficient():
     items = chain.compute(planted_store("linear", n_models=4, x_range=(20.5, 23.5), n_items=200))
     r = em.analyse(em.from_items(items, "planted"), B=200)

@@ -236,7 +236,7 @@ def load_inputs(path: str | os.PathLike, *, family: str | None = None, tasks: Se
 
 # Defaults of the command-line flags that _cli_command leaves out of the recorded command line.
 _CLI_DEFAULTS = {"format": "auto", "shots": 0, "B": 2000, "seed": 0, "alpha": 0.05, "min_items": 20, "steps": "final",
-                 "ties": "first"}
+                 "ties": "first", "min_jex": 0.10, "min_step_z": 3.0}
 
 
 def _cli_command(args: argparse.Namespace) -> str:
@@ -277,6 +277,9 @@ class Options(StageOptions):
     B, seed, alpha, min_items : int, int, float, int
         Bootstrap replicates, seed, significance level and fewest items for the item bootstrap
         (:func:`capscale.analysis.emergence.analyse`).
+    min_jex, min_step_z : float
+        Effect-size floor of a "sharp" verdict (J_ex share and step in bootstrap SEs;
+        :func:`capscale.analysis.emergence.analyse`).
     fdr : bool
         Benjamini–Hochberg control across the tasks.
     figures : {"auto", "all", "none"}
@@ -302,6 +305,8 @@ class Options(StageOptions):
     seed: int = 0
     alpha: float = 0.05
     min_items: int = 20
+    min_jex: float = 0.10
+    min_step_z: float = 3.0
     fdr: bool = True
     figures: str = "auto"
     workers: int = 1
@@ -378,7 +383,8 @@ def run(inputs: str | os.PathLike | pd.DataFrame, options: Options | None = None
         out.mkdir(parents=True, exist_ok=True)
     keep = out is not None and options.figures != "none"
     reports = scan(task_inputs, B=options.B, seed=options.seed, alpha=options.alpha, min_items=options.min_items,
-                   fdr=options.fdr, progress=options.progress, keep_curves=keep, workers=options.workers)
+                   fdr=options.fdr, progress=options.progress, keep_curves=keep, workers=options.workers,
+                   min_jex=options.min_jex, min_step_z=options.min_step_z)
     command = options.command or _api_command(source, options)
     files: list[Path] = []
     n_fig = 0

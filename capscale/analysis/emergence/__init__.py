@@ -48,7 +48,16 @@ Where this implementation deviates from emergence.md §9, and why
   accuracy leaves the band; this gives ``GENUINE_TRANSITION_CANDIDATE`` (thresholding a smooth latent does not
   explain D). When D is sharp and no continuous metric exists (accuracy-only ladders) the verdict is
   ``INSUFFICIENT_DATA`` with that reason. Check order: input problems / n < 5 → nonmonotone
-  (τ < 0 or a significant drop in D or K) → J_ex CI width > 0.5 → D sharp? → models on each side → K → crossing.
+  (τ < 0 or a significant drop in D or K) → J_ex CI width > 0.5 → effect-size floor → D sharp? → models on each
+  side → K → crossing.
+* **Effect-size floor (not in §9.5).** Criteria 1(a)-(c) are significance tests; with hundreds of items they
+  fire on mild S shapes (a planted gradual rise, 400 items: J_ex = 0.028 with its CI above 0, step 6.7 SE, was
+  called ``METRIC_INDUCED``). D counts as sharp only when its largest adjacent step also has
+  J_ex ≥ ``min_jex`` (0.10: the step holds at least 10 % more of the total change than an even spread over
+  log compute would) and is ≥ ``min_step_z`` (3.0) bootstrap standard errors (the binomial noise of the item
+  count). Otherwise the verdict is ``SMOOTH`` with the numbers in ``decision["effect_size"]``. The defaults
+  were set from the planted families (J_ex 0.03 for the gradual rise, 0.38-0.43 for the thresholded and kinked
+  latents) and have not yet been calibrated over a grid of item counts, model counts and noise levels.
 * **Crossing-point check (step 3)**: "implied accuracy inside the bootstrap band" is applied with a tolerance:
   |observed − implied| ≤ 2 band half-widths (band widened by the resolution 1/n_items). The implied curve has
   its own estimation error (per-item fits on n points, a normal-noise model); with a tolerance of 1 a correctly

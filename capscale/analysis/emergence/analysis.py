@@ -24,7 +24,7 @@ VERDICTS = ("METRIC_INDUCED", "GENUINE_TRANSITION_CANDIDATE", "SMOOTH", "INVERSE
 #: Defaults of §9.8 and of the decision procedure.
 DEFAULTS = {"B": 2000, "alpha": 0.05, "seed": 0, "min_items": 20, "min_models_shape": 4, "min_models_sig": 5,
             "min_models_kink": 7, "z_thresh": 2.0, "daicc_thresh": 2.0, "jex_ci_width_max": 0.5,
-            "crossing_tol": 2.0}
+            "crossing_tol": 2.0, "min_jex": 0.10, "min_step_z": 3.0}
 
 #: Order in which metrics are reported.
 METRIC_ORDER = ("acc", "acc_norm", "acc_bytes", "exact_match_greedy", "choice_logodds", "margin", "logp_vocab",
@@ -437,6 +437,24 @@ def _n(v, spec: str) -> str:
     return format(v, spec)
 
 
+def _effect_floor(d: dict, cfg: dict) -> dict:
+    """Effect-size floor of a discrete metric's largest adjacent step (see :func:`decide`).
+
+    Returns the statistics, the thresholds, the failed conditions in words and ``passes``.
+    """
+    i = d["jump_step"]
+    z = (d.get("step_z") or [None] * (i + 1))[i]
+    jex = d.get("J_ex")
+    failed = []
+    if jex is None or not jex >= cfg["min_jex"]:
+        failed.append(f"J_ex = {_n(jex, '.3f')} < {cfg['min_jex']} (largest step is not a large share of the "
+                      f"total change beyond an even spread)")
+    if z is None or not abs(z) >= cfg["min_step_z"]:
+        failed.append(f"largest step = {_n(z, '.2f')} bootstrap SE < {cfg['min_step_z']}")
+    return {"J_ex": jex, "min_jex": cfg["min_jex"], "step_z": z, "min_step_z": cfg["min_step_z"],
+            "failed": failed, "passes": not failed}
+
+
 def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[str, list[str], dict]:
     """Verdict of §9.5 from a report's metric blocks; returns (verdict, reasons, components).
 
@@ -479,6 +497,16 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
     comp["J_ex_ci_width"] = width
     if width > cfg["jex_ci_width_max"]:
         return "INSUFFICIENT_DATA", [f"CI width of J_ex({D}) = {_n(width, '.3f')} > {cfg['jex_ci_width_max']}"], comp
+    # 0. effect-size floor (not in §9.5): criteria 1(a)-(c) are significance tests, and with many items they
+    # fire on mild S shapes (a planted gradual rise of 400 items gave J_ex = 0.028 with CI > 0). A discrete
+    # metric can only be "sharp" when its largest adjacent step is large against the curve's own range
+    # (J_ex >= min_jex: the step holds at least that much more of the total change than an even spread over
+    # log compute would) and against the task's binomial noise (step / bootstrap SE >= min_step_z).
+    floor = _effect_floor(d, cfg)
+    comp["effect_size"] = floor
+    if not floor["passes"]:
+        return "SMOOTH", [f"{D} jump below the effect-size floor: " + "; ".join(floor["failed"]) +
+                          " (significance alone does not make a curve sharp)"], comp
     # 1. is D sharp?
     sharp_a = bool(jci[0] > 0 and d["B_norm"] > 1 + 1e-9)  # tolerance: equal steps give 1 up to rounding
     if sharp_a_override is not None:
@@ -558,7 +586,8 @@ def decide(rep: dict, cfg: dict, sharp_a_override: bool | None = None) -> tuple[
 
 
 def analyse(ti: TaskInput, *, B: int = 2000, seed: int = 0, alpha: float = 0.05, min_items: int = 20,
-            keep_curves: bool = False) -> dict:
+            keep_curves: bool = False, min_jex: float = DEFAULTS["min_jex"],
+            min_step_z: float = DEFAULTS["min_step_z"]) -> dict:
     """The emergence report of one task x family (emergence.md §9), as a JSON-ready dict.
 
     Parameters
@@ -574,6 +603,11 @@ def analyse(ti: TaskInput, *, B: int = 2000, seed: int = 0, alpha: float = 0.05,
         Below this many items no bootstrap is run and the verdict is ``INSUFFICIENT_DATA``.
     keep_curves : bool
         Also return the replicate arrays under ``"_replicates"`` (for plots; not serialised).
+    min_jex, min_step_z : float, default 0.10 and 3.0
+        Effect-size floor of a "sharp" discrete metric: its largest adjacent step must exceed an even spread
+        over log compute by ``min_jex`` of the total change (J_ex, unitless share) and be at least
+        ``min_step_z`` bootstrap standard errors. Below it the verdict is ``SMOOTH`` whatever the
+        significance tests say (``decision["effect_size"]`` holds the numbers).
 
     Returns
     -------
@@ -581,7 +615,7 @@ def analyse(ti: TaskInput, *, B: int = 2000, seed: int = 0, alpha: float = 0.05,
     ``metrics``, ``passuntil``, ``crossing_points``, ``verdict``, ``reasons``, ``caveats``) plus
     ``models``, ``input``, ``guards``, ``exclusions``, ``not_computed``, ``decision``, ``settings``.
     """
-    cfg = dict(DEFAULTS, B=B, seed=seed, alpha=alpha, min_items=min_items)
+    cfg = dict(DEFAULTS, B=B, seed=seed, alpha=alpha, min_items=min_items, min_jex=min_jex, min_step_z=min_step_z)
     rng = np.random.default_rng(seed)
     n = ti.n_models
     x = np.asarray(ti.x, dtype=np.float64)
@@ -590,6 +624,7 @@ def analyse(ti: TaskInput, *, B: int = 2000, seed: int = 0, alpha: float = 0.05,
                  "input": "per-item scores" if ti.items else "aggregate scores (ladder)",
                  "guards": list(ti.guards), "exclusions": dict(ti.exclusions), "not_computed": {},
                  "settings": {"B": B, "alpha": alpha, "seed": seed, "min_items": min_items,
+                              "min_jex": min_jex, "min_step_z": min_step_z,
                               "x_axis": "log10 training compute C (FLOPs)"}}
     caveats = []
     insufficient = []

@@ -26,8 +26,9 @@ def apply_fdr(reports: list[dict], alpha: float = 0.05) -> list[dict]:
     p = np.array([r.get("decision", {}).get("p_sharp", np.nan) or np.nan for r in reports], dtype=float)
     q = _st.benjamini_hochberg(p)
     m = int(np.isfinite(p).sum())
-    cfg = dict(DEFAULTS, alpha=alpha)
     for r, pv, qv in zip(reports, p, q):
+        floors = {k: v for k, v in (r.get("settings") or {}).items() if k in ("min_jex", "min_step_z")}
+        cfg = dict(DEFAULTS, alpha=alpha, **floors)
         r["fdr"] = {"p_sharp": None if np.isnan(pv) else float(pv), "q_sharp": None if np.isnan(qv) else float(qv),
                     "m_tests": m, "alpha": alpha}
         if np.isnan(qv) or not r.get("metrics"):
@@ -47,7 +48,8 @@ def _analyse_one(args: tuple) -> dict:
 
 
 def scan(inputs: Iterable[TaskInput], *, B: int = 2000, seed: int = 0, alpha: float = 0.05, min_items: int = 20,
-         fdr: bool = True, progress: bool = False, keep_curves: bool = False, workers: int = 1) -> list[dict]:
+         fdr: bool = True, progress: bool = False, keep_curves: bool = False, workers: int = 1,
+         min_jex: float = DEFAULTS["min_jex"], min_step_z: float = DEFAULTS["min_step_z"]) -> list[dict]:
     """Analyse many tasks (same settings, each with its own fixed seed) and apply BH control across them.
 
     ``workers > 1`` analyses tasks in that many processes; every task has its own generator seeded with
@@ -56,7 +58,8 @@ def scan(inputs: Iterable[TaskInput], *, B: int = 2000, seed: int = 0, alpha: fl
     from tqdm.auto import tqdm
 
     items = list(inputs)
-    kw = {"B": B, "seed": seed, "alpha": alpha, "min_items": min_items, "keep_curves": keep_curves}
+    kw = {"B": B, "seed": seed, "alpha": alpha, "min_items": min_items, "keep_curves": keep_curves,
+          "min_jex": min_jex, "min_step_z": min_step_z}
     if workers > 1 and len(items) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
