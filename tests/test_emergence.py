@@ -229,6 +229,18 @@ def test_effect_size_floor_is_kept_by_bh_control():
     assert all(r["verdict"] == "SMOOTH" for r in reps), [r["reasons"] for r in reps]
 
 
+def test_duplicated_models_and_rows_are_named():
+    from capscale.errors import InputError
+
+    acc = np.zeros((5, 30))
+    with pytest.raises(InputError, match=r"model id\(s\) \['m0'\] appear more than once"):
+        em.from_arrays("t", "f", ["m0", "m0", "m1", "m2", "m3"], 10 ** np.linspace(20, 23, 5), {"acc": acc})
+    items = chain.compute(planted_store("linear", n_models=5, n_items=30))
+    dup = pd.concat([items, items[items["model_id"] == items["model_id"].iloc[0]].head(3)], ignore_index=True)
+    with pytest.raises(InputError, match=r"task 'planted': 6 per-item rows share a \(model_id, doc_id\)"):
+        em.from_items(dup, "planted")
+
+
 def test_four_models_are_insufficient():
     items = chain.compute(planted_store("linear", n_models=4, x_range=(20.5, 23.5), n_items=200))
     r = em.analyse(em.from_items(items, "planted"), B=200)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from capscale.data import select as _select
+from capscale.errors import InputError
 
 __all__ = ["TaskInput", "from_items", "from_arrays", "from_ladder", "drop_nonfinite_items", "final_only",
            "CHAIN_TO_METRIC",
@@ -138,6 +139,10 @@ def from_arrays(task: str, family: str, model_ids: list[str], compute: np.ndarra
     """
     compute = np.asarray(compute, dtype=np.float64)
     ids = [str(m) for m in model_ids]
+    dup = sorted({m for m in ids if ids.count(m) > 1})
+    if dup:
+        raise InputError(f"task {task!r}: model id(s) {dup[:10]} appear more than once; give each model (or "
+                         f"seed) its own id")
     _check_compute(compute, ids, f"task {task!r}")
     guards: list[str] = []
     order, grp, labels = _groups(compute, ids, guards)
@@ -216,6 +221,12 @@ def from_items(items: pd.DataFrame, task: str, family: str | None = None, *, tie
     if (mcols["nunique"] > 1).any():
         bad = mcols.index[mcols["nunique"] > 1].tolist()[:10]
         raise ValueError(f"task {task!r}: model(s) {bad} have several compute values")
+    dup = d.duplicated(["model_id", "doc_id"], keep=False)
+    if dup.any():
+        ex = d.loc[dup, ["model_id", "doc_id"]].drop_duplicates().head(5).to_dict("records")
+        raise InputError(f"task {task!r}: {int(dup.sum())} per-item rows share a (model_id, doc_id) with another "
+                         f"row, e.g. {ex}; one row per model and item is expected (the same checkpoint stored "
+                         f"twice?)")
     model_order = list(mcols.index)
     compute = mcols["first"].to_numpy(dtype=np.float64)
     mapping = dict(CHAIN_TO_METRIC)
