@@ -42,7 +42,12 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
 
     Parameters
     ----------
-    kind : {"linear", "kink", "flat"}
+    kind : {"linear", "kink", "flat", "const", "saturating"}
+        ``linear``: crossing points concentrated around ``x_center`` (thresholding makes accuracy sharp);
+        ``kink``: the latent's slope changes at ``x_kink`` (a genuine transition); ``flat``: crossing points
+        uniform over the range widened by a quarter on each side (accuracy rises about evenly, no jump);
+        ``const``: the latent does not depend on x (margin_i ~ N(0, 1.5) logits: accuracy stays put);
+        ``saturating``: crossing points x*_i = lo − span/4 + Exp(span/3) (accuracy rises early and levels off).
     x_range : (lo, hi)
         log10 compute (FLOPs) of the smallest and largest model; models are evenly spaced in x.
     x_center, spread : float
@@ -54,8 +59,8 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
         For ``kind="kink"``: slopes below / above ``x_kink`` (the latent is continuous at the kink and
         crosses 0 at x*_i ~ N(x_center, spread) on the upper branch).
     """
-    if kind not in ("linear", "kink", "flat"):
-        raise ValueError(f"kind must be 'linear', 'kink' or 'flat', got {kind!r}")
+    if kind not in ("linear", "kink", "flat", "const", "saturating"):
+        raise ValueError(f"kind must be 'linear', 'kink', 'flat', 'const' or 'saturating', got {kind!r}")
     rng = np.random.default_rng(seed)
     x = np.linspace(x_range[0], x_range[1], n_models)
     if x_center is None:
@@ -63,9 +68,11 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
     else:
         xc = x_center
     beta = slope * np.exp(rng.normal(0, 0.15, n_items))
+    span = x_range[1] - x_range[0]
     if kind == "flat":
-        span = x_range[1] - x_range[0]
         xstar = rng.uniform(x_range[0] - 0.25 * span, x_range[1] + 0.25 * span, n_items)
+    elif kind == "saturating":
+        xstar = x_range[0] - 0.25 * span + rng.exponential(span / 3, n_items)
     else:
         xstar = rng.normal(xc, spread, n_items)
     X = x[:, None]
@@ -74,6 +81,8 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
         upper = slope_hi * (X - xstar[None, :])
         at_k = slope_hi * (x_kink - xstar)[None, :]
         margin = np.where(X >= x_kink, upper, at_k + slope_lo * (X - x_kink))
+    elif kind == "const":
+        margin = np.broadcast_to(rng.normal(0.0, 1.5, n_items)[None, :], (n_models, n_items))
     else:
         margin = beta[None, :] * (X - xstar[None, :])
     margin = margin + rng.normal(0, noise, margin.shape)

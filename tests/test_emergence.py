@@ -533,3 +533,35 @@ def test_load_inputs_from_store_and_ladder(tmp_path):
     pd.DataFrame({"family": "f", "model_id": ["m1", "m2"], "task": "t", "metric": "acc", "value": [0.3, 0.4],
                   "params": [1e6, 1e7], "tokens": [1e9, 1e9]}).to_csv(ladder, index=False)
     assert detect_format(ladder) == "ladder"
+
+
+def test_wilson_interval_golden_and_resolution_uses_it():
+    from capscale.analysis.emergence.stats import wilson_interval
+
+    lo, hi = wilson_interval(0.5, 100)
+    assert (float(lo), float(hi)) == pytest.approx((0.403832, 0.596168), abs=1e-6)
+    lo, hi = wilson_interval(np.array([0.0, 1.0]), 20)
+    assert lo[0] == pytest.approx(0.0, abs=1e-12) and hi[1] == pytest.approx(1.0, abs=1e-12)
+    assert 0 < hi[0] < 0.2 and 0.8 < lo[1] < 1
+
+
+def test_planted_const_and_saturating_kinds():
+    acc = {k: chain.compute(planted_store(k, n_models=7, n_items=2000, seed=1)).groupby("model_id")["acc_first"]
+           .mean().to_numpy() for k in ("const", "saturating")}
+    assert np.ptp(acc["const"]) < 0.05  # the latent does not depend on compute
+    d = np.diff(acc["saturating"])
+    assert (d > 0).all() and d[0] > 3 * d[-1]  # rises early, levels off
+
+
+def test_calibration_grid_runs_and_shares_are_consistent():
+    from capscale.benchmarks.emergence_calibration import calibrate, targets
+
+    fam, shares = calibrate(items=(200,), models=(7,), noises=(0.5,), reps=2, B=200, progress=False)
+    assert len(fam) == 10 and set(fam["class"]) == {"flat", "smooth-linear", "smooth-saturating",
+                                                     "metric-induced", "genuine"}
+    cols = ["METRIC_INDUCED", "GENUINE_TRANSITION_CANDIDATE", "SMOOTH", "INVERSE_OR_NONMONOTONE",
+            "INSUFFICIENT_DATA"]
+    assert np.allclose(shares[[f"{c}_share" for c in cols]].sum(axis=1), 1.0)
+    assert ((shares["sharp_lo"] <= shares["sharp_share"]) & (shares["sharp_share"] <= shares["sharp_hi"])).all()
+    lines = targets(shares)
+    assert lines[0].startswith("false 'sharp'") and any("confusion" in s for s in lines)

@@ -10,6 +10,7 @@ BENCHMARKS = [
     "chain",
     "scoring",
     "emergence",
+    "emergence_calibration",
     "ray_executor",
 ]
 
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bsub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for name in BENCHMARKS:
         mod = importlib.import_module(f"capscale.benchmarks.{name}")
-        bp = bsub.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0],
+        bp = bsub.add_parser(name.replace("_calibration", "-calibration"), help=(mod.__doc__ or name).strip().splitlines()[0],
                              description=(mod.__doc__ or "").strip())
         mod.add_arguments(bp)
         bp.set_defaults(func=mod.run)

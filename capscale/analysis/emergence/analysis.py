@@ -384,10 +384,8 @@ def _resolution(acc: np.ndarray, n_items: int, n_choices: np.ndarray | None, mod
     """Wilson CIs, Poisson-binomial z against chance and the minimum detectable lift (§9.4-F)."""
     z95 = 1.959963984540054
     p = acc
-    den = 1 + z95**2 / n_items
-    centre = (p + z95**2 / (2 * n_items)) / den
-    half = z95 * np.sqrt(p * (1 - p) / n_items + z95**2 / (4 * n_items**2)) / den
-    out = {"wilson_ci": [(centre - half).tolist(), (centre + half).tolist()],
+    lo, hi = _st.wilson_interval(p, n_items, z95)
+    out = {"wilson_ci": [lo.tolist(), hi.tolist()],
            "resolution_1_over_n": 1.0 / n_items}
     if n_choices is not None:
         q = 1.0 / n_choices

@@ -25,6 +25,7 @@ __all__ = [
     "sign_monotonicity",
     "benjamini_hochberg",
     "percentile_ci",
+    "wilson_interval",
 ]
 
 
@@ -207,3 +208,17 @@ def percentile_ci(samples: np.ndarray, alpha: float = 0.05, axis: int = 0) -> np
 def factorial_p(n: int) -> float:
     """2/n!, the exact two-sided Kendall p-value of a perfectly monotone curve of n untied points."""
     return 2.0 / math.factorial(n)
+
+
+def wilson_interval(p: np.ndarray | float, n: np.ndarray | int, z: float = 1.959963984540054
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion ``p`` observed over ``n`` trials (default 95 %).
+
+    Returns (lower, upper), each with the broadcast shape of ``p`` and ``n``.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    den = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
+    return centre - half, centre + half
