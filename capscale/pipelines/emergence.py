@@ -29,7 +29,7 @@ import pandas as pd
 
 from capscale._io import atomic_write, safe_name, write_json
 from capscale.analysis import chain
-from capscale.analysis.emergence import scan, verdict_table
+from capscale.analysis.emergence import DEFAULTS, scan, verdict_table
 from capscale.analysis.emergence.inputs import (
     TaskInput,
     drop_nonfinite_items,
@@ -236,7 +236,7 @@ def load_inputs(path: str | os.PathLike, *, family: str | None = None, tasks: Se
 
 # Defaults of the command-line flags that _cli_command leaves out of the recorded command line.
 _CLI_DEFAULTS = {"format": "auto", "shots": 0, "B": 2000, "seed": 0, "alpha": 0.05, "min_items": 20, "steps": "final",
-                 "ties": "first", "min_jex": 0.10, "min_step_z": 3.0}
+                 "ties": "first", "min_jex": DEFAULTS["min_jex"], "min_step_z": DEFAULTS["min_step_z"]}
 
 
 def _cli_command(args: argparse.Namespace) -> str:
@@ -305,8 +305,8 @@ class Options(StageOptions):
     seed: int = 0
     alpha: float = 0.05
     min_items: int = 20
-    min_jex: float = 0.10
-    min_step_z: float = 3.0
+    min_jex: float = DEFAULTS["min_jex"]
+    min_step_z: float = DEFAULTS["min_step_z"]
     fdr: bool = True
     figures: str = "auto"
     workers: int = 1

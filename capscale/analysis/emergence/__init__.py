@@ -57,7 +57,9 @@ Where this implementation deviates from emergence.md §9, and why
   log compute would) and is ≥ ``min_step_z`` (3.0) bootstrap standard errors (the binomial noise of the item
   count). Otherwise the verdict is ``SMOOTH`` with the numbers in ``decision["effect_size"]``. The defaults
   were set from the planted families (J_ex 0.03 for the gradual rise, 0.38-0.43 for the thresholded and kinked
-  latents) and have not yet been calibrated over a grid of item counts, model counts and noise levels.
+  latents). Their false-"sharp" rate and power over planted classes are measured by
+  ``capscale bench emergence-calibration`` (results/emergence/calibration/); the first run missed the
+  targets on saturating curves and on noisy metric-induced families.
 * **Crossing-point check (step 3)**: "implied accuracy inside the bootstrap band" is applied with a tolerance:
   |observed − implied| ≤ 2 band half-widths (band widened by the resolution 1/n_items). The implied curve has
   its own estimation error (per-item fits on n points, a normal-noise model); with a tolerance of 1 a correctly
