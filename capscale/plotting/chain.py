@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from capscale.plotting import style
+
 LN10 = np.log(10.0)
 
 METRIC_LABELS = {
@@ -26,15 +28,27 @@ METRIC_LABELS = {
     "target_is_greedy": "target is greedy",
     "log_p_vocab_incorrect": "log p_vocab(incorrect)",
 }
+#: The unit of each metric, for axis labels.
+METRIC_UNITS = {
+    "log_p_vocab_correct": "nats",
+    "p_vocab_correct": "probability",
+    "p_choices_correct": "probability",
+    "brier": "Brier score (lower is better)",
+    "acc": "fraction correct",
+    "acc_norm": "fraction correct",
+    "target_is_greedy": "fraction of items",
+    "log_p_vocab_incorrect": "nats",
+}
+#: Okabe--Ito colours (:data:`capscale.plotting.style.PALETTE`), one per metric of the chain.
 METRIC_COLORS = {
-    "log_p_vocab_correct": "#1b4f72",
-    "p_vocab_correct": "#2e86c1",
-    "p_choices_correct": "#28b463",
-    "brier": "#d4ac0d",
-    "acc": "#cb4335",
-    "acc_norm": "#884ea0",
-    "target_is_greedy": "#7f8c8d",
-    "log_p_vocab_incorrect": "#a04000",
+    "log_p_vocab_correct": "#0072B2",
+    "p_vocab_correct": "#56B4E9",
+    "p_choices_correct": "#009E73",
+    "brier": "#E69F00",
+    "acc": "#D55E00",
+    "acc_norm": "#CC79A7",
+    "target_is_greedy": "#000000",
+    "log_p_vocab_incorrect": "#F0E442",
 }
 
 
@@ -62,6 +76,7 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    style.apply()
     return plt
 
 
@@ -94,7 +109,7 @@ def ccdf_figure(corr: pd.DataFrame, path: str | os.PathLike, *, title: str = "",
         ax.axvline(0.75, color="0.6", ls=":", lw=1)
         ax.set_xlim(-1, 1)
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel(f"{method} correlation with log10 compute")
+        ax.set_xlabel(f"{method} correlation with log10 compute (unitless)")
         ax.set_title(method)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("fraction of items with correlation > x")
@@ -122,9 +137,9 @@ def mass_figure(items: pd.DataFrame, path: str | os.PathLike, *, title: str = ""
     sc = ax.scatter(x[ok], y[ok], c=c[ok], cmap="viridis", s=8, alpha=0.6, linewidths=0)
     lo = float(np.nanmin(np.r_[x[ok], y[ok]])) if ok.any() else -1.0
     ax.plot([lo, 0], [lo, 0], color="0.5", ls="--", lw=1, label="equal mass")
-    ax.set_xlabel("log10 p_vocab(correct)")
-    ax.set_ylabel("log10 Σ p_vocab(incorrect)")
-    fig.colorbar(sc, ax=ax, label="log10 compute (FLOPs)")
+    ax.set_xlabel("log10 p_vocab(correct) (log10 probability)")
+    ax.set_ylabel("log10 Σ p_vocab(incorrect) (log10 probability)")
+    fig.colorbar(sc, ax=ax, label="log10 compute C = 6ND (FLOPs)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     if (~ok).any():
@@ -159,8 +174,9 @@ def metric_curves_figure(items: pd.DataFrame, path: str | os.PathLike, *, title:
             label = f"N = {n:,.3g}" if len(sizes) > 1 else None
             ax.errorbar(g["x"], g[f"{m}__mean"], yerr=2 * g[f"{m}__se"].fillna(0), marker="o", ms=3, lw=1.2,
                         color=color, label=label)
-        ax.set_xlabel("log10 compute (FLOPs)")
+        style.compute_axis(ax)
         ax.set_title(METRIC_LABELS.get(m, m).replace("−", ""), fontsize=9)
+        ax.set_ylabel(f"task mean ({METRIC_UNITS.get(m, 'value')})", fontsize=8)
         ax.grid(alpha=0.3)
     if len(sizes) > 1:
         axes[0][0].legend(fontsize=6, title="size (one line per model size)", title_fontsize=6)

@@ -15,6 +15,7 @@ from capscale._io import safe_name
 from capscale.analysis.emergence import fits as _fits
 from capscale.analysis.emergence import stats as _st
 from capscale.analysis.emergence.analysis import to_shape
+from capscale.plotting import style
 
 __all__ = ["plot_report"]
 
@@ -25,6 +26,7 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    style.apply()
     return plt
 
 
@@ -64,7 +66,7 @@ def plot_ladder(rep: dict, path: Path) -> Path:
         tag = " [D]" if m == rep.get("decision_metric") else (" [K]" if m == rep.get("continuous_metric") else "")
         ax.set_title(f"{m}{tag}\nτ={_fmt(d.get('tau_model'))} B/(n-1)={_fmt(d.get('B_norm'))} "
                      f"J_ex={_fmt(d.get('J_ex'))}", fontsize=9)
-        ax.set_xlabel("log10 compute (FLOPs)")
+        style.compute_axis(ax)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
     fig.suptitle(f"{rep['family']} / {rep['task']}: {rep['verdict']}", fontsize=11)
@@ -88,7 +90,7 @@ def plot_latent(rep: dict, per_item: dict, path: Path) -> Path | None:
     ax.axhline(0, color="C3", lw=1)
     ax.set_xticks(np.arange(len(data)))
     ax.set_xticklabels([f"{v:.1f}" for v in rep["x"]], rotation=45)
-    ax.set_xlabel("log10 compute (FLOPs)")
+    style.compute_axis(ax)
     ax.set_ylabel(f"per-item {lat} (nats)")
     ax.set_title(f"P2 latent distribution (area above 0 = accuracy): {rep['task']}", fontsize=10)
     fig.tight_layout()
@@ -112,7 +114,7 @@ def plot_trajectories(rep: dict, per_item: dict, path: Path, n: int = 50) -> Pat
         jitter = 0.02 * np.random.default_rng(1).standard_normal(Y.shape) if m == "acc" else 0.0
         ax.plot(x, Y + jitter, "-", lw=0.7, alpha=0.5)
         ax.set_title(f"P3 {m} ({len(pick)} random items)", fontsize=9)
-        ax.set_xlabel("log10 compute (FLOPs)")
+        style.compute_axis(ax)
     fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)
@@ -135,7 +137,7 @@ def plot_resolution(rep: dict, path: Path) -> Path | None:
     for j, (m, d) in enumerate(rep["metrics"].items()):
         if d.get("detect_x") is not None:
             ax.axvline(d["detect_x"], color=f"C{j + 1}", lw=1, alpha=0.7, label=f"detect {m}")
-    ax.set_xlabel("log10 compute (FLOPs)")
+    style.compute_axis(ax)
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7)
     ax.set_title(f"P10 resolution: 1/n_items = {res['resolution_1_over_n']:.4f}, min detectable lift "
@@ -179,7 +181,7 @@ def plot_crossing(rep: dict, path: Path) -> Path | None:
     xs = np.asarray(cp["xstar_sample"])
     lo, hi = x[0] - 0.5 * (x[-1] - x[0]), x[-1] + 0.5 * (x[-1] - x[0])
     ax.hist(np.clip(xs, lo, hi), bins=40, color="C7", alpha=0.6, density=True, label="crossing points x*")
-    ax.set_xlabel("log10 compute (FLOPs)")
+    style.compute_axis(ax)
     ax.set_ylabel("density of x*")
     ax2 = ax.twinx()
     if cp.get("observed_acc") is not None:
@@ -232,7 +234,7 @@ def plot_fits(rep: dict, reps: dict, path: Path) -> Path | None:
             f = F["broken"]
             ax.plot(xx, f["a"][0] + f["b"][0] * xx + f["d"][0] * np.maximum(0, xx - f["x_b"][0]), label="broken")
         ax.set_title(f"P6 {m}: {space}", fontsize=9)
-        ax.set_xlabel("log10 compute (FLOPs)")
+        style.compute_axis(ax)
         ax.legend(fontsize=7)
     fig.tight_layout()
     out = _save(fig, path)
@@ -262,7 +264,7 @@ def plot_passuntil(rep: dict, path: Path) -> Path | None:
     a2.axhline(0, color="grey", lw=1)
     a2.plot(x, u - _fits.predict_poly(np.asarray([ql["coef_centred"]]), ql["x_mean"], x)[0], "o-",
             label="residual (linear)")
-    a2.set_xlabel("log10 compute (FLOPs)")
+    style.compute_axis(a2)
     a2.legend(fontsize=8)
     fig.tight_layout()
     out = _save(fig, path)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from capscale.analysis import mass
+from capscale.plotting import style
 from capscale.plotting.chain import save_figure
 
 __all__ = ["plot_mass_scatter", "plot_slope_scatter", "plot_predicted_vs_observed"]
@@ -30,6 +31,7 @@ def _plt() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    style.apply()
     return plt
 
 
@@ -67,8 +69,8 @@ def plot_mass_scatter(items: pd.DataFrame, path: str | os.PathLike, *, title: st
                     norm=LogNorm())
     lo = float(min(xc[ok].min(), yi[ok].min())) if ok.any() else -10.0
     ax.plot([lo, 0], [lo, 0], color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("log10 p_vocab(correct)")
-    ax.set_ylabel("log10 Σ_incorrect p_vocab")
+    ax.set_xlabel("log10 p_vocab(correct) (log10 probability)")
+    ax.set_ylabel("log10 Σ_incorrect p_vocab (log10 probability)")
     fig.colorbar(sc, ax=ax, label="compute (FLOPs)")
     excl = int((~ok).sum())
     ax.set_title("\n".join(t for t in (title, f"{excl} point(s) with -inf not shown" if excl else "") if t),
@@ -145,8 +147,8 @@ def plot_predicted_vs_observed(table: pd.DataFrame, path: str | os.PathLike, *, 
                     fmt=mk, color=col, capsize=3, label=f"predicted ({kind}, 90% interval)", mfc="none")
         ax.plot(t["log10_compute"], t["observed"], "x", color="k", label=None)
     ax.plot([], [], "x", color="k", label="observed")
-    ax.set_xlabel("log10 compute (FLOPs)")
-    ax.set_ylabel("accuracy")
+    style.compute_axis(ax)
+    ax.set_ylabel("accuracy (fraction correct)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -13,6 +13,7 @@ import pandas as pd
 
 from capscale.analysis.predict import LawFit
 from capscale.data.ladder_table import final_values
+from capscale.plotting import style
 from capscale.plotting.chain import save_figure
 
 __all__ = ["plot_law_fit", "plot_backtest"]
@@ -24,6 +25,7 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    style.apply()
     return plt
 
 
@@ -69,7 +71,7 @@ def plot_law_fit(fit: LawFit, path: str | os.PathLike) -> str:
         else:
             ax.plot(grid, law.predict(grid), "k-", label=law.name)
         ax.set_xscale("log")
-        ax.set_xlabel("compute 6ND (FLOPs)")
+        ax.set_xlabel(style.COMPUTE_LABEL)
     ax.set_title(f"{fit.task}: {form}")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -108,7 +110,7 @@ def plot_backtest(rows: list[dict[str, Any]], ladder: pd.DataFrame, task: str, m
     ax.scatter(6 * tr["params"] * tr["tokens"], tr["value"], s=14, c="k", label="fit (ladder runs)")
     ho = fin[fin["run"].isin(held)]
     if len(ho):
-        ax.scatter(6 * ho["params"] * ho["tokens"], ho["value"], s=40, marker="*", c="r", label="held out (actual)")
+        ax.scatter(6 * ho["params"] * ho["tokens"], ho["value"], s=40, marker="*", c="C3", label="held out (actual)")
     methods = sorted({r.get("selected") or r["method"] for r in rows})
     for i, m in enumerate(methods):
         sub = [r for r in rows if (r.get("selected") or r["method"]) == m]
@@ -119,7 +121,7 @@ def plot_backtest(rows: list[dict[str, Any]], ladder: pd.DataFrame, task: str, m
         ax.errorbar(c, v, yerr=[np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)], fmt="o", ms=4, capsize=2,
                     label=f"{m} (90%)")
     ax.set_xscale("log")
-    ax.set_xlabel("compute 6ND (FLOPs)")
+    ax.set_xlabel(style.COMPUTE_LABEL)
     ax.set_ylabel(metric)
     ax.set_title(task)
     ax.legend(fontsize=6)
