@@ -72,6 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results_dir", help="folder with analysis/, mass/, predict/, emergence/ (any may be missing)")
     p.add_argument("-o", "--output", default=None, help="HTML file (default RESULTS_DIR/report.html)")
     p.add_argument("--title", default="capscale report", help="page title")
+    p.add_argument("--store", default=None,
+                   help="score store for the item inspector's log-likelihoods (default RESULTS_DIR/store, else the "
+                        "store analysis/analysis.json names)")
+    p.add_argument("--items", default=None,
+                   help="folder of <task>.jsonl (doc_id, context, choices) for the item inspector's question text "
+                        "(default RESULTS_DIR/tasks)")
+    p.add_argument("--static", dest="interactive", action="store_false",
+                   help="no interactive figures (do not inline plotly.js even when plotly is installed)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("analyze", help="chain metrics and per-item correlation analysis of a store",
