@@ -1115,7 +1115,7 @@ def _checks_html(path: Path) -> str:
         cls, word = ("pass", "holds") if ok else ("fail", "does not hold")
         rows.append(f"<tr><td class='wrap'>{_esc(name)}</td><td class='{cls}'>{word}</td>"
                     f"<td class='wrap'>{_esc(c.get('detail', ''))}</td></tr>")
-    return ("<h2 id='checks'>Checks</h2><div class='scroll'><table><thead><tr><th>check</th><th>result</th>"
+    return ("<h2 id='checks'>What the demo family shows</h2><div class='scroll'><table><thead><tr><th>check</th><th>result</th>"
             "<th>detail</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
@@ -1286,7 +1286,7 @@ def run(results_dir: str | os.PathLike, options: Options | None = None) -> RunRe
     notes: list[str] = []
     toc: list[tuple[str, str, list[tuple[str, str]]]] = [("findings", "Findings", [])]
     if checks_block:
-        toc.append(("checks", "Checks", []))
+        toc.append(("checks", "What the demo family shows", []))
     if run_block:
         toc.append(("run", "What ran", []))
     findings: list[str] = []
