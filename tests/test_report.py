@@ -212,7 +212,7 @@ def test_findings_first_then_contents_then_sections(full, tmp_path):
     assert pos == sorted(pos)
     findings = text[pos[0]:pos[1]]
     assert "Where predictability is lost" in findings and "href='#chain-toy'" in findings
-    assert "Held-out models" in findings and "m3 scored 0.700" in findings
+    assert "Held-out models" in findings and "m3 scored <b>0.700</b>" in findings
     assert "no predictability verdict in these results" in findings
     assert "INSUFFICIENT_DATA" in findings and "not enough data to decide" in findings
     ids = set(re.findall(r"id='([^']+)'", text))
@@ -233,7 +233,7 @@ def test_uninformative_output_is_labelled(full, tmp_path):
     assert "spans chance to 1" not in by_method["sigmoid"]
     assert "fit at a parameter bound (obs_sigmoid: parameter b = 0.25)" in by_method["sigmoid"]
     assert "(uninformative)" in by_method["ensemble"]  # "covered" is never shown bare for such an interval
-    assert "informative 90% intervals covered the observed value 1 of 1 times, and 2 of 3 intervals span chance" in text
+    assert "m3 scored <b>0.700</b>; the 3 methods predicted 0.600–0.650 (median 0.620); 1 of 1 informative 90% intervals contain it, 2 more span chance to 1" in text
     assert "not enough data to decide" in text[text.index("<h2 id='emergence'>"):]
 
 

@@ -924,13 +924,12 @@ def _predict_section(page: _Page, d: Path, ctx: dict[str, Any], inp: _Inputs) ->
     by_task_tab: dict[str, str] = {}
     if bt is not None:
         for task, g in bt.groupby("task", sort=True):
-            rows, n_unin, n_cov, n_all, preds = [], 0, 0, 0, []
+            rows = []
             for r in g.itertuples(index=False):
                 lo, hi, act, pr = r.lower, r.upper, r.actual, r.predicted
                 flags = []
                 unin = interval_is_uninformative(lo, hi, chance.get(task))
                 if unin:
-                    n_unin += 1
                     flags.append(_flag("uninformative: spans chance to 1", True))
                 bound = [w.split(":", 1)[0] + ":" + w.split(":", 1)[1].split(" is at ")[0] for w in
                          warns.get((str(task), str(r.method), str(r.heldout_model)), []) if "at its bound" in w]
@@ -941,11 +940,6 @@ def _predict_section(page: _Page, d: Path, ctx: dict[str, Any], inp: _Inputs) ->
                     flags.append(_flag(f"failed: {err}", True))
                 ok = np.isfinite([lo, hi, act]).all() if all(isinstance(v, (int, float)) for v in (lo, hi, act)) else False
                 cov = bool(lo <= act <= hi) if ok else None
-                if cov is not None and not unin:
-                    n_all += 1
-                    n_cov += cov
-                if isinstance(pr, (int, float)) and np.isfinite(pr):
-                    preds.append(float(pr))
                 row = {"method": _esc(r.method), "held-out model": _esc(r.heldout_model), "observed": _num(act),
                        "predicted": _num(pr), "90% interval": f"[{_num(lo)}, {_num(hi)}]",
                        "covered": "–" if cov is None else ("yes" if cov else "<b>no</b>") + (" (uninformative)" if unin else "")}
@@ -955,17 +949,24 @@ def _predict_section(page: _Page, d: Path, ctx: dict[str, Any], inp: _Inputs) ->
                 rows.append(row)
             tab = pd.DataFrame(rows)
             by_task_tab[str(task)] = _html_table(tab, raw_html=list(tab.columns))
-            held = g.drop_duplicates("heldout_model")
-            obs = ", ".join(f"{_esc(m)} scored {_num(a)}" for m, a in zip(held["heldout_model"], held["actual"]))
-            rng = f"{min(preds):.3f}–{max(preds):.3f} (median {np.median(preds):.3f})" if preds else "–"
+            per_model = []
+            for model, h in g.groupby("heldout_model", sort=False):
+                pr = pd.to_numeric(h["predicted"], errors="coerce").dropna()
+                lo, hi = pd.to_numeric(h["lower"], errors="coerce"), pd.to_numeric(h["upper"], errors="coerce")
+                act = pd.to_numeric(h["actual"], errors="coerce").iloc[0]
+                unin = [interval_is_uninformative(a, z, chance.get(task)) for a, z in zip(lo, hi)]
+                inf = [(a <= act <= z) for a, z, u in zip(lo, hi, unin) if not u and np.isfinite([a, z, act]).all()]
+                rng = (f"{pr.min():.3f}–{pr.max():.3f} (median {pr.median():.3f})" if len(pr) else "nothing")
+                per_model.append(f"{_esc(model)} scored <b>{_num(act)}</b>; the {len(h)} methods predicted {rng}; "
+                                 f"{sum(inf)} of {len(inf)} informative 90% intervals contain it"
+                                 + (f", {sum(unin)} more span chance to 1 {_flag('no forecast', True)}" if any(unin)
+                                    else ""))
             v = ""
             if verdict_col:
                 vs = sorted({str(x) for x in g[verdict_col].dropna()})
-                v = f"; predictability verdict: <b>{_esc(', '.join(vs) or '–')}</b>"
-            b.findings.append(
-                f"<a href='#{_slug('predict', task)}'>{_esc(task)}</a>: {obs}; the {g['method'].nunique()} methods "
-                f"predicted {rng}; informative 90% intervals covered the observed value {n_cov} of {n_all} times, "
-                f"and {n_unin} of {len(g)} intervals span chance to 1 (no forecast){v}")
+                v = f" — predictability verdict: <b>{_esc(', '.join(vs) or '–')}</b>"
+            b.findings.append(f"<a href='#{_slug('predict', task)}'>{_esc(task)}</a>{v}<ul>"
+                              + "".join(f"<li>{x}</li>" for x in per_model) + "</ul>")
         lead = ("<b>Held-out models, predicted against observed</b> (leave-largest-out, <a href='#predict'>§3</a>)"
                 + ("" if verdict_col else "; no predictability verdict in these results") + ":")
         b.findings = [lead + "<ul>" + "".join(f"<li>{x}</li>" for x in b.findings) + "</ul>"]

@@ -115,9 +115,13 @@ def _inspector(keys: Sequence[str], text: ItemText | None, logliks: pd.DataFrame
         if models is not None:
             lk = lk[lk["model_id"].isin(set(models))]
         lk = lk.sort_values(["key", "model_id", "choice_idx"])
-        for (k, m), g in lk.groupby(["key", "model_id"], sort=False):
-            ll[f"{k}\x1e{m}"] = [[int(i), None if not np.isfinite(v) else round(float(v), 3), bool(c)]
-                                 for i, v, c in zip(g["choice_idx"], g["loglik"], g["is_correct"])]
+        group = (lk["key"] + "\x1e" + lk["model_id"].astype(str)).to_numpy()
+        idx = lk["choice_idx"].to_numpy(int).tolist()
+        val = [None if not np.isfinite(v) else round(v, 3) for v in lk["loglik"].to_numpy(float).tolist()]
+        cor = lk["is_correct"].to_numpy(bool).tolist()
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]).tolist() + [len(group)]
+        for a, z in zip(starts[:-1], starts[1:]):
+            ll[str(group[a])] = [[idx[j], val[j], cor[j]] for j in range(a, z)]
     return {"items": items, "ll": ll}
 
 
@@ -264,7 +268,7 @@ def _layout(title: str, xtitle: str, ytitle: str) -> dict[str, Any]:
     return {"title": {"text": title, "font": {"size": 13}, "x": 0.0, "xanchor": "left", "y": 0.99,
                       "yanchor": "top"},
             "height": 480, "autosize": True, "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
-            "hovermode": "closest", "modebar": {"orientation": "v"},
+            "hovermode": "closest",
             "colorway": list(style.PALETTE), "template": None,
             "xaxis": {"title": {"text": xtitle}, "zeroline": False, "gridcolor": "#e5e5e5"},
             "yaxis": {"title": {"text": ytitle}, "zeroline": False, "gridcolor": "#e5e5e5"},
