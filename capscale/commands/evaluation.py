@@ -55,7 +55,8 @@ def _eval(args: argparse.Namespace) -> int:
     executor_options = _executor_options(args)
     opts = EvalOptions(device=args.device, dtype=args.dtype, batch_size=args.batch_size, backend=args.backend,
                        progress=not args.no_progress, add_bos_token=args.add_bos_token,
-                       trust_remote_code=args.trust_remote_code)
+                       trust_remote_code=args.trust_remote_code, prefix_reuse=args.prefix_reuse,
+                       device_map=args.device_map)
     results = evaluate(args.family, args.tasks, args.out, data_dir=args.data_dir,
                        include_path=args.include_path or None, num_fewshot=args.num_fewshot, limit=args.limit,
                        options=opts, model_ids=args.model_id or None, params=args.params, tokens=args.tokens,
@@ -126,9 +127,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="re-evaluate finished shards written with other settings (--limit, --num-fewshot, "
                    "--dtype, ...); without it such a shard stops the run (exit 1) before anything is scored")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
-                   help="weight dtype (default: the spec's, else float32); log-softmax is always float32")
-    p.add_argument("--batch-size", type=_batch_size, default="auto", help="N or auto")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="weight dtype (default: the spec's, else float32; bfloat16 on GPUs); log-softmax is always "
+                   "float32")
+    p.add_argument("--batch-size", type=_batch_size, default="auto",
+                   help="N packed rows per forward pass, or auto: a token budget (4,096 on CPU; on CUDA from the "
+                   "free memory and the model's shape, halved on out-of-memory)")
+    p.add_argument("--prefix-reuse", default="auto", choices=["auto", "on", "off"],
+                   help="compute a token prefix shared by many contexts (a task's fixed few-shot block) once as a "
+                   "key/value cache: auto (default; prefixes of >= 16 tokens), on (any shared prefix), off")
+    p.add_argument("--device-map", default=None,
+                   help="transformers device_map for models larger than one GPU (e.g. auto); default: the whole "
+                   "model on --device")
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
     p.add_argument("--backend", default="capscale", choices=["capscale", "lm-eval"],
                    help="capscale's shared-prefix engine or lm-eval's HFLM (reference path)")

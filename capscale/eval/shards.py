@@ -102,7 +102,7 @@ class EvalOptions:
     device : str
         ``cpu``, ``cuda`` or ``cuda:N``.
     dtype : str or None
-        ``float32`` or ``bfloat16``; None: the checkpoint's spec dtype, else float32.
+        ``float32``, ``bfloat16`` or ``float16``; None: the checkpoint's spec dtype, else float32.
     batch_size : int or "auto"
         Packed rows (distinct contexts) per forward pass, or ``"auto"`` (a token budget; see
         :func:`capscale.eval.scoring.score_requests`). The lm-eval backend reads ``"auto"`` as 1.
@@ -114,6 +114,13 @@ class EvalOptions:
         As HFLM (None: the tokenizer decides).
     trust_remote_code : bool
         Passed to ``from_pretrained``.
+    prefix_reuse : str
+        ``auto`` (default), ``on`` or ``off``: compute a prefix shared by many contexts (a fixed few-shot block)
+        once per task and checkpoint (:func:`capscale.eval.scoring.score_requests`). Numbers agree with ``off``
+        to float rounding (<= 1e-5 nats), so a store does not record it as a setting.
+    device_map : str or None
+        Passed to ``from_pretrained`` (``"auto"``: spread a model that does not fit one GPU over the node's
+        GPUs and CPU memory, with accelerate); None places the whole model on ``device``.
     """
 
     device: str = "cpu"
@@ -123,12 +130,16 @@ class EvalOptions:
     progress: bool = True
     add_bos_token: bool | None = None
     trust_remote_code: bool = False
+    prefix_reuse: str = "auto"
+    device_map: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in {"capscale", "lm-eval"}:
             raise UsageError(f"unknown backend {self.backend!r}; use 'capscale' or 'lm-eval'")
         if self.device not in {"cpu", "cuda"} and not str(self.device).startswith("cuda:"):
             raise UsageError(f"unknown device {self.device!r}; use 'cpu' or 'cuda'")
+        if self.prefix_reuse not in {"auto", "on", "off"}:
+            raise UsageError(f"unknown prefix_reuse {self.prefix_reuse!r}; use 'auto', 'on' or 'off'")
 
     def dtype_for(self, ck: Checkpoint) -> str:
         """The load dtype of ``ck``: this run's ``dtype``, else the checkpoint's, else ``"float32"``."""
@@ -323,7 +334,7 @@ def score_items(model: Any, tokenizer: Any, items: Sequence[TaskItem], *, checkp
             scores = scoring.score_requests(model, tokenizer, reqs, batch_size=options.batch_size,
                                             device=options.device, progress=options.progress,
                                             add_bos_token=options.add_bos_token, desc=f"{checkpoint.model_id} {task}",
-                                            stats=engine_stats)
+                                            prefix_reuse=options.prefix_reuse, stats=engine_stats)
     except (scoring.ScoringError, AssertionError, ValueError) as e:
         m = re.search(r"request (\d+)", str(e))
         if m and int(m.group(1)) < len(reqs):
@@ -375,7 +386,8 @@ def load_checkpoint(ck: Checkpoint, options: EvalOptions) -> tuple[Any, Any]:
     try:
         model, tok = scoring.load_model(ck.path, revision=ck.revision, dtype=options.dtype_for(ck),
                                         device=options.device, gguf_file=ck.gguf_file,
-                                        trust_remote_code=options.trust_remote_code)
+                                        trust_remote_code=options.trust_remote_code,
+                                        device_map=options.device_map)
     except Exception as e:  # noqa: BLE001 - re-raised with the checkpoint's name
         raise EvalError(f"checkpoint {ck.model_id!r} ({ck.path}): cannot load: {e}") from e
     if ck.tokenizer:
