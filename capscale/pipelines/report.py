@@ -787,14 +787,20 @@ def _k_bound() -> float:
         return 3.0
 
 
-def _mass_section(page: _Page, d: Path, ctx: dict[str, Any], inp: _Inputs) -> _Built:
-    rd, b = page.rd, _Built()
+def _folder_tables(rd: Any, d: Path, b: _Built) -> dict[str, pd.DataFrame]:
+    """Every ``*.csv`` of a results folder by file name; unreadable ones are noted in ``b``, not dropped silently."""
     tables: dict[str, pd.DataFrame] = {}
     for f in sorted(d.glob("*.csv")):
         t, note = rd.table(f)
         b.add(note)
         if t is not None:
             tables[f.name] = t
+    return tables
+
+
+def _mass_section(page: _Page, d: Path, ctx: dict[str, Any], inp: _Inputs) -> _Built:
+    rd, b = page.rd, _Built()
+    tables = _folder_tables(rd, d, b)
     pred = tables.get("mass_predictions.csv")
     fits = tables.get("mass_fits.csv")
     cov = tables.get("mass_covariation.csv")
@@ -907,12 +913,7 @@ def _backtest_warnings(rd: _Reader, d: Path) -> dict[tuple[str, str, str], list[
 
 def _predict_section(page: _Page, d: Path, ctx: dict[str, Any], inp: _Inputs) -> _Built:
     rd, b = page.rd, _Built()
-    tables: dict[str, pd.DataFrame] = {}
-    for f in sorted(d.glob("*.csv")):
-        t, note = rd.table(f)
-        b.add(note)
-        if t is not None:
-            tables[f.name] = t
+    tables = _folder_tables(rd, d, b)
     warns = _backtest_warnings(rd, d)
     chance = ctx["chance"]
     need = {"task", "method", "heldout_model", "predicted", "actual", "lower", "upper"}
@@ -1019,12 +1020,7 @@ def _emergence_section(page: _Page, d: Path, ctx: dict[str, Any], inp: _Inputs) 
         b.add(note)
         if isinstance(j, dict) and "verdict" in j:
             reports[str(j.get("task", f.stem))] = j
-    tables: dict[str, pd.DataFrame] = {}
-    for f in sorted(d.glob("*.csv")):
-        t, note = rd.table(f)
-        b.add(note)
-        if t is not None:
-            tables[f.name] = t
+    tables = _folder_tables(rd, d, b)
     rows, lines = [], []
     for task, j in sorted(reports.items()):
         reasons = [str(x) for x in j.get("reasons", [])]
