@@ -904,9 +904,11 @@ def score_requests(model: Any, tokenizer: Any, requests: Sequence[Request], *, b
         pad_id = _prefix_token_id(tokenizer) or 0
     context_tokens = sum(g.row_len for g in groups)
     min_prefix = None if reuse is False else (MIN_SHARED_PREFIX if reuse == "auto" else 1)
-    if min_prefix is not None and len(groups) > 1 and not _prefix_cache_ok(model, head):
-        min_prefix = None
     clusters = _clusters(groups, min_prefix)
+    if any(c.prefix for c in clusters) and not _prefix_cache_ok(model, head):  # checked only where it is used
+        for g in groups:
+            g.skip = 0
+        clusters = _clusters(groups, None)
     shared = [c for c in clusters if c.prefix]
 
     results: list[Score | None] = [None] * len(requests)
