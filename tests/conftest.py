@@ -42,3 +42,23 @@ def mc_data(shared_data: Path) -> Path:
     if not d.is_dir():
         pytest.skip(f"multiple-choice data not found at {d}")
     return d
+
+
+# Tiny scoring models (tests/test_scoring*.py): tokenizers trained on the fly (GPT-2-style without BOS,
+# Llama-style with BOS) and random-init GPT-NeoX / Llama models built from configs.
+
+
+@pytest.fixture(scope="module")
+def toks():
+    from capscale.benchmarks.scoring import train_bpe_tokenizer
+
+    return {"gpt2": train_bpe_tokenizer(style="gpt2", vocab_size=600),
+            "llama": train_bpe_tokenizer(style="llama", vocab_size=600)}
+
+
+@pytest.fixture(scope="module")
+def models(toks):
+    from capscale.benchmarks.scoring import random_model
+
+    return {"gpt2": random_model("pythia-tiny", vocab_size=len(toks["gpt2"])),
+            "llama": random_model("llama-tiny", vocab_size=len(toks["llama"]))}

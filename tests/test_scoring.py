@@ -24,7 +24,6 @@ from capscale.benchmarks.scoring import (  # noqa: E402
     accuracies,
     load_task,
     random_model,
-    train_bpe_tokenizer,
 )
 from capscale.eval import scoring  # noqa: E402
 from capscale.eval.scoring import CheckpointNotFoundError, Request, ScoringError  # noqa: E402
@@ -32,17 +31,6 @@ from capscale.eval.scoring import CheckpointNotFoundError, Request, ScoringError
 TOL = 1e-4  # nats per choice, fp32 (the engine's parity tolerance, docs/scoring.md)
 INV_TOL = 1e-5  # batch-size invariance
 
-
-@pytest.fixture(scope="module")
-def toks():
-    return {"gpt2": train_bpe_tokenizer(style="gpt2", vocab_size=600),
-            "llama": train_bpe_tokenizer(style="llama", vocab_size=600)}
-
-
-@pytest.fixture(scope="module")
-def models(toks):
-    return {"gpt2": random_model("pythia-tiny", vocab_size=len(toks["gpt2"])),
-            "llama": random_model("llama-tiny", vocab_size=len(toks["llama"]))}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ pytest.importorskip("lm_eval")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from capscale.benchmarks.scoring import accuracies, load_task, random_model, train_bpe_tokenizer  # noqa: E402
+from capscale.benchmarks.scoring import accuracies, load_task, random_model  # noqa: E402
 from capscale.eval import scoring  # noqa: E402
 from capscale.eval.scoring import Request, ScoringError, shared_prefix_plan  # noqa: E402
 
@@ -32,17 +32,6 @@ QUESTIONS = ["Which of these is a renewable source of energy?", "What do plants 
 CHOICES = [" wind", " coal", " natural gas", " oil from the ground"]
 FIXED_SHOT = [Request(SHOTS + "\n\nQuestion: " + q + "\nAnswer:", c) for q in QUESTIONS for c in CHOICES]
 
-
-@pytest.fixture(scope="module")
-def toks():
-    return {"gpt2": train_bpe_tokenizer(style="gpt2", vocab_size=600),
-            "llama": train_bpe_tokenizer(style="llama", vocab_size=600)}
-
-
-@pytest.fixture(scope="module")
-def models(toks):
-    return {"gpt2": random_model("pythia-tiny", vocab_size=len(toks["gpt2"])),
-            "llama": random_model("llama-tiny", vocab_size=len(toks["llama"]))}
 
 
 def _compare(a, b, tol=TOL):
