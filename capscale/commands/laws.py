@@ -18,13 +18,16 @@ if TYPE_CHECKING:
 #: The forms of ``capscale fit --form`` (:data:`capscale.analysis.predict.FORMS`, spelled out here so that
 #: building the parser does not import the fitting code).
 FORM_CHOICES = ["compute_law", "chinchilla_nd", "gadre_exp", "ladder_sigmoid", "obs_sigmoid", "direct", "loglinear"]
-FORMAT_CHOICES = ["ladder", "store", "olmo-ladder", "pythia-evals"]
+FORMAT_CHOICES = ["ladder", "store", "olmo-ladder", "pythia-evals", "lmeval-results", "bigscience-evals"]
 
 
 def _load(args: argparse.Namespace, *, targets: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    from capscale.data.lmeval_results import parse_mapping
     from capscale.pipelines.inputs import read_ladder_or_store
 
-    ladder, store = read_ladder_or_store(args.ladder, args.format, targets=targets)
+    ladder, store = read_ladder_or_store(args.ladder, args.format, targets=targets,
+                                         tokens=parse_mapping(getattr(args, "tokens", None)) or None,
+                                         sizes=parse_mapping(getattr(args, "sizes", None), what="--sizes") or None)
     fam = getattr(args, "family", None)
     if fam:
         keep = ladder["family"].isin(fam.split(","))
@@ -111,6 +114,10 @@ def _common(p: argparse.ArgumentParser, *, method: bool = True) -> None:
     p.add_argument("--loss-task", default=None, help="chain through this task's loss when the task has none")
     p.add_argument("--loss-metric", default=None, help="loss metric to chain through (task_bpb, task_loss, ...)")
     p.add_argument("--out", default=None, help="folder for JSON/CSV outputs and a figure")
+    p.add_argument("--tokens", default=None, help="lm-eval results: training tokens per model or family, "
+                   "e.g. bloom=3.66e11,llama-30B=1.4e12 (the files do not state D)")
+    p.add_argument("--sizes", default=None, help="lm-eval results: parameters per model or family (default: "
+                   "read from the model name)")
     if method:
         p.add_argument("--bootstrap", type=int, default=50, help="bootstrap resamples over ladder runs (default 50)")
         p.add_argument("--seed", type=int, default=0, help="random seed (fits are deterministic for a seed)")

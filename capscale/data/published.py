@@ -36,7 +36,7 @@ from capscale.data.ladder_table import LadderError, check_ladder
 from capscale.errors import InputError, UsageError
 
 __all__ = ["OLMO_TASKS", "OLMO_PAPER_TASKS", "OLMO_REFERENCE_KEYS", "PYTHIA_PARAMS", "PYTHIA_TOKENS_PER_STEP",
-           "load_olmo_ladder", "load_pythia_evals", "pythia_stderr", "attach_stderr", "load_pythia_tasks",
+           "load_olmo_ladder", "olmo_3b_params", "load_pythia_evals", "pythia_stderr", "attach_stderr", "load_pythia_tasks",
            "DATASETS", "fetch"]
 
 # ----------------------------------------------------------------------------------------------
@@ -106,10 +106,11 @@ def load_olmo_ladder(
     ----------
     path : path-like
         The ``olmo-ladder`` folder (with ``configs/`` and ``ladder-runs/``).
-    runs : {"paper", "all"}
+    runs : {"paper", "all", "all+3b"}
         ``"paper"``: the 16 runs of ``configs/final.json`` (190M/370M/760M/1.3B x 1xC, 2xC, 5xC, 10xC).
         ``"all"`` adds the 0.5xC and 1xC-rerun runs of those four sizes (the 3B runs are excluded: their
-        non-embedding N is not stated; a warning says so).
+        non-embedding N is not stated; a warning says so). ``"all+3b"`` adds the six 3B runs too, with N
+        derived by :func:`olmo_3b_params` (not stated in the files: derived, see there).
     targets : bool
         Include the OLMo-2 targets ``7B-4T`` (the single annealed row) and ``13B-5T``.
     target_window : int
@@ -137,7 +138,7 @@ def load_olmo_ladder(
             continue
         for p in spec["paths"]:
             run_specs.append((Path(p).stem, root / "ladder-runs" / Path(p).name, spec))
-    if runs == "all":
+    if runs in ("all", "all+3b"):
         extra = []
         for _key, spec in cfg.items():
             if spec["mode"] != "train":
@@ -148,11 +149,17 @@ def load_olmo_ladder(
                     for suffix in ("-0.5xC", "-1xC-rerun"):
                         name = stem.replace("-1xC", suffix)
                         extra.append((name, root / "ladder-runs" / f"{name}.csv", spec))
+        if runs == "all+3b":
+            n3, f3, _ = olmo_3b_params(root)
+            spec3 = {"mode": "train", "n": n3, "flops": f3, "label": "3B"}
+            extra += [(f"3B-{b}", root / "ladder-runs" / f"3B-{b}.csv", spec3)
+                      for b in ("0.5xC", "1xC", "1xC-rerun", "2xC", "5xC", "10xC")]
+        else:
+            warnings.warn("OLMo ladder: the 3B runs are excluded (non-embedding N not stated in the data; "
+                          "runs='all+3b' adds them with a derived N)", stacklevel=2)
         run_specs += extra
-        warnings.warn("OLMo ladder: the 3B runs are excluded (non-embedding N not stated in the data)",
-                      stacklevel=2)
     elif runs != "paper":
-        raise UsageError(f"runs must be 'paper' or 'all', not {runs!r}")
+        raise UsageError(f"runs must be 'paper', 'all' or 'all+3b', not {runs!r}")
 
     for run, fpath, spec in run_specs:
         if not fpath.exists():
@@ -193,6 +200,48 @@ def load_olmo_ladder(
                       f"{counts.head(10).to_dict()}", stacklevel=2)
         df = df[~nan].reset_index(drop=True)
     return check_ladder(df, source=str(root))
+
+
+def olmo_3b_params(path: str | os.PathLike) -> tuple[float, float, dict[str, float]]:
+    """N of the OLMo ladder's 3B size, which the files do not state, derived from its per-token FLOPs.
+
+    The 3B CSVs give the training FLOPs per token F (``throughput/total_training_Gflops`` x 1e9 /
+    ``throughput/total_tokens``, the median over ``3B-1xC.csv``'s rows). The other four sizes' configs give
+    F/N, which falls with N (attention FLOPs per parameter shrink): 10.00, 9.28, 8.41, 7.90 from 190M to 1.3B.
+    A power law F/N − 6 = a·N^b fitted to those four sizes is extrapolated and F = N·(6 + a·N^b) solved for N
+    (3.12e9 on the released files). With the 1.3B ratio alone, N would be F/7.90 = 2.91e9 (7 % smaller), which
+    ``details`` also reports.
+
+    Returns
+    -------
+    (n, flops_per_token, details)
+        N (non-embedding parameters), F (FLOPs per token) and the numbers behind them (``ratio_fit_a``,
+        ``ratio_fit_b``, ``n_nearest_ratio``).
+
+    Raises
+    ------
+    capscale.data.ladder_table.LadderError
+        The 3B CSV or its FLOP/token columns are missing (the message names the file and column).
+    """
+    from scipy.optimize import brentq
+
+    root = Path(path)
+    cfg = json.loads((root / "configs" / "final.json").read_text())
+    n = np.array([float(v["n"]) for v in cfg.values() if v["mode"] == "train"])
+    f = np.array([float(v["flops"]) for v in cfg.values() if v["mode"] == "train"])
+    csv = root / "ladder-runs" / "3B-1xC.csv"
+    if not csv.exists():
+        raise LadderError(f"OLMo ladder: {str(csv)!r} not found (needed to derive the 3B size's N)")
+    raw = pd.read_csv(csv)
+    for col in ("throughput/total_training_Gflops", "throughput/total_tokens"):
+        if col not in raw.columns:
+            raise LadderError(f"{csv}: column {col!r} missing (needed to derive the 3B size's N)")
+    ok = raw["throughput/total_tokens"] > 0
+    f3 = float(np.median(raw.loc[ok, "throughput/total_training_Gflops"] * 1e9 / raw.loc[ok, "throughput/total_tokens"]))
+    b, loga = np.polyfit(np.log(n), np.log(f / n - 6.0), 1)
+    n3 = float(brentq(lambda x: x * (6.0 + math.exp(loga) * x**b) - f3, n.max(), 100 * n.max()))
+    return n3, f3, {"ratio_fit_a": math.exp(loga), "ratio_fit_b": float(b),
+                    "n_nearest_ratio": f3 / float(f[np.argmax(n)] / n.max())}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ their ``LADDER`` argument.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ import pandas as pd
 from capscale.analysis.chain import ladder_from_store
 from capscale.data import store
 from capscale.data.ladder_table import read_ladder
+from capscale.data.lmeval_results import load_bigscience_ladder, load_lmeval_results
 from capscale.data.published import load_olmo_ladder, load_pythia_evals
 from capscale.errors import InputError, UsageError
 
@@ -41,6 +43,11 @@ def guess_format(path: str | os.PathLike) -> str:
         return "olmo-ladder"
     if p.is_dir() and ((p / "pythia-v1").is_dir() or any(p.glob("pythia-*"))):
         return "pythia-evals"
+    if p.is_dir() and not any(p.rglob("*.parquet")) and not any(p.rglob("*.csv")):
+        if any(p.rglob("*_agg.json")):
+            return "bigscience-evals"
+        if any(p.rglob("*.json")):
+            return "lmeval-results"
     if p.is_file() and p.suffix in (".csv", ".parquet"):
         try:
             if p.suffix == ".csv":
@@ -57,18 +64,23 @@ def guess_format(path: str | os.PathLike) -> str:
 
 
 def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
-             targets: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+             targets: bool = True, tokens: Mapping[str, float] | None = None,
+             sizes: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Read LADDER for the CLI: a ladder table, a score store, or a folder of published data.
 
     Parameters
     ----------
     path : path-like
-    fmt : {None, "ladder", "store", "olmo-ladder", "pythia-evals"}
+    fmt : {None, "ladder", "store", "olmo-ladder", "pythia-evals", "lmeval-results", "bigscience-evals"}
         ``None`` guesses: a folder holding ``configs/final.json`` is the OLMo ladder, one holding
-        ``pythia-v1`` is Pythia; a table with a ``metric`` column is a ladder table; otherwise a store.
+        ``pythia-v1`` is Pythia, one holding ``*_agg.json`` the BigScience ladders, another folder of JSON
+        files lm-eval results; a table with a ``metric`` column is a ladder table; otherwise a store.
     targets : bool
         For the OLMo ladder: include the 7B/13B target rows (backtests hold them out; a prediction
         must be fitted on the ladder runs only, so ``capscale predict`` passes False).
+    tokens, sizes : mapping, optional
+        For lm-eval results: D and N per model or family (:func:`capscale.data.lmeval_results.load_lmeval_results`;
+        CLI ``--tokens``/``--sizes``).
 
     Returns
     -------
@@ -82,9 +94,14 @@ def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
         return load_olmo_ladder(p, targets=targets), None
     if fmt == "pythia-evals":
         return load_pythia_evals(p), None
+    if fmt == "lmeval-results":
+        return load_lmeval_results(p, tokens=tokens, sizes=sizes), None
+    if fmt == "bigscience-evals":
+        return load_bigscience_ladder(p), None
     if fmt == "ladder":
         return read_ladder(p), None
     if fmt == "store":
         sdf = store.read(p)
         return ladder_from_store(sdf), sdf
-    raise UsageError(f"unknown format {fmt!r}: use ladder, store, olmo-ladder or pythia-evals")
+    raise UsageError(f"unknown format {fmt!r}: use ladder, store, olmo-ladder, pythia-evals, lmeval-results or "
+                     "bigscience-evals")
