@@ -339,6 +339,10 @@ def test_bench_cli_smoke(tmp_path, mc_data, monkeypatch):
     assert res["acc_capscale"] == res["acc_lm_eval"]
     assert res["max_abs_diff_capscale_vs_fp64"] <= TOL
     assert "items/s" in out.read_text()
+    # roofline: the best of one probe per round and a final one; the engine's best round against it
+    assert len(res["matmul_probes_flops_per_s"]) == 2 and res["matmul_flops_per_s"] == max(res["matmul_probes_flops_per_s"])
+    assert res["capscale_best_round_flops_per_s"] >= res["capscale_model_flops_per_s"] > 0
+    assert "best of 2 probes" in out.read_text()
 
 
 @pytest.mark.slow

@@ -436,7 +436,11 @@ def run(args: argparse.Namespace) -> int:
     t_ref: list[float] = []
     ours = ref = None
     stats: dict[str, Any] = {}
+    # the roofline is probed before every round and the best probe is kept: on a shared machine one probe can
+    # land in a busy moment and understate the machine (the engine is then compared with its best round too)
+    probes: list[float] = []
     for _ in range(args.repeats):
+        probes.append(matmul_flops(args.dtype, args.device, seconds=0.5))
         for which in ("capscale", "lm-eval"):
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -485,10 +489,14 @@ def run(args: argparse.Namespace) -> int:
         res["max_abs_diff_lm_eval_vs_fp64"] = max(abs(a.loglik - b.loglik) for a, b in zip(ref, ref64))
         res["max_abs_loglik_fp64"] = max(abs(b.loglik) for b in ref64)
     head_flops = 2.0 * model.get_output_embeddings().weight.numel() * sum(x.n_tokens for x in ours)
-    engine_flops = (_body_flops_per_token(model) * stats.get("unique_tokens", 0) + head_flops) / statistics.median(t_cap)
-    res["matmul_flops_per_s"] = matmul_flops(args.dtype, args.device)
+    work = _body_flops_per_token(model) * stats.get("unique_tokens", 0) + head_flops
+    engine_flops = work / statistics.median(t_cap)
+    probes.append(matmul_flops(args.dtype, args.device))
+    res["matmul_flops_per_s"] = max(probes)
+    res["matmul_probes_flops_per_s"] = probes
     res["capscale_model_flops_per_s"] = engine_flops
-    res["capscale_fraction_of_matmul"] = engine_flops / res["matmul_flops_per_s"]
+    res["capscale_best_round_flops_per_s"] = work / min(t_cap)
+    res["capscale_fraction_of_matmul"] = res["capscale_best_round_flops_per_s"] / res["matmul_flops_per_s"]
     if args.device.startswith("cuda"):
         peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
         name = torch.cuda.get_device_name()
@@ -522,10 +530,11 @@ def run(args: argparse.Namespace) -> int:
         + (f"{res['capscale_n_prefixes']} shared prefix(es), {res['capscale_prefix_tokens']} tokens, computed once; "
            f"{res['capscale_tokens_fed']} tokens fed instead of {res['capscale_tokens_without_prefix_reuse']}"
            if res["capscale_prefix_used"] else "not used"),
-        f"roofline         matmul {res['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s ({args.dtype}, {args.device}); "
-        f"capscale {engine_flops / 1e9:.1f} GFLOP/s of model FLOPs on the tokens it feeds "
-        f"(2 x non-embedding params per token + head at continuation positions) = "
-        f"{100 * res['capscale_fraction_of_matmul']:.0f}% of it",
+        f"roofline         matmul {res['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s ({args.dtype}, {args.device}; best of "
+        f"{len(probes)} probes, lowest {min(probes) / 1e9:.1f}); capscale {engine_flops / 1e9:.1f} GFLOP/s of model "
+        f"FLOPs on the tokens it feeds (median round; 2 x non-embedding params per token + head at continuation "
+        f"positions), best round {res['capscale_best_round_flops_per_s'] / 1e9:.1f} = "
+        f"{100 * res['capscale_fraction_of_matmul']:.0f}% of the best probe",
         f"machine          {res['machine']}, torch {torch.__version__}",
     ]
     if args.fp64_check:
