@@ -30,7 +30,8 @@ def planted_ladder(noise: float = 0.0, seed: int = 0, n_ckpt: int = 8) -> pd.Dat
             loss = 1.5 + math.exp(8.0) / c**0.12
             accp = math.exp(-math.exp(-0.08 * math.log(c) + 3.5))
             acc = 0.25 + 0.75 * accp + noise * rng.normal()
-            base = dict(model_id=f"r{n:.0e}@step{j}", family="planted", params=n, tokens=d, step=j, task="t")
+            base = dict(model_id=f"r{n:.0e}@step{j}", family="planted", params=n, tokens=d, step=j, task="t",
+                        chance=0.25)
             rows.append({**base, "metric": "acc", "value": acc})
             rows.append({**base, "metric": "task_loss", "value": loss})
     return check_ladder(pd.DataFrame(rows))
@@ -294,7 +295,8 @@ def test_cli_predict_backtest_fit(tmp_path, capsys):
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 2 and set(rows[0]) == {"task", "method", "heldout_model", "predicted", "actual", "abs_err",
-                                               "lower", "upper"}
+                                               "lower", "upper", "verdict"}
+    assert rows[0]["verdict"] == "predictable"
     assert (tmp_path / "bt" / "backtest.csv").exists() and (tmp_path / "bt" / "backtest_t.png").exists()
 
     rc = main(["fit", str(path), "--task", "t", "--form", "compute_law", "--metric", "acc"])
@@ -390,8 +392,13 @@ def test_options_from_cli():
     ns = argparse.Namespace(task="a", all_tasks=False, holdout="2", method="all", name=None, bootstrap=50, seed=0)
     o = backtest.Options.from_cli(ns, progress=True)
     assert o.holdout == 2 and o.name == "backtest" and o.progress and o.tasks == ("a",)
-    with pytest.raises(ValueError, match="--holdout 'big'"):
-        backtest.Options.from_cli(argparse.Namespace(holdout="big"))
+    # anything else is a query over the ladder's columns, checked when the ladder is split
+    o = backtest.Options.from_cli(argparse.Namespace(holdout="big", task="t"))
+    assert o.holdout == "big"
+    with pytest.raises(ValueError, match="--holdout 'big' is not a valid query"):
+        backtest.run(planted_ladder(), o)
+    with pytest.raises(ValueError, match="K must be a positive integer"):
+        backtest.Options.from_cli(argparse.Namespace(holdout="0"))
 
 
 @pytest.mark.shared_data
@@ -429,7 +436,7 @@ def _acc_ladder(values: dict[float, float], n_ckpt: int = 1, **extra: float) -> 
     for n, v in values.items():
         for j in range(1, n_ckpt + 1):
             rows.append(dict(model_id=f"r{n:.0e}@step{j}", family="f", params=n, tokens=20 * n * j / n_ckpt, step=j,
-                             task="t", metric="acc", value=v, **extra))
+                             task="t", metric="acc", value=v, **{"chance": 0.25, **extra}))
     return check_ladder(pd.DataFrame(rows))
 
 

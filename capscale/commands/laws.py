@@ -71,7 +71,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(dumps_json(s, indent=None))
     else:
         print(f"{s['task']} ({s['metric']}) at N={s['target_params']:.4g}, D={s['target_tokens']:.4g}: "
-              f"{s['prediction']:.4f}  90% [{s['lower']:.4f}, {s['upper']:.4f}]  method={s['selected']}")
+              f"{s['prediction']:.4f}  90% [{s['lower']:.4f}, {s['upper']:.4f}]  method={s['selected']}  "
+              f"verdict={s.get('verdict')}")
         for w in s["warnings"]:
             print(f"  warning: {w}")
     return 0
@@ -114,6 +115,8 @@ def _common(p: argparse.ArgumentParser, *, method: bool = True) -> None:
     p.add_argument("--loss-task", default=None, help="chain through this task's loss when the task has none")
     p.add_argument("--loss-metric", default=None, help="loss metric to chain through (task_bpb, task_loss, ...)")
     p.add_argument("--out", default=None, help="folder for JSON/CSV outputs and a figure")
+    p.add_argument("--chance", default=None, help="chance accuracy per task, e.g. gsm8k=0,rte=0.5 (default: the "
+                   "ladder's chance column, 1/K from a store, or capscale's table of common tasks)")
     p.add_argument("--tokens", default=None, help="lm-eval results: training tokens per model or family, "
                    "e.g. bloom=3.66e11,llama-30B=1.4e12 (the files do not state D)")
     p.add_argument("--sizes", default=None, help="lm-eval results: parameters per model or family (default: "
@@ -137,6 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "trained on D tokens, with a 90% interval.")
     _common(p)
     p.add_argument("--target", required=True, help="params=N,tokens=D")
+    p.add_argument("--fit", default=None, help="query selecting the rows to fit on, e.g. 'params<2e9'")
     p.add_argument("--method", default="auto", help="method name (capscale.analysis.predict.METHODS) or auto")
     p.set_defaults(func=_predict)
 
@@ -145,7 +149,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "and 90% interval coverage.")
     _common(p)
     p.add_argument("--all-tasks", action="store_true", help="every task with an accuracy metric")
-    p.add_argument("--holdout", default="largest", help="largest, or K: hold out the K largest sizes")
+    p.add_argument("--holdout", default="largest", help="largest; K (the K largest sizes); or a query over params, "
+                   "tokens, compute, multiplier (= tokens/params), family, model_id, e.g. 'compute>8.4e22'")
+    p.add_argument("--fit", default=None, help="query restricting the fitting rows, e.g. 'tokens<=4e10' (default: "
+                   "every run not held out)")
     p.add_argument("--method", default="auto", help="method name, auto, or all")
     p.add_argument("--name", default=None, help="file stem for --out outputs (default backtest)")
     p.set_defaults(func=_backtest)

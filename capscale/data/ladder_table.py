@@ -27,6 +27,9 @@ log-probability of the correct choice under a softmax over the choices; OLMo's `
 ``val_loss`` (an LM validation loss in nats per token), ``ppl``. The fractions :data:`UNIT_METRICS` (``acc``,
 ``acc_norm``, ``acc_bytes``, ``brier``, ``p_choices``) must lie in [0, 1].
 
+Optional column ``chance`` (float in [0, 1], one value per task): the task's chance accuracy (a uniform guess
+over each item's choices), for tasks not in :data:`CHANCE`; :func:`chance_of` says where a chance level comes from.
+
 Optional column ``n_items`` (int): the number of items the value was measured on; the prediction methods
 use it for the binomial noise floor of their intervals (:mod:`capscale.analysis.predict`).
 
@@ -59,6 +62,11 @@ __all__ = [
     "run_of",
     "final_values",
     "chance_of",
+    "table_chance",
+    "chance_from_store",
+    "with_chance",
+    "AVERAGES",
+    "UnknownChanceError",
 ]
 
 LADDER_COLUMNS = ["model_id", "family", "params", "tokens", "compute", "step", "task", "metric", "value"]
@@ -135,6 +143,14 @@ def validate_ladder(df: pd.DataFrame, *, source: str | None = None) -> list[str]
         problems.append(f"{where}{int(badu.sum())} row(s) of a fraction metric {list(UNIT_METRICS)} with a value "
                         "outside [0, 1] (an impossible accuracy/probability: a percentage, or a broken export?): "
                         + _rows(badu, df, value=True))
+    if "chance" in df.columns:
+        ch = pd.to_numeric(df["chance"], errors="coerce").to_numpy(dtype=float)
+        badc = np.isfinite(ch) & ((ch < 0) | (ch > 1))
+        if badc.any():
+            problems.append(f"{where}{int(badc.sum())} row(s) with a 'chance' outside [0, 1]: " + _rows(badc, df))
+        nun = df.assign(_c=ch).dropna(subset=["_c"]).groupby("task")["_c"].nunique()
+        if (nun > 1).any():
+            problems.append(f"{where}task(s) with several 'chance' values: {list(nun.index[nun > 1][:_MAX_LISTED])}")
     dup = df.duplicated(["model_id", "task", "metric"], keep=False).to_numpy()
     if dup.any():
         problems.append(f"{where}{int(dup.sum())} row(s) duplicate a (model_id, task, metric) key (duplicate "
@@ -223,11 +239,132 @@ def final_values(ladder: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
     return last[[c for c in cols if c in last.columns]].sort_values("compute", kind="stable").reset_index(drop=True)
 
 
-#: Chance accuracy per OLMo task (used by the ladder method's p0 and by chance normalisation).
-CHANCE = {"piqa": 0.5, "socialiqa": 1 / 3, "csqa": 0.2, "winogrande": 0.5, "boolq": 0.5,
-          "sciq": 0.25, "wsc": 0.5, "lambada_openai": 0.0, "logiqa": 0.25}
+#: Chance accuracy of common tasks (the accuracy of a uniform random guess over each item's choices), by the
+#: task's base name (a ``_<k>shot`` suffix is ignored). Two-way tasks 0.5; K-way multiple choice 1/K; generative
+#: tasks (exact match, pass@k, LAMBADA's last word) 0. Averages: the mean of their parts (:data:`AVERAGES`).
+#: A task not listed needs its chance level stated (:func:`chance_of`).
+CHANCE: dict[str, float] = {
+    # two-way choice
+    "piqa": 0.5, "winogrande": 0.5, "boolq": 0.5, "copa": 0.5, "wsc": 0.5, "wsc273": 0.5, "rte": 0.5, "wic": 0.5,
+    "mrpc": 0.5, "qqp": 0.5, "qnli": 0.5, "sst": 0.5, "wnli": 0.5, "multirc": 0.5, "xcopa": 0.5, "xstory_cloze": 0.5,
+    "xwinograd": 0.5, "pawsx": 0.5, "blimp": 0.5, "zorro": 0.5,
+    # three-way
+    "socialiqa": 1 / 3, "social_iqa": 1 / 3, "xnli": 1 / 3, "mnli": 1 / 3, "anli": 1 / 3, "cb": 1 / 3,
+    "pubmedqa": 1 / 3,
+    # four-way
+    "arc_easy": 0.25, "arc_challenge": 0.25, "openbookqa": 0.25, "hellaswag": 0.25, "swag": 0.25, "sciq": 0.25,
+    "logiqa": 0.25, "race": 0.25, "prost": 0.25, "mmlu": 0.25, "hendrycksTest": 0.25, "headqa_en": 0.25,
+    "headqa": 0.25,
+    # five-way
+    "csqa": 0.2, "commonsense_qa": 0.2, "mathqa": 0.2,
+    # generative: exact match / pass@k, no guessing floor
+    "lambada": 0.0, "lambada_openai": 0.0, "lambada_standard": 0.0, "triviaqa": 0.0, "webqs": 0.0, "gsm8k": 0.0,
+    "math": 0.0, "drop": 0.0, "arithmetic": 0.0, "humaneval": 0.0, "unscramble": 0.0,
+}
+#: Averages of tasks: name -> the tasks averaged (their chance levels are averaged). ``mmlu`` is the mean over
+#: its subjects, every one four-way.
+AVERAGES: dict[str, tuple[str, ...]] = {"mmlu": ("hendrycksTest",)}
 
 
-def chance_of(task: str) -> float:
-    """Chance accuracy of a task: the paper's table, 0.25 by default."""
-    return CHANCE.get(task, 0.25)
+class UnknownChanceError(LadderError):
+    """An accuracy task whose chance level is not known; the message says how to state it."""
+
+
+def _base_task(task: str) -> list[str]:
+    """Names to look a task up under: itself, without a ``_<k>shot`` suffix, and its family prefixes
+    (``hendrycksTest-anatomy`` -> ``hendrycksTest``, ``xcopa_it`` -> ``xcopa``, ``math_algebra`` -> ``math``)."""
+    import re
+
+    t = re.sub(r"_\d+shot$", "", task)
+    out = [task, t]
+    for sep in ("-", "_"):
+        parts = t.split(sep)
+        out += [sep.join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+    return out
+
+
+def table_chance(task: str) -> float | None:
+    """Chance accuracy of ``task`` from :data:`CHANCE` (or the mean over an average's parts), None if not listed."""
+    for name in _base_task(task):
+        if name in CHANCE:
+            return CHANCE[name]
+        if name in AVERAGES:
+            parts = [table_chance(p) for p in AVERAGES[name]]
+            if all(p is not None for p in parts):
+                return float(np.mean(parts))
+    return None
+
+
+def chance_from_store(store: pd.DataFrame) -> dict[str, float]:
+    """Chance accuracy per task of a score store: 1/K per item (K its number of choices), averaged over items.
+
+    Items are counted once (the first model that has them); multi-gold items count (number correct)/K.
+    """
+    if store is None or not len(store) or not {"task", "doc_id", "choice_idx", "is_correct"} <= set(store.columns):
+        return {}
+    first = store[store["model_id"] == store.groupby("task")["model_id"].transform("first")]
+    g = first.groupby(["task", "doc_id"], sort=False)
+    per_item = (g["is_correct"].sum() / g["choice_idx"].count()).clip(upper=1.0)
+    return {str(t): float(v) for t, v in per_item.groupby(level=0).mean().items()}
+
+
+def with_chance(ladder: pd.DataFrame, store: pd.DataFrame) -> pd.DataFrame:
+    """The ladder with a ``chance`` column from the store behind it (:func:`chance_from_store`; an existing
+    column's values are kept where set)."""
+    ch = chance_from_store(store)
+    col = ladder["task"].map(ch).astype(float)
+    if "chance" in ladder.columns:
+        col = pd.to_numeric(ladder["chance"], errors="coerce").fillna(col)
+    return ladder.assign(chance=col)
+
+
+def chance_of(task: str, *, chance: float | dict[str, float] | None = None, ladder: pd.DataFrame | None = None,
+              store: pd.DataFrame | None = None) -> float:
+    """Chance accuracy of ``task``: stated, from the ladder's ``chance`` column, from the store, or from the table.
+
+    Parameters
+    ----------
+    task : str
+        The task.
+    chance : float or dict of str to float, optional
+        Stated by the caller (CLI ``--chance TASK=P``); a dict is looked up by task.
+    ladder : pandas.DataFrame, optional
+        A ladder table; its optional ``chance`` column (one value per task) is used when present for the task.
+    store : pandas.DataFrame, optional
+        The score store behind the ladder: 1/K per item averaged over items (:func:`chance_from_store`).
+
+    Returns
+    -------
+    float
+        Chance accuracy in [0, 1], from the first of these that knows it, then :data:`CHANCE` / :data:`AVERAGES`.
+
+    Raises
+    ------
+    UnknownChanceError
+        No source knows it (a silent 0.25 would be wrong for two-way, generative and averaged tasks).
+    """
+    if isinstance(chance, dict):
+        chance = chance.get(task)
+    if chance is not None:
+        c = float(chance)
+        if not 0.0 <= c <= 1.0:
+            raise UnknownChanceError(f"chance level of task {task!r} = {c!r} must lie in [0, 1]")
+        return c
+    if ladder is not None and "chance" in ladder.columns:
+        v = pd.to_numeric(ladder.loc[ladder["task"] == task, "chance"], errors="coerce").dropna().unique()
+        if len(v) == 1:
+            return float(v[0])
+        if len(v) > 1:
+            raise UnknownChanceError(f"ladder column 'chance' has several values for task {task!r}: {sorted(v)[:5]}")
+    if store is not None:
+        c_store = chance_from_store(store[store["task"] == task]).get(task)
+        if c_store is not None:
+            return c_store
+    c_tab = table_chance(task)
+    if c_tab is not None:
+        return c_tab
+    raise UnknownChanceError(
+        f"task {task!r}: its chance accuracy is not known (not in capscale's table of common tasks, no 'chance' "
+        f"column in the ladder, no score store). State it: --chance {task}=P on the command line, chance={{'{task}': "
+        "P} in Python, or a 'chance' column in the ladder table (P = 1/K for K-way multiple choice, 0.5 for two-way "
+        "tasks, 0 for generative tasks)")

@@ -22,13 +22,13 @@ from capscale._io import atomic_write, dumps_json, write_json
 from capscale.analysis import predict
 from capscale.errors import UsageError
 from capscale.pipelines._base import RunResult, StageOptions
-from capscale.pipelines.fit import parse_tasks, predictor_options, select_tasks
+from capscale.pipelines.fit import parse_chance, parse_tasks, predictor_options, select_tasks
 from capscale.plotting.predict import plot_backtest
 
 __all__ = ["Options", "run", "run_backtests", "summarize_backtests", "backtest_table", "BACKTEST_KEYS"]
 
 #: The keys every backtest row has (the JSON contract of ``capscale backtest --json``).
-BACKTEST_KEYS = ["task", "method", "heldout_model", "predicted", "actual", "abs_err", "lower", "upper"]
+BACKTEST_KEYS = ["task", "method", "heldout_model", "predicted", "actual", "abs_err", "lower", "upper", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,19 @@ class Options(StageOptions):
         Accuracy metric (default per task: its ``acc``, else ``acc_norm``).
     method : str
         A name of :data:`capscale.analysis.predict.METHODS`, ``"auto"`` or ``"all"``.
-    holdout : "largest" or int
-        Hold out the runs of the K largest sizes.
+    holdout : "largest", int or str
+        Hold out the runs of the K largest sizes, or the runs a query over the ladder's columns selects
+        (``compute>8.4e22``, ``multiplier<1``, ``family=='xglm'``; :func:`capscale.analysis.predict.split_holdout`).
+    fit : str, optional
+        A query that restricts the training rows (``tokens<=4e10``); default every row not held out.
     bootstrap : int
         Bootstrap resamples over ladder runs.
     seed : int
         Random seed.
     loss_task, loss_metric : str, optional
         The loss to chain through where a task has none.
+    chance : dict of str to float, optional
+        Chance accuracy per task (CLI ``--chance TASK=P,...``) for tasks the ladder and capscale's table do not know.
     out : str, optional
         Folder for ``<name>.csv``, ``<name>.json`` and the figures (nothing is written without it).
     name : str
@@ -66,31 +71,33 @@ class Options(StageOptions):
     metric: str | None = None
     method: str = "auto"
     holdout: str | int = "largest"
+    fit: str | None = None
     bootstrap: int = 50
     seed: int = 0
     loss_task: str | None = None
     loss_metric: str | None = None
+    chance: dict[str, float] | None = None
     out: str | None = None
     name: str = "backtest"
     progress: bool = False
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
-        """Options from ``capscale backtest`` arguments (``--task`` split at commas, ``--holdout`` an integer
-        unless ``largest``, ``--name`` defaulting to ``backtest``)."""
-        holdout = getattr(args, "holdout", "largest")
-        if holdout != "largest":
-            try:
-                holdout = int(holdout)
-            except ValueError as e:
-                raise UsageError(f"--holdout {holdout!r}: give 'largest' or an integer K") from e
+        """Options from ``capscale backtest`` arguments (``--task`` split at commas, ``--holdout`` an integer K,
+        ``largest`` or a query, ``--name`` defaulting to ``backtest``)."""
+        holdout = str(getattr(args, "holdout", "largest") or "largest").strip()
+        if holdout.lstrip("-").isdigit():
+            holdout = int(holdout)
+            if holdout < 1:
+                raise UsageError(f"--holdout {holdout}: K must be a positive integer")
         conv: dict[str, Any] = {"tasks": parse_tasks(getattr(args, "task", None)), "holdout": holdout,
+                                "chance": parse_chance(getattr(args, "chance", None)),
                                 "name": getattr(args, "name", None) or "backtest"}
         return super().from_cli(args, **{**conv, **overrides})
 
     def predictor_options(self) -> dict[str, Any]:
         """The predictor options (``bootstrap``, ``seed``, ``x_task``, ``x_metric``) these settings give."""
-        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric)
+        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric, self.chance)
 
 
 def run(ladder: pd.DataFrame, options: Options, store: pd.DataFrame | None = None) -> RunResult:
@@ -114,7 +121,7 @@ def run(ladder: pd.DataFrame, options: Options, store: pd.DataFrame | None = Non
         fit failed (``method="all"``), with the reason.
     """
     tasks = select_tasks(ladder, options.tasks, options.all_tasks)
-    rows = run_backtests(ladder, tasks, options.method, holdout=options.holdout, store=store,
+    rows = run_backtests(ladder, tasks, options.method, holdout=options.holdout, store=store, fit=options.fit,
                          metric=options.metric, progress=options.progress, **options.predictor_options())
     out = Path(options.out) if options.out is not None else None
     files = _write(rows, ladder, tasks, out, options.name) if out is not None else []
@@ -141,7 +148,7 @@ def backtest_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "auto", *,
                   holdout: str | int = "largest", store: pd.DataFrame | None = None, metric: str | None = None,
                   out: str | os.PathLike | None = None, name: str = "backtest", progress: bool = False,
-                  **options: Any) -> list[dict[str, Any]]:
+                  fit: str | None = None, **options: Any) -> list[dict[str, Any]]:
     """Backtest ``method`` on every task; optionally write CSV, JSON and one figure per task.
 
     Parameters
@@ -152,10 +159,12 @@ def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "aut
         The tasks.
     method : str
         A name of :data:`capscale.analysis.predict.METHODS`, ``"auto"`` or ``"all"``.
-    holdout : "largest" or int
-        Hold out the runs with the K largest sizes.
+    holdout : "largest", int or str
+        Hold out the runs with the K largest sizes, or the runs a query selects.
     store : pandas.DataFrame, optional
         The per-choice store behind the ladder (needed by ``mass``).
+    fit : str, optional
+        A query restricting the training rows.
     metric : str, optional
         Accuracy metric (default per task: :func:`capscale.analysis.predict.default_metric`).
     out : path-like, optional
@@ -177,7 +186,7 @@ def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "aut
     rows: list[dict[str, Any]] = []
     for task in tqdm(list(tasks), desc="backtest", disable=not progress):
         m = predict.default_metric(ladder, task, metric)
-        res = predict.backtest(ladder, task, method, holdout=holdout, store=store, metric=m, **options)
+        res = predict.backtest(ladder, task, method, holdout=holdout, store=store, metric=m, fit=fit, **options)
         for r in res:
             r["metric"] = m
         rows += res

@@ -146,9 +146,10 @@ def _stage_mass(scores: pd.DataFrame, out: Path, progress: bool) -> RunResult:
 
 def _stage_predict(scores: pd.DataFrame, out: Path, progress: bool) -> RunResult:
     from capscale.analysis.chain import ladder_from_store
+    from capscale.data.ladder_table import with_chance
     from capscale.pipelines import backtest
 
-    ladder = ladder_from_store(scores)
+    ladder = with_chance(ladder_from_store(scores), scores)
     tasks = tuple(sorted(ladder.loc[ladder["metric"] == "acc", "task"].unique()))
     res = backtest.run(ladder, backtest.Options(tasks=tasks, method="all", holdout="largest", bootstrap=20, seed=0,
                                                 out=str(out / "predict"), progress=progress), store=scores)

@@ -27,7 +27,7 @@ from capscale.errors import UsageError
 from capscale.pipelines._base import RunResult, StageOptions
 from capscale.plotting.predict import plot_backtest, plot_law_fit
 
-__all__ = ["Options", "run", "parse_target", "parse_tasks", "select_tasks", "predictor_options"]
+__all__ = ["Options", "run", "parse_target", "parse_tasks", "parse_chance", "select_tasks", "predictor_options"]
 
 
 def parse_target(text: str) -> tuple[float, float]:
@@ -50,6 +50,23 @@ def parse_target(text: str) -> tuple[float, float]:
     if set(vals) != {"params", "tokens"}:
         raise UsageError(f"--target {text!r}: give exactly params=N,tokens=D")
     return vals["params"], vals["tokens"]
+
+
+def parse_chance(text: str | None) -> dict[str, float] | None:
+    """``"gsm8k=0,rte=0.5"`` (CLI ``--chance``) as {task: chance accuracy}; None when not given.
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        A part that is not TASK=P, or P outside [0, 1].
+    """
+    from capscale.data.lmeval_results import parse_mapping
+
+    out = parse_mapping(text, what="--chance")
+    bad = {k: v for k, v in out.items() if not 0.0 <= v <= 1.0}
+    if bad:
+        raise UsageError(f"--chance {text!r}: chance accuracies must lie in [0, 1], not {bad}")
+    return out or None
 
 
 def parse_tasks(text: str | None) -> tuple[str, ...]:
@@ -78,10 +95,12 @@ def select_tasks(ladder: pd.DataFrame, tasks: tuple[str, ...], all_tasks: bool =
 
 
 def predictor_options(bootstrap: int, seed: int, loss_task: str | None = None,
-                      loss_metric: str | None = None) -> dict[str, Any]:
-    """Predictor options from the CLI's ``--bootstrap``, ``--seed``, ``--loss-task`` and ``--loss-metric``
-    (``x_task``/``x_metric`` only when given)."""
+                      loss_metric: str | None = None, chance: dict[str, float] | None = None) -> dict[str, Any]:
+    """Predictor options from the CLI's ``--bootstrap``, ``--seed``, ``--loss-task``, ``--loss-metric`` and
+    ``--chance`` (``x_task``/``x_metric``/``chance`` only when given; ``chance`` maps task to chance accuracy)."""
     kw: dict[str, Any] = {"bootstrap": bootstrap, "seed": seed}
+    if chance:
+        kw["chance"] = dict(chance)
     if loss_task:
         kw["x_task"] = loss_task
     if loss_metric:
@@ -107,6 +126,10 @@ class Options(StageOptions):
         ``capscale predict``: (N parameters, D tokens) of the model to predict.
     method : str
         ``capscale predict``: a name of :data:`capscale.analysis.predict.METHODS` or ``"auto"``.
+    chance : dict of str to float, optional
+        Chance accuracy per task (CLI ``--chance TASK=P,...``) for tasks the ladder and capscale's table do not know.
+    fit : str, optional
+        ``capscale predict``: a query selecting the rows to fit on (``params<2e9``, ``multiplier<=20``); default all.
     bootstrap : int
         ``capscale predict``: bootstrap resamples over ladder runs.
     seed : int
@@ -125,6 +148,8 @@ class Options(StageOptions):
     bootstrap: int = 50
     seed: int = 0
     out: str | None = None
+    chance: dict[str, float] | None = None
+    fit: str | None = None
 
     def __post_init__(self) -> None:
         if (self.form is None) == (self.target is None):
@@ -136,14 +161,15 @@ class Options(StageOptions):
     def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
         """Options from ``capscale fit`` or ``capscale predict`` arguments (``--task`` split at commas,
         ``--target`` parsed by :func:`parse_target`)."""
-        conv: dict[str, Any] = {"tasks": parse_tasks(getattr(args, "task", None))}
+        conv: dict[str, Any] = {"tasks": parse_tasks(getattr(args, "task", None)),
+                                "chance": parse_chance(getattr(args, "chance", None))}
         if getattr(args, "target", None) is not None:
             conv["target"] = parse_target(args.target)
         return super().from_cli(args, **{**conv, **overrides})
 
     def predictor_options(self) -> dict[str, Any]:
         """The predictor options (``bootstrap``, ``seed``, ``x_task``, ``x_metric``) these settings give."""
-        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric)
+        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric, self.chance)
 
 
 def run(ladder: pd.DataFrame, options: Options, *, store: pd.DataFrame | None = None) -> RunResult:
@@ -174,7 +200,7 @@ def run(ladder: pd.DataFrame, options: Options, *, store: pd.DataFrame | None = 
 def _fit(ladder: pd.DataFrame, task: str, options: Options) -> RunResult:
     form = str(options.form)
     fit = predict.fit_law(ladder, task, form, metric=options.metric, loss_task=options.loss_task,
-                          loss_metric=options.loss_metric)
+                          loss_metric=options.loss_metric, chance=(options.chance or {}).get(task))
     summary = fit.to_dict()
     files: list[Path] = []
     out = Path(options.out) if options.out else None
@@ -188,6 +214,14 @@ def _fit(ladder: pd.DataFrame, task: str, options: Options) -> RunResult:
 def _predict(ladder: pd.DataFrame, task: str, target: tuple[float, float], options: Options,
              store: pd.DataFrame | None) -> RunResult:
     params, tokens = target
+    if options.fit:
+        from capscale.errors import InputError
+
+        mask = predict.query_rows(ladder, options.fit, what="--fit")
+        if not mask.any():
+            raise InputError(f"--fit {options.fit!r} selects no row of the ladder; columns: "
+                             f"{list(predict.QUERY_COLUMNS)}")
+        ladder = ladder[mask]
     metric = predict.default_metric(ladder, task, options.metric)
     pr, scores = predict.fit_method(ladder, task, options.method, metric=metric, store=store,
                                     **options.predictor_options())
@@ -195,7 +229,10 @@ def _predict(ladder: pd.DataFrame, task: str, target: tuple[float, float], optio
     summary: dict[str, Any] = {
         "task": task, "method": pr.name if options.method != "auto" else "auto", "selected": pr.name,
         "metric": metric, "target_params": params, "target_tokens": tokens, "prediction": p.value,
-        "lower": p.lower, "upper": p.upper, "warnings": p.warnings}
+        "lower": p.lower, "upper": p.upper, "verdict": getattr(pr, "verdict_", None), "warnings": p.warnings}
+    if summary["verdict"] is None:
+        v = predict.task_verdict(ladder, task, metric, store=store, chance=(options.chance or {}).get(task))
+        summary["verdict"] = v.verdict if v is not None else None
     if scores is not None:
         summary["cv_scores"] = scores
     files: list[Path] = []

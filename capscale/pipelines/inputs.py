@@ -14,7 +14,7 @@ import pandas as pd
 
 from capscale.analysis.chain import ladder_from_store
 from capscale.data import store
-from capscale.data.ladder_table import read_ladder
+from capscale.data.ladder_table import read_ladder, with_chance
 from capscale.data.lmeval_results import load_bigscience_ladder, load_lmeval_results
 from capscale.data.published import load_olmo_ladder, load_pythia_evals
 from capscale.errors import InputError, UsageError
@@ -102,6 +102,6 @@ def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
         return read_ladder(p), None
     if fmt == "store":
         sdf = store.read(p)
-        return ladder_from_store(sdf), sdf
+        return with_chance(ladder_from_store(sdf), sdf), sdf
     raise UsageError(f"unknown format {fmt!r}: use ladder, store, olmo-ladder, pythia-evals, lmeval-results or "
                      "bigscience-evals")

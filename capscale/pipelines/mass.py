@@ -266,6 +266,7 @@ def _backtest_tokens(df, tasks, methods, fam, opts):
     """Data-scaling backtest: within each model size, hold out the checkpoint with the most tokens."""
     from capscale.analysis import laws, predict
     from capscale.analysis.chain import ladder_from_store
+    from capscale.data.ladder_table import with_chance
 
     rows = []
     for p, g in df.groupby("params"):
@@ -274,7 +275,7 @@ def _backtest_tokens(df, tasks, methods, fam, opts):
             _log(f"backtest: size N={p} has {len(ids)} checkpoint(s); need 4 (3 to fit), skipped")
             continue
         train, held = ids[:-1], ids[-1]
-        lad = ladder_from_store(g)
+        lad = with_chance(ladder_from_store(g), g)
         ltr = lad[lad["model_id"].isin(train)]
         gtr = g[g["model_id"].isin(train)]
         hd = g[g["model_id"] == held]
@@ -321,8 +322,9 @@ def _backtest(df, tasks, methods, fam, opts):
     """Leave-largest-out with capscale.analysis.predict on the ladder built from the store."""
     from capscale.analysis import laws, predict
     from capscale.analysis.chain import ladder_from_store
+    from capscale.data.ladder_table import with_chance
 
-    lad = ladder_from_store(df)
+    lad = with_chance(ladder_from_store(df), df)
     if opts.run_from_params:
         # checkpoints of one size form one run (so the largest size's checkpoints are all held out)
         lad = lad.assign(run=lad["params"].map(lambda p: f"{fam}-N{int(p)}"))

@@ -17,6 +17,8 @@ then ``predict(params, tokens) -> Prediction`` (value with a nominal 90 % interv
 ``gadre``      Gadre et al. 2024: step 1 L(C) on final losses, step 2 Err = ε − k·exp(−γL) on every
                checkpoint; chained
 ``ensemble``   median of ``ladder``, ``ladder_c``, ``direct``, ``sigmoid`` and ``gadre``
+``chance``     the task's chance accuracy, with an interval up to ``sigmoid``'s upper bound (what ``auto``
+               predicts for an ``at_chance`` task)
 ``mass``       probability-mass model of :mod:`capscale.analysis.mass` (needs a score store)
 ============== ================================================================================
 
@@ -29,8 +31,14 @@ warnings and gets a noise floor of ±z·σ, σ the largest of the binomial stand
 ``n_items``), the ladder's ``stderr``, the residual scatter and the late-checkpoint scatter, else the binomial
 standard error of an assumed 100 items (``LadderMethod._noise_floor``). A target more than 10x outside the
 ladder's compute range, above or below, is warned about. :func:`backtest` holds out the largest
-runs; :func:`select_method` (``auto``) picks per task by leave-largest-out cross-validation on the
-training ladder only. :func:`fit_law` fits a single curve form (``capscale fit``).
+runs, or the runs a query selects (:func:`split_holdout`: ``compute>8.4e22``, ``multiplier<1``,
+``family=='xglm'``), fitting on all others or on the rows a ``fit`` query selects. ``auto`` first judges the
+task's predictability on the fitting data alone (:func:`predictability`: ``predictable``, ``at_chance``,
+``noisy``, ``non_monotone``, ``inverse``); an ``at_chance`` task is predicted at chance (``chance``), the other
+non-predictable ones get intervals widened 2x; then it follows :data:`AUTO_RULE` (:func:`select_method`:
+leave-largest-out cross-validation on the training ladder only, switching away from ``ensemble`` only on a
+significant improvement). Chance levels come from :func:`capscale.data.ladder_table.chance_of`. Chained methods
+without a loss of the task's own use the ladder's only loss, or say which losses there are. :func:`fit_law` fits a single curve form (``capscale fit``).
 
 Everything here is pure: DataFrames in, result objects out (no figures, no files).
 """
@@ -49,6 +57,7 @@ from capscale.analysis.predict._base import (
 from capscale.analysis.predict._fit import FORMS, LOSS_FORMS, LawFit, fit_law
 from capscale.analysis.predict._methods import (
     METHODS,
+    ChancePredictor,
     DirectPredictor,
     EnsemblePredictor,
     GadrePredictor,
@@ -63,12 +72,18 @@ from capscale.analysis.predict._methods import (
 )
 from capscale.analysis.predict._runs import default_metric
 from capscale.analysis.predict._select import (
+    AUTO_RULE,
     DEFAULT_CANDIDATES,
+    QUERY_COLUMNS,
     backtest,
     fit_method,
+    query_rows,
     select_method,
+    split_holdout,
     split_largest,
+    task_verdict,
 )
+from capscale.analysis.predict._verdict import VERDICTS, Verdict, predictability
 
 __all__ = [
     "Prediction",
@@ -84,6 +99,7 @@ __all__ = [
     "LadderPredictor",
     "LadderComputePredictor",
     "GadrePredictor",
+    "ChancePredictor",
     "MassPredictor",
     "METHODS",
     "method_class",
@@ -94,6 +110,14 @@ __all__ = [
     "fit_method",
     "backtest",
     "split_largest",
+    "split_holdout",
+    "query_rows",
+    "QUERY_COLUMNS",
+    "AUTO_RULE",
+    "task_verdict",
+    "VERDICTS",
+    "Verdict",
+    "predictability",
     "default_metric",
     "FORMS",
     "LOSS_FORMS",

@@ -116,7 +116,7 @@ def _checkpoint_points(runs: list[Run], form: str) -> pd.DataFrame:
 
 
 def fit_law(ladder: pd.DataFrame, task: str, form: str, *, metric: str | None = None,
-            loss_task: str | None = None, loss_metric: str | None = None) -> LawFit:
+            loss_task: str | None = None, loss_metric: str | None = None, chance: float | None = None) -> LawFit:
     """Fit the curve form ``form`` to ``task`` of a ladder (see the module docstring for the points).
 
     Parameters
@@ -131,6 +131,9 @@ def fit_law(ladder: pd.DataFrame, task: str, form: str, *, metric: str | None = 
         The accuracy metric (default: the task's ``acc``, else ``acc_norm``).
     loss_task, loss_metric : str, optional
         The loss of the loss forms where the task has no ``task_bpb``/``task_loss`` of its own.
+    chance : float, optional
+        The task's chance accuracy (default: :func:`capscale.data.ladder_table.chance_of` on the ladder); only the
+        forms that use one (``ladder_sigmoid``, ``obs_sigmoid``, ``direct``) need it.
 
     Returns
     -------
@@ -150,9 +153,10 @@ def fit_law(ladder: pd.DataFrame, task: str, form: str, *, metric: str | None = 
     if form not in FORMS:
         raise UsageError(f"unknown form {form!r}; forms: {list(FORMS)}")
     metric = _runs.default_metric(ladder, task, metric)
-    chance = chance_of(task)
     xt = _runs.loss_metric(ladder, task, loss_task, loss_metric) if form in LOSS_FORMS else None
     runs = _runs.extract_runs(ladder, task, metric, xt)
+    needs_chance = form in ("ladder_sigmoid", "obs_sigmoid", "direct")
+    chance = chance_of(task, chance=chance, ladder=ladder) if needs_chance else 0.0
     window = _runs.auto_window(runs)
     if form in CHECKPOINT_FORMS:
         points = _checkpoint_points(runs, form)

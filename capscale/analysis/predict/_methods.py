@@ -48,6 +48,7 @@ __all__ = [
     "LadderPredictor",
     "LadderComputePredictor",
     "GadrePredictor",
+    "ChancePredictor",
     "METHODS",
     "method_class",
     "get_method",
@@ -88,6 +89,13 @@ class LadderMethod(Predictor):
         its last 10 % of tokens, as on the OLMo ladder, else 1).
     x_task, x_metric : str, optional
         The loss to chain through where the task has none (CLI ``--loss-task`` / ``--loss-metric``).
+    chance : float, optional
+        The task's chance accuracy (CLI ``--chance TASK=P``); by default the ladder's ``chance`` column, else 1/K
+        averaged over the store's items, else capscale's table of common tasks
+        (:func:`capscale.data.ladder_table.chance_of`); an accuracy task none of them knows is an error.
+    widen : float
+        Factor on both half-widths of the interval (``auto`` sets 2 for tasks whose predictability verdict is
+        ``noisy``, ``non_monotone`` or ``inverse``); 1 leaves the interval as computed.
 
     Attributes
     ----------
@@ -119,7 +127,10 @@ class LadderMethod(Predictor):
     _failed_members: list[str]
 
     def __init__(self, *, bootstrap: int = 100, seed: int = 0, level: float = 0.9, inflate: bool = True,
-                 final_window: int | None = None, x_task: str | None = None, x_metric: str | None = None):
+                 final_window: int | None = None, x_task: str | None = None, x_metric: str | None = None,
+                 chance: float | None = None, widen: float = 1.0):
+        self.chance = chance
+        self.widen = widen
         self.bootstrap = bootstrap
         self.seed = seed
         self.level = level
@@ -154,7 +165,6 @@ class LadderMethod(Predictor):
                                       "the input was a published ladder")
         n_boot = int(self.bootstrap)
         self.task_, self.metric_ = task, metric
-        self.chance_ = chance_of(task) if metric.startswith("acc") else 0.0
         xt = None
         if self.needs_loss:
             try:
@@ -164,6 +174,8 @@ class LadderMethod(Predictor):
                     raise
         self.loss_ = xt
         runs = extract_runs(ladder, task, metric, xt)
+        self.chance_ = (chance_of(task, chance=self.chance, ladder=ladder, store=store)
+                        if metric.startswith("acc") else 0.0)
         self.window_ = self.final_window or auto_window(runs)
         self.runs_ = runs
         if len(runs) < 2:
@@ -327,7 +339,10 @@ class LadderMethod(Predictor):
             z = NormalDist().inv_cdf(1 - alpha)
             # extrapolation error grows with distance: scale the CV error by the ratio of the log-size
             # extrapolation distances (target vs the CV fold), never below 1
-            dist = math.log(max(params / max(r.params for r in self.runs_), 1.0))
+            if len({r.params for r in self.runs_}) > 1:
+                dist = math.log(max(params / max(r.params for r in self.runs_), 1.0))
+            else:  # one N: a data-scaling ladder, distance in compute
+                dist = math.log(max(params * tokens / max(r.params * r.tokens[-1] for r in self.runs_), 1.0))
             extra = z * self.cv_err_ * max(1.0, dist / getattr(self, "cv_log_ratio_", dist or 1.0))
             lo_h, hi_h = math.hypot(lo_h, extra), math.hypot(hi_h, extra)
         sd, src = self._noise_floor(v) if math.isfinite(v) else (0.0, "")
@@ -337,6 +352,11 @@ class LadderMethod(Predictor):
                 warns.append(f"{self.name}: interval widened to at least ±{floor:.3g} ({level:.0%}): the noise floor "
                              f"from {src}")
             lo_h, hi_h = max(lo_h, floor), max(hi_h, floor)
+        widen = float(getattr(self, "widen", 1.0))
+        if widen != 1.0:
+            lo_h, hi_h = widen * lo_h, widen * hi_h
+            warns.append(f"{self.name}: interval widened {widen:g}x: the task's predictability verdict is "
+                         f"{getattr(self, 'verdict_', 'not predictable')!r}")
         lower, upper = v - lo_h, v + hi_h
         if self.metric_.startswith("acc") or self.metric_ in ("p_choices", "brier"):
             if math.isfinite(v) and not 0.0 <= v <= 1.0:
@@ -411,17 +431,23 @@ def _cv_error(pred: LadderMethod, runs: list[Run]) -> float:
     except FIT_ERRORS:
         return float("nan")
     errs = np.asarray(errs, dtype=float)
+    cmax = max(r.params * r.tokens[-1] for r in train)
     nmax = max(r.params for r in train)
-    pred.cv_log_ratio_ = max(float(np.mean([math.log(r.params / nmax) for r in held])), 1e-3)
+    ratio = [math.log(r.params / nmax) for r in held] if len({r.params for r in runs}) > 1 else [
+        math.log(r.params * r.tokens[-1] / cmax) for r in held]
+    pred.cv_log_ratio_ = max(float(np.mean(ratio)), 1e-3)
     return float(np.sqrt(np.mean(errs**2))) if np.all(np.isfinite(errs)) else float("nan")
 
 
 def _split_runs(runs: list[Run], k: int) -> tuple[list[Run], list[Run]]:
-    sizes = sorted({r.params for r in runs})
+    """Runs of the ``k`` largest sizes held out (N; final compute when every run has the same N)."""
+    one_n = len({r.params for r in runs}) == 1
+    key = (lambda r: r.params * r.tokens[-1]) if one_n else (lambda r: r.params)
+    sizes = sorted({key(r) for r in runs})
     if len(sizes) <= k:
         return runs, []
     cut = sizes[-k]
-    return [r for r in runs if r.params < cut], [r for r in runs if r.params >= cut]
+    return [r for r in runs if key(r) < cut], [r for r in runs if key(r) >= cut]
 
 
 def _finals(runs: list[Run], window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -534,9 +560,9 @@ class LadderPredictor(LadderMethod):
 
     def __init__(self, *, ladder_window: int = 5, bootstrap: int = 100, seed: int = 0, level: float = 0.9,
                  inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
-                 x_metric: str | None = None):
+                 x_metric: str | None = None, chance: float | None = None, widen: float = 1.0):
         super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
-                         x_task=x_task, x_metric=x_metric)
+                         x_task=x_task, x_metric=x_metric, chance=chance, widen=widen)
         self.ladder_window = ladder_window
 
     def _core(self, runs):
@@ -609,6 +635,75 @@ class GadrePredictor(LadderMethod):
         return out
 
 
+class ChancePredictor(LadderMethod):
+    """Predict chance accuracy, with an interval that allows emergence (``auto`` on an ``at_chance`` task).
+
+    The value is the task's chance accuracy. The interval runs from chance − z·SE (SE of the largest fitting
+    size's final value, :func:`capscale.analysis.predict._verdict.predictability`) up to the larger of chance + z·SE
+    and the upper bound of ``emergence_method`` fitted on the same ladder: if the task does emerge at the target,
+    the interval says how far it could go.
+
+    Parameters
+    ----------
+    emergence_method : str
+        The method whose upper bound is the interval's top (default ``sigmoid``: accuracy may rise from its floor).
+    bootstrap, seed, level, inflate, final_window, x_task, x_metric, chance, widen
+        As for :class:`LadderMethod` (passed to ``emergence_method``).
+    """
+
+    name = "chance"
+
+    def __init__(self, *, emergence_method: str = "sigmoid", bootstrap: int = 100, seed: int = 0, level: float = 0.9,
+                 inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
+                 x_metric: str | None = None, chance: float | None = None, widen: float = 1.0):
+        super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
+                         x_task=x_task, x_metric=x_metric, chance=chance, widen=widen)
+        self.emergence_method = emergence_method
+
+    def _core(self, runs):
+        c = float(self.chance_)
+        return (lambda p, t: c), {}
+
+    def fit(self, ladder: pd.DataFrame, task: str, *, metric: str = "acc",
+            store: pd.DataFrame | None = None) -> ChancePredictor:
+        """Fit (the chance level, and ``emergence_method`` for the interval's top); returns ``self``."""
+        from capscale.analysis.predict._verdict import predictability
+
+        inflate = self.inflate
+        self.inflate = False
+        super().fit(ladder, task, metric=metric, store=store)
+        self.inflate = inflate
+        self.predictability_ = predictability(ladder, task, metric, self.chance_)
+        opts = {k: v for k, v in self.get_params(deep=False).items() if k not in ("emergence_method", "chance")}
+        self.emergence_ = None
+        try:
+            em = get_method(self.emergence_method, **method_options(self.emergence_method, opts),
+                            **({"chance": self.chance_} if "chance" in method_class(self.emergence_method)
+                               ._get_param_names() else {}))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.emergence_ = em.fit(ladder, task, metric=metric, store=store)
+        except FIT_ERRORS as e:
+            self.fit_warnings_.append(f"chance: {self.emergence_method} could not be fitted for the interval's top ({e})")
+        return self
+
+    def predict(self, params: float, tokens: float) -> Prediction:
+        """Chance accuracy with an interval from chance − z·SE to the emergence method's upper bound."""
+        check_is_fitted(self, "fn_")
+        warns = self._check_target(params, tokens)
+        z = NormalDist().inv_cdf(1 - (1 - float(self.level)) / 2)
+        se = float(self.predictability_.stats.get("se_top", 0.0)) or 0.0
+        c = float(self.chance_)
+        upper = c + z * se
+        if self.emergence_ is not None:
+            pe = self.emergence_.predict(params, tokens)
+            if math.isfinite(pe.upper):
+                upper = max(upper, pe.upper, pe.value)
+        warns.append(f"chance: the task is at chance on the fitting ladder ({self.predictability_.reason}); predicted at "
+                     f"chance {c:.3g}, with an interval up to {upper:.3f} in case it emerges at the target")
+        return Prediction(c, max(c - z * se, 0.0), min(upper, 1.0), warns + list(self.fit_warnings_))
+
+
 #: The methods by name, as ``"module:Class"`` (resolved on first use, so that importing
 #: :mod:`capscale.analysis.predict` does not import :mod:`capscale.analysis.mass`).
 METHODS: dict[str, str] = {
@@ -619,6 +714,7 @@ METHODS: dict[str, str] = {
     "ladder_c": "capscale.analysis.predict._methods:LadderComputePredictor",
     "gadre": "capscale.analysis.predict._methods:GadrePredictor",
     "ensemble": "capscale.analysis.predict._methods:EnsemblePredictor",
+    "chance": "capscale.analysis.predict._methods:ChancePredictor",
     "mass": "capscale.analysis.predict._mass:MassPredictor",
 }
 

@@ -20,6 +20,8 @@ from capscale.errors import InputError
 __all__ = ["Run", "CHECKPOINT_ORDER", "default_metric", "loss_metric", "extract_runs", "auto_window",
            "final_value", "moving_average", "step2_points", "step2_parts", "sort_checkpoints"]
 
+#: Metrics that are losses a chained method can go through.
+LOSS_METRICS = ("task_bpb", "task_loss", "val_loss")
 #: Sort keys that put each run's checkpoints in training order (the order of ``final_checkpoints``).
 CHECKPOINT_ORDER = ["run", "tokens", "step", "model_id"]
 
@@ -95,12 +97,13 @@ def loss_metric(ladder: pd.DataFrame, task: str, x_task: str | None, x_metric: s
         The task predicted.
     x_task, x_metric : str, optional
         An explicit loss (CLI ``--loss-task`` / ``--loss-metric``); by default the task's own ``task_bpb``,
-        else its ``task_loss``; with ``x_task`` alone, that task's ``task_bpb``, ``task_loss`` or ``val_loss``.
+        else its ``task_loss``, else the ladder's only loss when it has exactly one (Pythia's LAMBADA loss);
+        with ``x_task`` alone, that task's ``task_bpb``, ``task_loss`` or ``val_loss``.
 
     Raises
     ------
     MethodNotApplicable
-        No such loss in the ladder.
+        No such loss in the ladder, or several and none named (the message lists them).
     """
     if x_metric is not None:
         return (x_task or task), x_metric
@@ -113,8 +116,17 @@ def loss_metric(ladder: pd.DataFrame, task: str, x_task: str | None, x_metric: s
         for m in ("task_bpb", "task_loss", "val_loss"):
             if m in xm:
                 return x_task, m
-    raise MethodNotApplicable(f"task {task!r} has no task loss (task_bpb or task_loss) in the ladder; "
-                              "give x_task/x_metric (CLI --loss-task/--loss-metric) to chain through another loss")
+        raise MethodNotApplicable(f"x_task {x_task!r} has no task_bpb, task_loss or val_loss rows in the ladder")
+    losses = sorted({(str(t), str(m)) for t, m in ladder.loc[ladder["metric"].isin(LOSS_METRICS), ["task", "metric"]]
+                     .drop_duplicates().itertuples(index=False)})
+    if len(losses) == 1:
+        return losses[0]  # the ladder's only loss (e.g. LAMBADA's for Pythia): chained methods go through it
+    if not losses:
+        raise MethodNotApplicable(f"task {task!r} has no task loss (task_bpb or task_loss) and the ladder has no loss "
+                                  "at all (task_bpb, task_loss, val_loss): chained methods need one")
+    raise MethodNotApplicable(f"task {task!r} has no task loss of its own and the ladder has {len(losses)} losses "
+                              f"{losses[:8]}: say which to chain through with x_task/x_metric (CLI --loss-task "
+                              "TASK [--loss-metric METRIC])")
 
 
 def extract_runs(ladder: pd.DataFrame, task: str, metric: str, xt: tuple[str, str] | None) -> list[Run]:

@@ -18,17 +18,113 @@ from capscale.analysis import laws
 from capscale.analysis.predict._base import MethodNotApplicable, Predictor
 from capscale.analysis.predict._methods import EnsemblePredictor, get_method, method_options
 from capscale.analysis.predict._runs import sort_checkpoints
-from capscale.data.ladder_table import check_ladder, run_of
+from capscale.analysis.predict._verdict import Verdict, predictability
+from capscale.data.ladder_table import chance_of, check_ladder, run_of
 from capscale.errors import InputError, UsageError
 
-__all__ = ["DEFAULT_CANDIDATES", "split_largest", "select_method", "fit_method", "backtest"]
+__all__ = ["DEFAULT_CANDIDATES", "QUERY_COLUMNS", "query_rows", "split_holdout", "split_largest", "AUTO_RULE",
+           "task_verdict", "select_method", "fit_method", "backtest", "task_options"]
 
 #: Methods ``auto`` chooses from (``mass`` is added when a score store is given).
 DEFAULT_CANDIDATES = ["ensemble", "ladder", "ladder_c", "direct", "sigmoid", "gadre", "loglinear"]
 
 
+#: Columns a holdout or fit query can use (``multiplier`` = tokens / params, the token multiplier).
+QUERY_COLUMNS = ("params", "tokens", "compute", "multiplier", "family", "model_id", "run", "step")
+
+
+def _size_key(ladder: pd.DataFrame) -> str:
+    """What "size" means for splits: ``params``, or ``compute`` when every run has the same N (a data-scaling
+    ladder of one model size, such as checkpoints of one run)."""
+    return "params" if ladder["params"].nunique() > 1 else "compute"
+
+
+def query_rows(ladder: pd.DataFrame, query: str, *, what: str = "--holdout") -> np.ndarray:
+    """Boolean mask of the rows of ``ladder`` that the pandas ``query`` expression selects.
+
+    The expression sees the ladder's columns plus ``multiplier`` = tokens / params (:data:`QUERY_COLUMNS`), e.g.
+    ``compute > 8.4e22``, ``multiplier >= 50``, ``family == 'xglm'``, ``tokens <= 4e10``.
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        The expression does not parse or names an unknown column (the message lists the columns).
+    """
+    df = ladder.assign(multiplier=ladder["tokens"] / ladder["params"])
+    if "run" not in df.columns:
+        df = df.assign(run=run_of(df))
+    try:
+        mask = df.eval(query, engine="python")
+    except Exception as e:  # pandas raises UndefinedVariableError, SyntaxError, TypeError, ...
+        raise UsageError(f"{what} {query!r} is not a valid query over the ladder ({type(e).__name__}: {e}); columns: "
+                         f"{list(QUERY_COLUMNS)}") from e
+    if not (isinstance(mask, pd.Series) and mask.dtype == bool):
+        raise UsageError(f"{what} {query!r} is not a true/false condition on rows (e.g. 'compute > 8.4e22')")
+    return mask.to_numpy()
+
+
+def split_holdout(ladder: pd.DataFrame, holdout: str | int = "largest", *,
+                  fit: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a ladder into (train, held-out) runs.
+
+    Parameters
+    ----------
+    ladder : pandas.DataFrame
+        A ladder table.
+    holdout : "largest", int, or str
+        ``"largest"`` or K: the runs of the K largest sizes (:func:`split_largest`); any other string is a query
+        (:func:`query_rows`, e.g. ``compute>8.4e22``, ``family=='llama' and params>2e10``): a run is held out when
+        any of its checkpoints matches, and predicted at its final checkpoint.
+    fit : str, optional
+        A query that restricts the training rows (default: every row of the runs not held out), e.g.
+        ``tokens<=4e10``. It may select earlier checkpoints of held-out runs (a data-scaling backtest); those rows
+        become training runs of their own.
+
+    Raises
+    ------
+    capscale.errors.InputError
+        A query selects nothing, or leaves nothing to fit on.
+    capscale.errors.UsageError
+        A query that does not parse.
+    """
+    if holdout == "largest" or isinstance(holdout, int) or (isinstance(holdout, str) and holdout.isdigit()):
+        train, held = split_largest(ladder, holdout if not isinstance(holdout, str) or holdout == "largest"
+                                    else int(holdout))
+    else:
+        mask = query_rows(ladder, str(holdout))
+        if not mask.any():
+            raise InputError(f"--holdout {holdout!r} selects no row of the ladder; columns: {list(QUERY_COLUMNS)}")
+        runs = run_of(ladder)
+        held_runs = set(runs[mask])
+        hmask = runs.isin(held_runs).to_numpy()
+        train, held = ladder[~hmask], ladder[hmask]
+    if fit is not None:
+        fmask = query_rows(ladder, fit, what="--fit")
+        if not fmask.any():
+            raise InputError(f"--fit {fit!r} selects no row of the ladder; columns: {list(QUERY_COLUMNS)}")
+        held_ids = set(held["model_id"])
+        sel = ladder[fmask]
+        overlap = sel["model_id"].isin(held_ids)
+        if overlap.any():
+            # checkpoints of held-out runs used for fitting: each becomes a run of its own (data scaling)
+            sel = sel.assign(run=np.where(overlap, sel["model_id"].astype(str), run_of(sel)))
+            final_ids = _final_ids(held)
+            sel = sel[~sel["model_id"].isin(final_ids)]
+        train = sel
+    if not len(train):
+        raise InputError(f"holdout {holdout!r}" + (f" with --fit {fit!r}" if fit else "")
+                         + " leaves no row to fit on")
+    return train, held
+
+
+def _final_ids(held: pd.DataFrame) -> set[str]:
+    sub = sort_checkpoints(held.assign(run=run_of(held)))
+    return set(sub.groupby("run", sort=False)["model_id"].last())
+
+
 def split_largest(ladder: pd.DataFrame, holdout: str | int = "largest") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a ladder into (train, held-out): the runs with the ``K`` largest distinct ``params`` are held out.
+    """Split a ladder into (train, held-out): the runs with the ``K`` largest distinct ``params`` are held out
+    (``compute`` where every run has the same N: a data-scaling ladder).
 
     Parameters
     ----------
@@ -48,11 +144,12 @@ def split_largest(ladder: pd.DataFrame, holdout: str | int = "largest") -> tuple
     if k < 1:
         raise UsageError(f"holdout must be 'largest' or a positive integer, not {holdout!r}")
     runs = run_of(ladder)
-    size = ladder.groupby(runs)["params"].max()
+    key = _size_key(ladder)
+    size = ladder.groupby(runs)[key].max()
     sizes = np.sort(size.unique())
     if len(sizes) <= k:
         raise InputError(f"cannot hold out the {k} largest size(s): the ladder has only {len(sizes)} distinct "
-                         f"params values {[float(f'{s:.4g}') for s in sizes]}")
+                         f"{key} values {[float(f'{s:.4g}') for s in sizes]}")
     cut = sizes[-k]
     held = set(size.index[size >= cut])
     mask = runs.isin(held).to_numpy()
@@ -67,7 +164,7 @@ def _sizes(ladder: pd.DataFrame, task: str) -> tuple[int, int]:
     """Distinct sizes (``params``) and runs of ``task`` in the ladder (of the whole ladder if it lacks the task)."""
     sub = ladder[ladder["task"] == task]
     sub = sub if len(sub) else ladder
-    size = sub.groupby(run_of(sub))["params"].max()
+    size = sub.groupby(run_of(sub))[_size_key(sub)].max()
     return int(size.nunique()), len(size)
 
 
@@ -86,6 +183,17 @@ def _candidates(store: pd.DataFrame | None, candidates: list[str] | None) -> lis
 
 def _make(name: str, options: dict[str, Any]) -> Predictor:
     return get_method(name, **method_options(name, options))
+
+
+def task_options(options: dict[str, Any], task: str) -> dict[str, Any]:
+    """``options`` for one task: a ``chance`` given as a mapping (CLI ``--chance TASK=P,...``) becomes the task's
+    value, or is dropped when the mapping does not name the task (the predictor then looks it up)."""
+    ch = options.get("chance")
+    if isinstance(ch, dict):
+        options = {k: v for k, v in options.items() if k != "chance"}
+        if task in ch:
+            options["chance"] = float(ch[task])
+    return options
 
 
 def select_method(ladder: pd.DataFrame, task: str, *, metric: str = "acc", store: pd.DataFrame | None = None,
@@ -124,6 +232,7 @@ def select_method(ladder: pd.DataFrame, task: str, *, metric: str = "acc", store
         The chosen method and the mean CV error of every candidate (NaN where it failed or did not
         apply); ``scores["_rule"]`` is 0 when the default was kept, 1 when the switch was significant.
     """
+    options = task_options(options, task)
     options = {**options, "bootstrap": 0, "inflate": False}
     n_sizes, n_runs = _sizes(ladder, task)
     if n_sizes < 2:
@@ -138,6 +247,7 @@ def select_method(ladder: pd.DataFrame, task: str, *, metric: str = "acc", store
     errs: dict[str, list[float]] = {c: [] for c in cands}
     preds: dict[str, list[float]] = {c: [] for c in cands}
     ok = {c: True for c in cands}
+    why: dict[str, str] = {}
     actual: list[float] = []
     for k in fold_ks:
         tr, ho = split_largest(ladder, k)
@@ -154,8 +264,12 @@ def select_method(ladder: pd.DataFrame, task: str, *, metric: str = "acc", store
                     pr = _make(name, options).fit(tr, task, metric=metric, store=sto)
                     rows = rows or _held_rows(ho, task, metric, getattr(pr, "window_", None))
                     preds[name] += [pr.predict(r["params"], r["tokens"]).value for r in rows]
-            except (MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError, np.linalg.LinAlgError):
+            except MethodNotApplicable as e:
                 ok[name] = False
+                why[name] = str(e)
+            except (laws.FitInputError, ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+                ok[name] = False
+                why[name] = f"fit failed: {e}"
         if rows is None:
             continue
         actual += [r["actual"] for r in rows]
@@ -187,6 +301,8 @@ def select_method(ladder: pd.DataFrame, task: str, *, metric: str = "acc", store
         if float(np.mean(diff)) > z * se:
             chosen, rule = best, 1.0
     scores["_rule"] = rule
+    if why:
+        scores["_not_applicable"] = dict(why)  # type: ignore[assignment]  # said, never silently dropped
     return chosen, scores
 
 
@@ -227,16 +343,56 @@ def fit_method(ladder: pd.DataFrame, task: str, method: str = "auto", *, metric:
     (predictor, scores)
         The fitted predictor, and for ``auto`` the CV scores of :func:`select_method` (else None).
     """
+    options = task_options(options, task)
     scores = None
     if method == "auto":
-        method, scores = select_method(ladder, task, metric=metric, store=store, candidates=candidates, **options)
+        return _fit_auto(ladder, task, metric=metric, store=store, candidates=candidates, **options)
     pr = _make(method, options).fit(ladder, task, metric=metric, store=store)
+    return pr, scores
+
+
+#: How ``auto`` chooses for a task whose verdict is not ``at_chance``: ``"cv"`` (:func:`select_method`) or
+#: ``"ensemble"``. Frozen before the confirmation half of the suite (results/backtests/suite/README.md).
+AUTO_RULE = "cv"
+#: Interval widening of ``auto`` for ``noisy``, ``non_monotone`` and ``inverse`` tasks.
+AUTO_WIDEN = 2.0
+
+
+def task_verdict(ladder: pd.DataFrame, task: str, metric: str, *, store: pd.DataFrame | None = None,
+                 chance: float | None = None) -> Verdict | None:
+    """The predictability verdict of ``task`` on a training ladder (None for metrics that are not accuracies)."""
+    if not metric.startswith("acc"):
+        return None
+    return predictability(ladder, task, metric, chance_of(task, chance=chance, ladder=ladder, store=store))
+
+
+def _fit_auto(ladder: pd.DataFrame, task: str, *, metric: str, store: pd.DataFrame | None,
+              candidates: list[str] | None, **options: Any) -> tuple[Predictor, dict[str, Any]]:
+    """``auto``: the predictability verdict first (an ``at_chance`` task is predicted at chance, with an interval
+    that allows emergence), then :data:`AUTO_RULE`; ``noisy``/``non_monotone``/``inverse`` tasks get intervals
+    widened by :data:`AUTO_WIDEN` and a warning."""
+    verdict = task_verdict(ladder, task, metric, store=store, chance=options.get("chance"))
+    scores: dict[str, Any] = {"_verdict": verdict.verdict if verdict else None}
+    if verdict is not None and verdict.verdict == "at_chance":
+        pr = _make("chance", options).fit(ladder, task, metric=metric, store=store)
+        scores["_rule_name"] = "at_chance"
+    else:
+        if AUTO_RULE == "cv":
+            name, cv = select_method(ladder, task, metric=metric, store=store, candidates=candidates, **options)
+            scores.update(cv)
+        else:
+            name = AUTO_RULE
+        scores["_rule_name"] = AUTO_RULE
+        widen = AUTO_WIDEN if verdict is not None and verdict.verdict != "predictable" else 1.0
+        opts = {**options, "widen": widen} if widen != 1.0 else options
+        pr = _make(name, opts).fit(ladder, task, metric=metric, store=store)
+    pr.verdict_ = verdict.verdict if verdict else None  # type: ignore[attr-defined]
     return pr, scores
 
 
 def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str | int = "largest",
              store: pd.DataFrame | None = None, metric: str = "acc", *, candidates: list[str] | None = None,
-             **options: Any) -> list[dict[str, Any]]:
+             fit: str | None = None, **options: Any) -> list[dict[str, Any]]:
     """Fit on the ladder without its largest runs and predict each held-out run's final value.
 
     Parameters
@@ -248,10 +404,13 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
     method : str
         A name of :data:`~capscale.analysis.predict.METHODS`, ``"auto"`` (chosen by CV on the training part
         only) or ``"all"`` (every candidate; those that do not apply are skipped, failed fits give a row of NaN).
-    holdout : "largest" or int
-        Hold out the runs with the K largest distinct ``params``.
+    holdout : "largest", int or str
+        Hold out the runs with the K largest distinct ``params``, or the runs a query selects
+        (:func:`split_holdout`: ``compute>8.4e22``, ``multiplier<1``, ``family=='xglm' and params>4e9``).
     store : pandas.DataFrame, optional
         Score store of the same models (split by model_id like the ladder).
+    fit : str, optional
+        A query restricting the training rows (:func:`split_holdout`), e.g. ``tokens<=4e10``.
     candidates : list of str, optional
         The methods of ``auto`` and ``all``.
     **options
@@ -265,31 +424,42 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
         step2_only. The actual is the mean of the held-out run's last ``final_window`` values (the same
         smoothing the method used for its training runs).
     """
+    options = task_options(options, task)
     ladder = check_ladder(ladder)
-    train, held = split_largest(ladder, holdout)
+    train, held = split_holdout(ladder, holdout, fit=fit)
     n_fit, r_fit = _sizes(train, task)
     if n_fit < 2:
-        k = 1 if holdout == "largest" else int(holdout)
         n_all = _sizes(ladder, task)[0]
-        raise InputError(f"backtest: holding out the {k} largest of {n_all} sizes leaves {_count(n_fit, 'size')} "
-                         f"({_count(r_fit, 'run')}) to fit on; every method needs at least 2 fitting sizes: give a "
-                         f"smaller --holdout (at most {max(n_all - 2, 0)})")
+        if holdout == "largest" or isinstance(holdout, int):
+            k = 1 if holdout == "largest" else int(holdout)
+            how = f"holding out the {k} largest of {n_all} sizes"
+            fix = f"give a smaller --holdout (at most {max(n_all - 2, 0)})"
+        else:
+            how, fix = f"--holdout {holdout!r}" + (f" with --fit {fit!r}" if fit else ""), "select fewer runs"
+        raise InputError(f"backtest: {how} leaves {_count(n_fit, 'size')} ({_count(r_fit, 'run')}) to fit on; every "
+                         f"method needs at least 2 fitting sizes: {fix}")
     sto = _split_store(store, train)
+    verdict = task_verdict(train, task, metric, store=sto, chance=options.get("chance"))
+    vcols = ({"verdict": verdict.verdict, "verdict_reason": verdict.reason} if verdict is not None
+             else {"verdict": None, "verdict_reason": None})
     methods = _candidates(sto, candidates) if method == "all" else [method]
     out: list[dict[str, Any]] = []
     for m in methods:
         try:
             pr, scores = fit_method(train, task, m, metric=metric, store=sto, candidates=candidates, **options)
-        except MethodNotApplicable:
-            if method == "all":
-                continue
-            raise
+        except MethodNotApplicable as e:
+            if method != "all":
+                raise
+            out.append({"task": task, "method": m, "heldout_model": None, "predicted": float("nan"),
+                        "actual": float("nan"), "abs_err": float("nan"), "lower": float("nan"),
+                        "upper": float("nan"), "covered": None, **vcols, "warnings": [f"not applicable: {e}"]})
+            continue
         except (laws.FitInputError, ValueError, RuntimeError) as e:
             if method != "all":
                 raise
             out.append({"task": task, "method": m, "heldout_model": None, "predicted": float("nan"),
                         "actual": float("nan"), "abs_err": float("nan"), "lower": float("nan"),
-                        "upper": float("nan"), "covered": None, "warnings": [f"fit failed: {e}"]})
+                        "upper": float("nan"), "covered": None, **vcols, "warnings": [f"fit failed: {e}"]})
             continue
         loss_rows = {}
         if getattr(pr, "loss_", None) and hasattr(pr, "predict_steps"):
@@ -307,7 +477,7 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
                 "task": task, "method": m, "heldout_model": r["run"], "predicted": p.value, "actual": r["actual"],
                 "abs_err": abs(p.value - r["actual"]), "lower": p.lower, "upper": p.upper,
                 "covered": bool(p.lower <= r["actual"] <= p.upper), "params": r["params"], "tokens": r["tokens"],
-                "selected": pr.name if m == "auto" else None,
+                "selected": pr.name if m == "auto" else None, **vcols,
                 "cv_scores": scores, "warnings": p.warnings, **steps,
             })
     return out
