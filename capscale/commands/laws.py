@@ -93,6 +93,14 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite(args: argparse.Namespace) -> int:
+    from capscale.pipelines import suite
+
+    res = suite.run(suite.Options.from_cli(args, progress=sys.stderr.isatty()))
+    print(res.summary["text"])
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # data fetch
 # ----------------------------------------------------------------------------------------------
@@ -156,6 +164,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="auto", help="method name, auto, or all")
     p.add_argument("--name", default=None, help="file stem for --out outputs (default backtest)")
     p.set_defaults(func=_backtest)
+
+    p = sub.add_parser("backtest-suite", help="the backtest suite over real ladders (dev / confirm half)",
+                       description="Backtest auto and every single method on the suite's real ladders "
+                       "(capscale.pipelines.suite.DATASETS): MAE, 90% coverage, uninformative intervals, verdicts.")
+    p.add_argument("--data", default="../shared/data", help="folder of the public data (default ../shared/data)")
+    p.add_argument("--half", default="dev", choices=["dev", "confirm", "all"])
+    p.add_argument("--sets", default=None, help="only these data sets (comma-separated)")
+    p.add_argument("--bootstrap", type=int, default=50, help="bootstrap resamples per fit (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--demo-store", dest="demo_store", default=None, help="score store of the demo family "
+                   "(default: evaluate it in a temporary folder)")
+    p.add_argument("--out", default="results/backtests/suite", help="output folder")
+    p.set_defaults(func=_suite)
 
     p = sub.add_parser("data", help="published data sets (fetch)")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)

@@ -42,7 +42,7 @@ from capscale.errors import CapscaleError
 from capscale.pipelines._base import RunResult, StageOptions
 from capscale.synthetic.ladder import longest_increasing
 
-__all__ = ["DEMO_FAMILY", "DemoError", "Options", "run", "demo_checks"]
+__all__ = ["DEMO_FAMILY", "DemoError", "Options", "run", "demo_checks", "evaluate_family"]
 
 #: The committed demo family (checkpoints, family.yaml, tasks/).
 DEMO_FAMILY = Path(__file__).resolve().parents[1] / "synthetic" / "family"
@@ -127,6 +127,16 @@ def _stage_eval(spec: Path, tasks_dir: Path, out: Path, progress: bool) -> pd.Da
     options = EvalOptions(progress=False, batch_size="auto")  # 50+ tiny shards: one bar each is noise
     evaluate_item_sets(out / "family.yaml", tasks, out=out / "store", options=options, task_source="synthetic")
     return store.read(out / "store")
+
+
+def evaluate_family(out: str | os.PathLike, family_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Score a family's checkpoints on its tasks into ``OUT/store`` (the demo's first stage alone; reruns reuse the
+    finished shards) and return the store (used by ``capscale backtest-suite`` for its demo data set)."""
+    spec, tasks = _family_files(Path(family_dir) if family_dir is not None else DEMO_FAMILY)
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    _copy_spec(spec, o / "family.yaml")
+    return _stage_eval(spec, tasks, o, False)
 
 
 def _stage_analysis(scores: pd.DataFrame, out: Path, progress: bool) -> RunResult:

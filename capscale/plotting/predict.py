@@ -16,7 +16,7 @@ from capscale.data.ladder_table import final_values
 from capscale.plotting import style
 from capscale.plotting.chain import save_figure
 
-__all__ = ["plot_law_fit", "plot_backtest"]
+__all__ = ["plot_law_fit", "plot_backtest", "plot_reliability"]
 
 
 def _plt():
@@ -127,3 +127,35 @@ def plot_backtest(rows: list[dict[str, Any]], ladder: pd.DataFrame, task: str, m
     ax.legend(fontsize=6)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
+
+
+def plot_reliability(table: pd.DataFrame, path: str | os.PathLike, *, method: str = "auto") -> str:
+    """Reliability diagram: empirical coverage of nominal 50/80/90/95 % intervals, one line per data set.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns ``dataset``, ``method``, ``n`` and ``coverage_<pct>`` for each nominal level (shares in [0, 1]), as
+        :func:`capscale.pipelines.suite.summarize` writes them; ``dataset == "pooled"`` is drawn thick.
+    path : path-like
+        The PNG to write.
+    method : str
+        The method whose intervals are drawn.
+    """
+    plt = _plt()
+    sub = table[(table["method"] == method) & (table["n"] > 0)]
+    levels = sorted(int(c.split("_")[1]) for c in sub.columns if c.startswith("coverage_"))
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.plot([0, 100], [0, 100], color="0.6", lw=1, ls="--", label="perfect calibration")
+    for _, r in sub.iterrows():
+        ys = [100 * r[f"coverage_{lv}"] for lv in levels]
+        pooled = r["dataset"] == "pooled"
+        ax.plot(levels, ys, marker="o", lw=2.5 if pooled else 1.2, color="black" if pooled else None,
+                label=f"{r['dataset']} (n={int(r['n'])})")
+    ax.set_xlim(40, 100)
+    ax.set_ylim(0, 102)
+    ax.set_xlabel("nominal coverage of the interval (%)")
+    ax.set_ylabel("empirical coverage of held-out actuals (%)")
+    ax.set_title(f"interval reliability: {method}")
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path, bbox_inches="tight")

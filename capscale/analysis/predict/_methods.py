@@ -696,6 +696,7 @@ class ChancePredictor(LadderMethod):
         c = float(self.chance_)
         upper = c + z * se
         if self.emergence_ is not None:
+            self.emergence_.set_params(level=self.level)
             pe = self.emergence_.predict(params, tokens)
             if math.isfinite(pe.upper):
                 upper = max(upper, pe.upper, pe.value)

@@ -392,7 +392,7 @@ def _fit_auto(ladder: pd.DataFrame, task: str, *, metric: str, store: pd.DataFra
 
 def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str | int = "largest",
              store: pd.DataFrame | None = None, metric: str = "acc", *, candidates: list[str] | None = None,
-             fit: str | None = None, **options: Any) -> list[dict[str, Any]]:
+             fit: str | None = None, levels: tuple[float, ...] = (), **options: Any) -> list[dict[str, Any]]:
     """Fit on the ladder without its largest runs and predict each held-out run's final value.
 
     Parameters
@@ -411,6 +411,9 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
         Score store of the same models (split by model_id like the ladder).
     fit : str, optional
         A query restricting the training rows (:func:`split_holdout`), e.g. ``tokens<=4e10``.
+    levels : tuple of float
+        Further nominal levels (e.g. 0.5, 0.8, 0.95) whose intervals are added as ``lower_<pct>``/``upper_<pct>``
+        (the fitted bootstrap reused: only the predictor's ``level`` changes), for reliability diagrams.
     candidates : list of str, optional
         The methods of ``auto`` and ``all``.
     **options
@@ -467,6 +470,14 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
             loss_rows = {r["run"]: r["actual"] for r in _held_rows(held, lt, lm, pr.window_)}
         for r in _held_rows(held, task, metric, pr.window_):
             p = pr.predict(r["params"], r["tokens"])
+            extra: dict[str, float] = {}
+            if levels and "level" in pr.get_params(deep=False):
+                base_level = pr.get_params(deep=False)["level"]
+                for lv in levels:
+                    pr.set_params(level=lv)
+                    q = pr.predict(r["params"], r["tokens"])
+                    extra[f"lower_{round(100 * lv)}"], extra[f"upper_{round(100 * lv)}"] = q.lower, q.upper
+                pr.set_params(level=base_level)
             steps: dict[str, Any] = {}
             if r["run"] in loss_rows:
                 # separate the step errors: loss extrapolation vs the loss -> accuracy link
@@ -478,6 +489,6 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
                 "abs_err": abs(p.value - r["actual"]), "lower": p.lower, "upper": p.upper,
                 "covered": bool(p.lower <= r["actual"] <= p.upper), "params": r["params"], "tokens": r["tokens"],
                 "selected": pr.name if m == "auto" else None, **vcols,
-                "cv_scores": scores, "warnings": p.warnings, **steps,
+                "cv_scores": scores, "warnings": p.warnings, **steps, **extra,
             })
     return out
