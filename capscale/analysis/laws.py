@@ -66,6 +66,7 @@ __all__ = [
     "Law",
     "ComputeLaw",
     "ChinchillaND",
+    "ComputeMultiplierLaw",
     "GadreExp",
     "LadderSigmoid",
     "ObsSigmoid",
@@ -351,6 +352,45 @@ class ComputeLaw(_HuberLogLaw):
                 e = e_frac * float(np.min(y))
                 a = float(np.log(max(np.mean(y) - e, 1e-6)) + alpha * lc)
                 out.append([a, alpha, e])
+        return out
+
+
+class ComputeMultiplierLaw(_HuberLogLaw):
+    """Loss in compute and token multiplier (Gadre et al. 2024, eq. 4): L(C, M) = E + (e^a·M^η + e^b·M^−η)·C^−η.
+
+    ``x`` is an (n, 2) array of (C FLOPs, M = D/N tokens per parameter). At a fixed M it is a compute power law;
+    across M it says how over-training (large M) or under-training (small M) moves the loss at equal compute. The
+    two prefactors are identified only when the points span several multipliers.
+    """
+
+    name = "compute_multiplier_law"
+    param_names = ("a", "b", "eta", "E")
+    x_dims = 2
+
+    @property
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return {"a": (-np.inf, np.inf), "b": (-np.inf, np.inf), "eta": (0.0, 2.0), "E": (0.0, np.inf)}
+
+    def _terms(self, x: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lc, lm = np.log(x[:, 0]), np.log(x[:, 1])
+        return np.exp(p[0] + p[2] * (lm - lc)), np.exp(p[1] - p[2] * (lm + lc)), lc, lm
+
+    def _f(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        t1, t2, _, _ = self._terms(x, p)
+        return t1 + t2 + p[3]
+
+    def _grad(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        t1, t2, lc, lm = self._terms(x, p)
+        return np.stack([t1, t2, t1 * (lm - lc) - t2 * (lm + lc), np.ones_like(t1)], axis=1)
+
+    def _default_starts(self, x: np.ndarray, y: np.ndarray) -> list[list[float]]:
+        lc, lm = float(np.mean(np.log(x[:, 0]))), float(np.mean(np.log(x[:, 1])))
+        out = []
+        for eta in (0.05, 0.15, 0.3):
+            for e_frac in (0.0, 0.5, 0.9):
+                e = e_frac * float(np.min(y))
+                base = float(np.log(max((np.mean(y) - e) / 2, 1e-6)) + eta * lc)
+                out.append([base - eta * lm, base + eta * lm, eta, e])
         return out
 
 
@@ -724,7 +764,7 @@ class DirectLaw(Law):
 
 
 FORMS: dict[str, type[Law]] = {
-    cls.name: cls for cls in (ComputeLaw, ChinchillaND, GadreExp, LadderSigmoid, ObsSigmoid, DirectLaw, LogLinear)
+    cls.name: cls for cls in (ComputeLaw, ChinchillaND, ComputeMultiplierLaw, GadreExp, LadderSigmoid, ObsSigmoid, DirectLaw, LogLinear)
 }
 
 

@@ -49,6 +49,8 @@ __all__ = [
     "LadderComputePredictor",
     "GadrePredictor",
     "ChancePredictor",
+    "LOSS_LAWS",
+    "resolve_loss_law",
     "METHODS",
     "method_class",
     "get_method",
@@ -457,6 +459,53 @@ def _finals(runs: list[Run], window: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return n, d, y, [r.run for r in runs]
 
 
+#: Step-1 loss laws of the chained methods: ``compute`` L(C) = E + A/C^α; ``compute_multiplier`` L(C, M) of Gadre et
+#: al. 2024 (M = D/N tokens per parameter); ``nd`` Chinchilla L(N, D); ``auto`` (``gadre``'s default):
+#: ``compute_multiplier`` when the fitting runs span several multipliers at a fixed size (max/min M >=
+#: :data:`MULTIPLIER_SPAN` among the runs of one N; at least 5 runs of 2 sizes), else ``compute``.
+LOSS_LAWS = ("compute", "compute_multiplier", "nd", "auto")
+MULTIPLIER_SPAN = 2.0
+
+
+def resolve_loss_law(loss_law: str, runs: list[Run]) -> str:
+    """The step-1 law ``loss_law`` means on these runs (``auto`` resolved; see :data:`LOSS_LAWS`)."""
+    if loss_law not in LOSS_LAWS:
+        raise UsageError(f"loss_law must be one of {list(LOSS_LAWS)}, not {loss_law!r}")
+    if loss_law != "auto":
+        return loss_law
+    by_n: dict[float, list[float]] = {}
+    for r in runs:
+        by_n.setdefault(r.params, []).append(r.tokens[-1] / r.params)
+    # identified only when M varies at a fixed N (with one D for every size, as in Pythia, M and C are collinear)
+    spans = any(max(v) / min(v) >= MULTIPLIER_SPAN for v in by_n.values())
+    return "compute_multiplier" if len(runs) >= 5 and len(by_n) >= 2 and spans else "compute"
+
+
+def fit_step1(kind: str, runs: list[Run], lf: np.ndarray, starts: list[list[float]] | None = None
+              ) -> tuple[laws.Law, Fn]:
+    """Fit step 1 (final loss ``lf`` of each run) with law ``kind`` (resolved); returns the law and loss(N, D)."""
+    n = np.array([r.params for r in runs])
+    d = np.array([r.tokens[-1] for r in runs])
+    lab = [r.run for r in runs]
+    if kind == "compute_multiplier":
+        law = laws.ComputeMultiplierLaw(labels=lab, starts=starts).fit(np.c_[6 * n * d, d / n], lf)
+        return law, lambda p, t: float(law.predict([[6 * p * t, t / p]])[0])
+    if kind == "nd":
+        law = laws.ChinchillaND(labels=lab, starts=starts).fit(np.c_[n, d], lf)
+        return law, lambda p, t: float(law.predict([[p, t]])[0])
+    law = laws.ComputeLaw(labels=lab, starts=starts).fit(6 * n * d, lf)
+    return law, lambda p, t: float(law.predict([6 * p * t])[0])
+
+
+def step1_predict(law: laws.Law, params: float, tokens: float) -> float:
+    """The loss a fitted step-1 law predicts at (N, D), whatever its form."""
+    if isinstance(law, laws.ComputeMultiplierLaw):
+        return float(law.predict([[6 * params * tokens, tokens / params]])[0])
+    if isinstance(law, laws.ChinchillaND):
+        return float(law.predict([[params, tokens]])[0])
+    return float(law.predict([6 * params * tokens])[0])
+
+
 class EnsemblePredictor(LadderMethod):
     """Median of the member methods' predictions (robust to one member's failed extrapolation).
 
@@ -549,7 +598,10 @@ class LadderPredictor(LadderMethod):
     ----------
     ladder_window : int
         Checkpoints of the moving average that gives a run's final loss in step 1.
-    bootstrap, seed, level, inflate, final_window, x_task, x_metric
+    loss_law : str, optional
+        Step 1's law (:data:`LOSS_LAWS`); default the method's own: ``nd`` (published, one start) for ``ladder``,
+        ``compute`` for ``ladder_c``.
+    bootstrap, seed, level, inflate, final_window, x_task, x_metric, chance, widen
         As for :class:`LadderMethod`.
     """
 
@@ -558,25 +610,26 @@ class LadderPredictor(LadderMethod):
     #: Step 1's law: ``"nd"`` Chinchilla L(N, D), ``"c"`` L(C) = E + A/C^α.
     step1: ClassVar[str] = "nd"
 
-    def __init__(self, *, ladder_window: int = 5, bootstrap: int = 100, seed: int = 0, level: float = 0.9,
-                 inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
+    def __init__(self, *, ladder_window: int = 5, loss_law: str | None = None, bootstrap: int = 100, seed: int = 0,
+                 level: float = 0.9, inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
                  x_metric: str | None = None, chance: float | None = None, widen: float = 1.0):
         super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
                          x_task=x_task, x_metric=x_metric, chance=chance, widen=widen)
         self.ladder_window = ladder_window
+        self.loss_law = loss_law
 
     def _core(self, runs):
         n = np.array([r.params for r in runs])
         d = np.array([r.tokens[-1] for r in runs])
         lf = np.array([moving_average(r.x, self.ladder_window)[-1] for r in runs])
         lab = [r.run for r in runs]
-        if self.step1 == "nd":
+        kind = resolve_loss_law(self.loss_law or ("nd" if self.step1 == "nd" else "compute"), runs)
+        if kind == "nd" and self.loss_law is None:  # the published procedure: one start, exact settings
             s1 = laws.ChinchillaND(starts=[laws.ChinchillaND.OLMO_P0], maxiter=1_000_000, ftol=0.0, labels=lab)
             s1.fit(np.c_[n, d], lf)
             f1 = lambda p, t: float(s1.predict([[p, t]])[0])  # noqa: E731
         else:
-            s1 = laws.ComputeLaw(labels=lab, starts=self._warm_start("step1")).fit(6 * n * d, lf)
-            f1 = lambda p, t: float(s1.predict([6 * p * t])[0])  # noqa: E731
+            s1, f1 = fit_step1(kind, runs, lf, self._warm_start("step1"))
         x, y = step2_points(runs)
         s2 = laws.LadderSigmoid(chance=self.chance_ if self.chance_ > 0 else 0.25).fit(x, y)
         return (lambda p, t: float(s2.predict([f1(p, t)])[0])), {"step1": s1, "step2": s2}
@@ -593,8 +646,7 @@ class LadderPredictor(LadderMethod):
         """
         check_is_fitted(self, "fn_", action="predict_steps")
         s1, s2 = self.laws_["step1"], self.laws_["step2"]
-        lp = float(s1.predict([[params, tokens]])[0]) if self.step1 == "nd" else float(
-            s1.predict([6 * params * tokens])[0])
+        lp = step1_predict(s1, params, tokens)
         out = {"pred_loss": lp, "chained": float(s2.predict([lp])[0])}
         if actual_loss is not None:
             out["step2_only"] = float(s2.predict([actual_loss])[0])
@@ -609,26 +661,42 @@ class LadderComputePredictor(LadderPredictor):
 
 
 class GadrePredictor(LadderMethod):
-    """Gadre et al. 2024, chained: L(C) on final losses, then Err(L) = ε − k·exp(−γL) on all checkpoints."""
+    """Gadre et al. 2024, chained: step 1 a loss law on final losses, then Err(L) = ε − k·exp(−γL) on all checkpoints.
+
+    Parameters
+    ----------
+    loss_law : str
+        Step 1's law (:data:`LOSS_LAWS`); ``auto`` (default): the over-training form L(C, M) when the fitting runs
+        span several token multipliers, else L(C).
+    bootstrap, seed, level, inflate, final_window, x_task, x_metric, chance, widen
+        As for :class:`LadderMethod`.
+    """
 
     name = "gadre"
     needs_loss = True
 
+    def __init__(self, *, loss_law: str = "auto", bootstrap: int = 100, seed: int = 0, level: float = 0.9,
+                 inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
+                 x_metric: str | None = None, chance: float | None = None, widen: float = 1.0):
+        super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
+                         x_task=x_task, x_metric=x_metric, chance=chance, widen=widen)
+        self.loss_law = loss_law
+
     def _core(self, runs):
-        n = np.array([r.params for r in runs])
-        d = np.array([r.tokens[-1] for r in runs])
         lf = np.array([final_value(r.x, self.window_) for r in runs])
-        s1 = laws.ComputeLaw(labels=[r.run for r in runs], starts=self._warm_start("step1")).fit(6 * n * d, lf)
+        if self._warm is None:  # the point fit decides the law; bootstrap refits keep it
+            self.loss_law_ = resolve_loss_law(self.loss_law, runs)
+        s1, f1 = fit_step1(self.loss_law_, runs, lf, self._warm_start("step1"))
         x = np.concatenate([r.x for r in runs])
         err = 1 - np.concatenate([r.y for r in runs])
         s2 = laws.GadreExp().fit(x, err)
-        return (lambda p, t: float(1 - s2.predict([s1.predict([6 * p * t])[0]])[0])), {"step1": s1, "step2": s2}
+        return (lambda p, t: float(1 - s2.predict([f1(p, t)])[0])), {"step1": s1, "step2": s2}
 
     def predict_steps(self, params: float, tokens: float, actual_loss: float | None = None) -> dict[str, float]:
         """Predicted loss, chained accuracy and (given the actual loss) the step-2-only accuracy."""
         check_is_fitted(self, "fn_", action="predict_steps")
         s1, s2 = self.laws_["step1"], self.laws_["step2"]
-        lp = float(s1.predict([6 * params * tokens])[0])
+        lp = step1_predict(s1, params, tokens)
         out = {"pred_loss": lp, "chained": float(1 - s2.predict([lp])[0])}
         if actual_loss is not None:
             out["step2_only"] = float(1 - s2.predict([actual_loss])[0])
