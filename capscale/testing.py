@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 
 from capscale.analysis import mass
 
@@ -58,6 +59,12 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
     x_kink, slope_lo, slope_hi : float
         For ``kind="kink"``: slopes below / above ``x_kink`` (the latent is continuous at the kink and
         crosses 0 at x*_i ~ N(x_center, spread) on the upper branch).
+
+    Returns
+    -------
+    DataFrame
+        The store; ``attrs["expected_acc"]`` holds the planted truth, the expected accuracy of each model
+        (mean over items of P(margin + noise > 0)), for calibration against the noiseless curve.
     """
     if kind not in ("linear", "kink", "flat", "const", "saturating"):
         raise ValueError(f"kind must be 'linear', 'kink', 'flat', 'const' or 'saturating', got {kind!r}")
@@ -85,6 +92,7 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
         margin = np.broadcast_to(rng.normal(0.0, 1.5, n_items)[None, :], (n_models, n_items))
     else:
         margin = beta[None, :] * (X - xstar[None, :])
+    clean = np.asarray(margin, dtype=np.float64)
     margin = margin + rng.normal(0, noise, margin.shape)
     # distractors: fixed per-item gaps below the best distractor; base = smooth power law (nats)
     gaps = np.concatenate([np.zeros((n_items, 1)), rng.exponential(1.0, (n_items, n_choices - 2))], axis=1)
@@ -105,13 +113,17 @@ def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 40
     nr = n_items * n_choices
     m_idx = np.repeat(np.arange(n_models), nr)
     ch = np.tile(np.arange(n_choices), n_models * n_items)
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "model_id": np.array([f"{family}-{m:02d}" for m in range(n_models)])[m_idx], "family": family,
         "params": params[m_idx], "tokens": tokens[m_idx], "task": task,
         "doc_id": np.tile(np.repeat(np.arange(n_items), n_choices), n_models), "choice_idx": ch,
         "is_correct": ch == np.tile(np.repeat(gold_idx, n_choices), n_models), "loglik": ll.ravel(),
         "compute": (6.0 * params * tokens).astype(float)[m_idx], "n_chars": 10, "n_bytes": 10,
     })
+    # the planted truth: expected accuracy per model, P(margin + noise > 0) averaged over the items
+    expected = ndtr(clean / noise) if noise > 0 else (clean > 0).astype(float)
+    out.attrs["expected_acc"] = expected.mean(axis=1).tolist()
+    return out
 
 
 def simulate_store(n_items: int = 400, n_choices: int = 4, x: tuple[float, ...] = (19.0, 19.5, 20.0, 20.5, 21.0,

@@ -213,11 +213,12 @@ def test_planted_flat_case_is_smooth_under_the_effect_size_floor():
     assert acc["J_ex_ci"][0] > 0 and acc["J_ex"] < 0.05  # significant, but tiny
     assert r["verdict"] == "SMOOTH", r["reasons"]
     eff = r["decision"]["effect_size"]
-    assert not eff["passes"] and eff["min_jex"] == 0.10 and eff["min_step_z"] == 3.0
+    assert not eff["passes"] and eff["min_jex"] == em.DEFAULTS["min_jex"] == 0.10
+    assert eff["min_step_z"] == em.DEFAULTS["min_step_z"] and eff["max_pre_ratio"] == em.DEFAULTS["max_pre_ratio"]
     assert "effect-size floor" in r["reasons"][0] and "J_ex" in r["reasons"][0]
     assert r["settings"]["min_jex"] == 0.10
     # the floor is a setting: without it the old verdict comes back
-    r0 = em.analyse(em.from_items(items, "flat"), B=1000, min_jex=0.0, min_step_z=0.0)
+    r0 = em.analyse(em.from_items(items, "flat"), B=1000, min_jex=0.0, min_step_z=-np.inf, max_pre_ratio=np.inf)
     assert r0["verdict"] == "METRIC_INDUCED" and r0["decision"]["effect_size"]["passes"]
 
 
@@ -556,12 +557,79 @@ def test_planted_const_and_saturating_kinds():
 def test_calibration_grid_runs_and_shares_are_consistent():
     from capscale.benchmarks.emergence_calibration import calibrate, targets
 
-    fam, shares = calibrate(items=(200,), models=(7,), noises=(0.5,), reps=2, B=200, progress=False)
+    fam, shares, jump = calibrate(items=(200,), models=(7,), noises=(0.5,), reps=2, B=200, progress=False)
     assert len(fam) == 10 and set(fam["class"]) == {"flat", "smooth-linear", "smooth-saturating",
                                                      "metric-induced", "genuine"}
     cols = ["METRIC_INDUCED", "GENUINE_TRANSITION_CANDIDATE", "SMOOTH", "INVERSE_OR_NONMONOTONE",
             "INSUFFICIENT_DATA"]
     assert np.allclose(shares[[f"{c}_share" for c in cols]].sum(axis=1), 1.0)
     assert ((shares["sharp_lo"] <= shares["sharp_share"]) & (shares["sharp_share"] <= shares["sharp_hi"])).all()
-    lines = targets(shares)
+    # the planted truth: expected accuracy, and the power set is the positive classes with a jump >= 20 points
+    assert (fam["true_max_step"] >= 0).all() and (fam["true_range"] <= 1).all()
+    assert set(jump["class"]) <= {"metric-induced", "genuine"}
+    assert jump["n"].sum() == ((fam["class"].isin(["metric-induced", "genuine"])) & (fam["true_max_step"] >= 0.2)).sum()
+    lines = targets(shares, jump)
     assert lines[0].startswith("false 'sharp'") and any("confusion" in s for s in lines)
+
+
+def test_cli_floor_defaults_are_the_analysis_defaults():
+    import argparse
+
+    from capscale.commands import emergence as cmd
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    cmd.register(sub)
+    args = p.parse_args(["emergence", "x", "--all-tasks", "--out", "o"])
+    for k in ("min_jex", "min_step_z", "max_pre_ratio"):
+        assert getattr(args, k) == em.DEFAULTS[k], k
+
+
+def test_jump_shape_effect_sizes_by_hand():
+    from capscale.analysis.emergence.analysis import _jump_shape
+
+    x = np.arange(5.0)
+    # steps 0.30, 0.32, 0.18, 0.10: the largest is the second; an even rise would give 0.9 / 4 = 0.225 there
+    S = np.array([[0.0, 0.30, 0.62, 0.80, 0.90]])
+    out = _jump_shape(x, S, 1)
+    assert out["excess_step"] == pytest.approx(0.32 - 0.225)
+    assert out["pre_slope_ratio"] == pytest.approx(0.30 / 0.32)  # saturating: as steep before as at the step
+    assert out["excess_step_z"] is None  # no replicates
+    # a slow phase, then the jump: small ratio; replicates give the excess in bootstrap SDs
+    S = np.array([[0.0, 0.02, 0.05, 0.60, 0.70], [0.0, 0.03, 0.05, 0.58, 0.70], [0.0, 0.01, 0.06, 0.63, 0.71],
+                  [0.0, 0.02, 0.04, 0.61, 0.69]])
+    out = _jump_shape(x, S, 2)
+    assert out["pre_slope_ratio"] == pytest.approx((0.05 / 2) / 0.55)
+    sd = np.diff(S[1:], axis=1)[:, 2].std(ddof=1)
+    assert out["excess_step_z"] == pytest.approx((0.55 - 0.70 / 4) / sd)
+    assert _jump_shape(x, S, 0)["pre_slope_ratio"] is None  # nothing before the first step
+
+
+def test_kink_change_is_relative_slope_change():
+    from capscale.analysis.emergence.analysis import _kink_change
+
+    assert _kink_change({"fits": {"broken": {"b": 0.3, "d": 3.7}}}) == pytest.approx(3.7 / 4.0)
+    assert _kink_change({"fits": {"broken": {"b": 2.0, "d": -0.2}}}) == pytest.approx(0.1)
+    assert _kink_change({"fits": {}}) is None
+
+
+def test_crossing_point_implied_accuracy_is_unbiased_at_high_noise():
+    # a thresholded linear latent with 1.5 logits of noise per model x item: the leverage-corrected implied
+    # accuracy follows the observed curve (before the correction it was flatter by up to ~0.05)
+    items = chain.compute(planted_store("linear", n_models=10, n_items=2000, noise=1.5, seed=5))
+    r = em.analyse(em.from_items(items, "planted"), B=200)
+    cp = r["crossing_points"]
+    assert np.max(np.abs(np.subtract(cp["observed_acc"], cp["implied_acc"]))) < 0.025
+    assert cp["implied_inside_band"] and cp["max_abs_z"] < em.DEFAULTS["crossing_tol"]
+    assert len(cp["paired_se"]) == 10 and min(cp["paired_se"]) >= 1 / 2000
+
+
+def test_negative_tau_needs_significance_for_inverse():
+    # a latent that does not move with compute: accuracy's tau is -0.23 by chance (exact p 0.37); that is not
+    # inverse scaling (before, any tau < 0 gave INVERSE_OR_NONMONOTONE)
+    items = chain.compute(planted_store("const", n_models=10, n_items=400, task="c", seed=1))
+    r = em.analyse(em.from_items(items, "c"), B=500)
+    acc = r["metrics"]["acc"]
+    assert acc["tau_model"] < 0 and acc["tau_p"] > 0.05
+    assert r["verdict"] == "SMOOTH", r["reasons"]
+    assert acc["drop_alpha"] == pytest.approx(0.05 / 9)

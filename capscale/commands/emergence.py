@@ -43,11 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--min-items", type=int, default=20, help="fewest items for the item bootstrap (default 20)")
+    # the floor's defaults are capscale.analysis.emergence.DEFAULTS (literals here keep the CLI start-up free of
+    # numpy; tests/test_emergence.py checks that they agree)
     p.add_argument("--min-jex", type=float, default=0.10,
                    help="effect-size floor: the largest step's share of the total change beyond an even spread "
                    "(J_ex) a sharp metric needs (default 0.10)")
-    p.add_argument("--min-step-z", type=float, default=3.0,
-                   help="effect-size floor: the largest step in bootstrap standard errors (default 3.0)")
+    p.add_argument("--min-step-z", type=float, default=3.5,
+                   help="effect-size floor: how far the largest step exceeds an even rise, in bootstrap standard "
+                   "deviations of the step (default 3.5)")
+    p.add_argument("--max-pre-ratio", type=float, default=0.6,
+                   help="effect-size floor: the mean slope before the largest step may be at most this many times "
+                   "the step's slope (saturating curves are steepest at the start; default 0.6)")
     p.add_argument("--steps", choices=["final", "all"], default="final",
                    help="final checkpoint (most tokens) per run/size (default) or every checkpoint as a point")
     p.add_argument("--ties", choices=["first", "fractional"], default="first",

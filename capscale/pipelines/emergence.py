@@ -236,7 +236,8 @@ def load_inputs(path: str | os.PathLike, *, family: str | None = None, tasks: Se
 
 # Defaults of the command-line flags that _cli_command leaves out of the recorded command line.
 _CLI_DEFAULTS = {"format": "auto", "shots": 0, "B": 2000, "seed": 0, "alpha": 0.05, "min_items": 20, "steps": "final",
-                 "ties": "first", "min_jex": DEFAULTS["min_jex"], "min_step_z": DEFAULTS["min_step_z"]}
+                 "ties": "first", "min_jex": DEFAULTS["min_jex"], "min_step_z": DEFAULTS["min_step_z"],
+                 "max_pre_ratio": DEFAULTS["max_pre_ratio"]}
 
 
 def _cli_command(args: argparse.Namespace) -> str:
@@ -277,8 +278,9 @@ class Options(StageOptions):
     B, seed, alpha, min_items : int, int, float, int
         Bootstrap replicates, seed, significance level and fewest items for the item bootstrap
         (:func:`capscale.analysis.emergence.analyse`).
-    min_jex, min_step_z : float
-        Effect-size floor of a "sharp" verdict (J_ex share and step in bootstrap SEs;
+    min_jex, min_step_z, max_pre_ratio : float
+        Effect-size floor of a "sharp" verdict (J_ex share, excess step in bootstrap SDs, slope before the
+        step over the step's slope;
         :func:`capscale.analysis.emergence.analyse`).
     fdr : bool
         Benjamini–Hochberg control across the tasks.
@@ -307,6 +309,7 @@ class Options(StageOptions):
     min_items: int = 20
     min_jex: float = DEFAULTS["min_jex"]
     min_step_z: float = DEFAULTS["min_step_z"]
+    max_pre_ratio: float = DEFAULTS["max_pre_ratio"]
     fdr: bool = True
     figures: str = "auto"
     workers: int = 1
@@ -384,7 +387,7 @@ def run(inputs: str | os.PathLike | pd.DataFrame, options: Options | None = None
     keep = out is not None and options.figures != "none"
     reports = scan(task_inputs, B=options.B, seed=options.seed, alpha=options.alpha, min_items=options.min_items,
                    fdr=options.fdr, progress=options.progress, keep_curves=keep, workers=options.workers,
-                   min_jex=options.min_jex, min_step_z=options.min_step_z)
+                   min_jex=options.min_jex, min_step_z=options.min_step_z, max_pre_ratio=options.max_pre_ratio)
     command = options.command or _api_command(source, options)
     files: list[Path] = []
     n_fig = 0

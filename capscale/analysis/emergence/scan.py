@@ -17,6 +17,10 @@ from capscale.analysis.emergence.inputs import TaskInput
 __all__ = ["apply_fdr", "scan", "verdict_table"]
 
 
+#: Settings of the effect-size floor carried from a report's settings into a re-decision.
+FLOOR_KEYS = ("min_jex", "min_step_z", "max_pre_ratio")
+
+
 def apply_fdr(reports: list[dict], alpha: float = 0.05) -> list[dict]:
     """Benjamini–Hochberg over the per-task "D sharp" tests (criterion 1a's J_ex > 0), in place.
 
@@ -27,7 +31,7 @@ def apply_fdr(reports: list[dict], alpha: float = 0.05) -> list[dict]:
     q = _st.benjamini_hochberg(p)
     m = int(np.isfinite(p).sum())
     for r, pv, qv in zip(reports, p, q):
-        floors = {k: v for k, v in (r.get("settings") or {}).items() if k in ("min_jex", "min_step_z")}
+        floors = {k: v for k, v in (r.get("settings") or {}).items() if k in FLOOR_KEYS}
         cfg = dict(DEFAULTS, alpha=alpha, **floors)
         r["fdr"] = {"p_sharp": None if np.isnan(pv) else float(pv), "q_sharp": None if np.isnan(qv) else float(qv),
                     "m_tests": m, "alpha": alpha}
@@ -49,7 +53,8 @@ def _analyse_one(args: tuple) -> dict:
 
 def scan(inputs: Iterable[TaskInput], *, B: int = 2000, seed: int = 0, alpha: float = 0.05, min_items: int = 20,
          fdr: bool = True, progress: bool = False, keep_curves: bool = False, workers: int = 1,
-         min_jex: float = DEFAULTS["min_jex"], min_step_z: float = DEFAULTS["min_step_z"]) -> list[dict]:
+         min_jex: float = DEFAULTS["min_jex"], min_step_z: float = DEFAULTS["min_step_z"],
+         max_pre_ratio: float = DEFAULTS["max_pre_ratio"]) -> list[dict]:
     """Analyse many tasks (same settings, each with its own fixed seed) and apply BH control across them.
 
     ``workers > 1`` analyses tasks in that many processes; every task has its own generator seeded with
@@ -59,7 +64,7 @@ def scan(inputs: Iterable[TaskInput], *, B: int = 2000, seed: int = 0, alpha: fl
 
     items = list(inputs)
     kw = {"B": B, "seed": seed, "alpha": alpha, "min_items": min_items, "keep_curves": keep_curves,
-          "min_jex": min_jex, "min_step_z": min_step_z}
+          "min_jex": min_jex, "min_step_z": min_step_z, "max_pre_ratio": max_pre_ratio}
     if workers > 1 and len(items) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
