@@ -39,7 +39,8 @@ from capscale.errors import CapscaleError, InputError, UsageError
 from capscale.pipelines._base import RunResult, StageOptions
 from capscale.plotting.predict import plot_reliability
 
-__all__ = ["Dataset", "DATASETS", "SUITE_METHODS", "Options", "run", "summarize", "uninformative"]
+__all__ = ["Dataset", "DATASETS", "SUITE_METHODS", "RULES", "Options", "run", "summarize", "uninformative",
+           "rule_table"]
 
 #: The methods every data set is scored with (``auto`` first; ``loglinear`` is the baseline).
 SUITE_METHODS = ("auto", "ensemble", "ladder", "ladder_c", "direct", "sigmoid", "gadre", "loglinear")
@@ -316,6 +317,55 @@ def _auto_check(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+#: Candidate rules of ``auto`` compared on the same rows (:func:`rule_table`): name -> members whose median is taken
+#: (a single member: that method). Every rule predicts ``at_chance`` tasks at chance (auto's own rows).
+#: The selection criterion, fixed before the development rows were seen: among the combination rules (``auto_as_run``,
+#: i.e. the CV rule of :func:`capscale.analysis.predict.select_method`, ``ensemble``, ``median_members_loglinear``,
+#: ``median_ensemble_sigmoid_loglinear``), the smallest ``worst_gap`` on the development half, then the smallest
+#: pooled MAE; ``sigmoid`` and ``loglinear`` alone are listed for reference only.
+RULES: dict[str, tuple[str, ...]] = {
+    "ensemble": ("ensemble",),
+    "median_members_loglinear": ("ladder", "ladder_c", "direct", "sigmoid", "gadre", "loglinear"),
+    "median_ensemble_sigmoid_loglinear": ("ensemble", "sigmoid", "loglinear"),
+    "sigmoid": ("sigmoid",),
+    "loglinear": ("loglinear",),
+}
+
+
+def rule_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """MAE (points) per data set and pooled of ``auto`` as run (``auto_as_run``) and of each rule of :data:`RULES`
+    recomputed from the single methods' point predictions on the same held-out runs (at_chance tasks: chance).
+
+    Also ``worst_gap``: the largest, over data sets, of a rule's MAE minus the best of ensemble / sigmoid /
+    loglinear there: the criterion the auto rule was chosen by (smallest worst gap, then smallest pooled MAE).
+    """
+    ok = rows[~rows["refused"].astype(bool)]
+    key = ["dataset", "family", "task", "heldout_model"]
+    piv = ok.pivot_table(index=key, columns="method", values="predicted", aggfunc="first", dropna=False)
+    act = ok.groupby(key, dropna=False)["actual"].first()
+    auto = ok[ok["method"] == "auto"].set_index(key)
+    at_chance = auto["selected"] == "chance" if "selected" in auto else pd.Series(False, index=auto.index)
+    preds: dict[str, pd.Series] = {"auto_as_run": auto["predicted"]}
+    for name, members in RULES.items():
+        have = [m for m in members if m in piv.columns]
+        v = piv[have].median(axis=1, skipna=True) if have else pd.Series(np.nan, index=piv.index)
+        v = v.reindex(auto.index)
+        preds[name] = v.where(~at_chance, auto["predicted"])
+    out = []
+    for name, v in preds.items():
+        err = (v - act.reindex(v.index)).abs()
+        g = err.groupby(level="dataset", sort=False).mean().mul(100)
+        out.append({"rule": name, **g.to_dict(), "pooled": 100 * err.mean(), "n_missing": int(err.isna().sum())})
+    tab = pd.DataFrame(out)
+    ref = []
+    sm = summarize(rows)
+    for ds in [c for c in tab.columns if c not in ("rule", "pooled", "n_missing")]:
+        m = sm[(sm["dataset"] == ds) & sm["method"].isin(["ensemble", "sigmoid", "loglinear"])]["mae_points"]
+        ref.append((ds, m.min()))
+    tab["worst_gap"] = [max(r[ds] - b for ds, b in ref) for _, r in tab.iterrows()]
+    return tab
+
+
 def run(options: Options) -> RunResult:
     """Run the suite's data sets of ``options.half`` (see the module docstring).
 
@@ -352,9 +402,10 @@ def run(options: Options) -> RunResult:
     summ = summarize(df)
     verd = _verdicts(df)
     check = _auto_check(summ)
+    rules = rule_table(df)
     files: list[Path] = []
     out = Path(options.out) if options.out else None
-    text = report_text(summ, verd, check, options, times, notes)
+    text = report_text(summ, verd, check, options, times, notes, rules)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         h = options.half if not options.sets else f"{options.half}_{'_'.join(options.sets)}"
@@ -364,6 +415,8 @@ def run(options: Options) -> RunResult:
         files.append(atomic_write(out / f"{h}_summary.csv", lambda tmp: summ.to_csv(tmp, index=False,
                                                                                      float_format="%.4g")))
         files.append(atomic_write(out / f"{h}_verdicts.csv", lambda tmp: verd.to_csv(tmp, index=False)))
+        files.append(atomic_write(out / f"{h}_rules.csv", lambda tmp: rules.to_csv(tmp, index=False,
+                                                                                   float_format="%.4g")))
         files.append(atomic_write_text(out / f"{h}.txt", text + "\n"))
         files.append(Path(plot_reliability(summ, out / f"{h}_reliability_auto.png")))
     pooled = summ[summ["dataset"] == "pooled"].set_index("method")
@@ -371,11 +424,12 @@ def run(options: Options) -> RunResult:
                "pooled_mae_points": pooled["mae_points"].round(3).to_dict(),
                "pooled_coverage_90": pooled["coverage_90"].round(3).to_dict(), "text": text}
     return RunResult(stage="backtest-suite", out=out, files=files, summary=summary,
-                     tables={"rows": df, "summary": summ, "verdicts": verd, "auto_check": check}, notes=notes)
+                     tables={"rows": df, "summary": summ, "verdicts": verd, "auto_check": check, "rules": rules},
+                     notes=notes)
 
 
 def report_text(summ: pd.DataFrame, verd: pd.DataFrame, check: pd.DataFrame, options: Options,
-                times: dict[str, float], notes: list[str]) -> str:
+                times: dict[str, float], notes: list[str], rules: pd.DataFrame | None = None) -> str:
     """The suite's results as printable text (the ``<half>.txt`` file)."""
     fmt = {"mae_points": "{:.2f}", "max_err_points": "{:.1f}", "coverage_90": "{:.2f}", "mean_width_points": "{:.1f}",
            **{f"coverage_{round(100 * lv)}": "{:.2f}" for lv in LEVELS}}
@@ -389,7 +443,11 @@ def report_text(summ: pd.DataFrame, verd: pd.DataFrame, check: pd.DataFrame, opt
              "", show.to_string(index=False), "", "auto vs the best of ensemble / sigmoid / loglinear (points):",
              check.to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(check) else "-", "",
              "predictability verdicts (tasks per data set, auto's fitting data):",
-             verd.to_string(index=False) if len(verd) else "-", "", f"wall time per data set (s): {times}"]
+             verd.to_string(index=False) if len(verd) else "-", "",
+             "candidate auto rules recomputed from the same rows (MAE, points; worst_gap: worst data set's MAE minus "
+             "the best of ensemble/sigmoid/loglinear there):",
+             rules.to_string(index=False, float_format=lambda v: f"{v:.2f}") if rules is not None else "-", "",
+             f"wall time per data set (s): {times}"]
     if notes:
         lines += ["", "notes:"] + [f"  {n}" for n in notes]
     return "\n".join(lines)

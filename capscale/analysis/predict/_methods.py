@@ -512,6 +512,13 @@ class EnsemblePredictor(LadderMethod):
     Members that need a task loss are left out where the ladder has none; a member whose fit fails is
     left out and named in the warnings. Members use their default options, without bootstrap or inflation
     (the ensemble bootstraps and inflates as a whole).
+
+    Parameters
+    ----------
+    members : tuple of str, optional
+        The member methods (default :attr:`MEMBERS`: ``ladder``, ``ladder_c``, ``direct``, ``sigmoid``, ``gadre``).
+    bootstrap, seed, level, inflate, final_window, x_task, x_metric, chance, widen
+        As for :class:`LadderMethod`.
     """
 
     name = "ensemble"
@@ -519,12 +526,19 @@ class EnsemblePredictor(LadderMethod):
     optional_loss = True
     MEMBERS: ClassVar[tuple[str, ...]] = ("ladder", "ladder_c", "direct", "sigmoid", "gadre")
 
+    def __init__(self, *, members: tuple[str, ...] | None = None, bootstrap: int = 100, seed: int = 0,
+                 level: float = 0.9, inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
+                 x_metric: str | None = None, chance: float | None = None, widen: float = 1.0):
+        super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
+                         x_task=x_task, x_metric=x_metric, chance=chance, widen=widen)
+        self.members = members
+
     def _core(self, runs):
         fns, fitted = [], {}
         first = self._warm is None
         if first:
             self._members: dict[str, LadderMethod] = {}
-            for name in self.MEMBERS:
+            for name in tuple(self.members or self.MEMBERS):
                 m = get_method(name, bootstrap=0, inflate=False)
                 if m.needs_loss and runs[0].x is None:
                     continue

@@ -351,9 +351,10 @@ def fit_method(ladder: pd.DataFrame, task: str, method: str = "auto", *, metric:
     return pr, scores
 
 
-#: How ``auto`` chooses for a task whose verdict is not ``at_chance``: ``"cv"`` (:func:`select_method`) or
-#: ``"ensemble"``. Frozen before the confirmation half of the suite (results/backtests/suite/README.md).
-AUTO_RULE = "cv"
+#: How ``auto`` chooses for a task whose verdict is not ``at_chance``: ``"cv"`` (:func:`select_method`), a method
+#: name, or a tuple of methods whose median is taken (an ``ensemble`` with those ``members``). Frozen before the
+#: confirmation half of the suite (results/backtests/suite/README.md).
+AUTO_RULE: str | tuple[str, ...] = "cv"
 #: Interval widening of ``auto`` for ``noisy``, ``non_monotone`` and ``inverse`` tasks.
 AUTO_WIDEN = 2.0
 
@@ -377,14 +378,17 @@ def _fit_auto(ladder: pd.DataFrame, task: str, *, metric: str, store: pd.DataFra
         pr = _make("chance", options).fit(ladder, task, metric=metric, store=store)
         scores["_rule_name"] = "at_chance"
     else:
+        extra: dict[str, Any] = {}
         if AUTO_RULE == "cv":
             name, cv = select_method(ladder, task, metric=metric, store=store, candidates=candidates, **options)
             scores.update(cv)
+        elif isinstance(AUTO_RULE, tuple):
+            name, extra = "ensemble", {"members": AUTO_RULE}
         else:
             name = AUTO_RULE
-        scores["_rule_name"] = AUTO_RULE
+        scores["_rule_name"] = AUTO_RULE if isinstance(AUTO_RULE, str) else "median" + "+".join(AUTO_RULE)
         widen = AUTO_WIDEN if verdict is not None and verdict.verdict != "predictable" else 1.0
-        opts = {**options, "widen": widen} if widen != 1.0 else options
+        opts = {**options, **extra, "widen": widen} if widen != 1.0 else {**options, **extra}
         pr = _make(name, opts).fit(ladder, task, metric=metric, store=store)
     pr.verdict_ = verdict.verdict if verdict else None  # type: ignore[attr-defined]
     return pr, scores
