@@ -51,7 +51,8 @@ from capscale.data import store as _store
 from capscale.data.ladder_table import LADDER_COLUMNS, check_ladder
 from capscale.errors import InputError, UsageError
 
-__all__ = ["compute", "ladder_from_store", "select_items", "metric_coverage", "METRICS", "METRIC_INPUTS",
+__all__ = ["compute", "ladder_from_store", "select_items", "metric_coverage", "metric_coverage_counts",
+           "merge_metric_coverage", "metric_coverage_report", "METRICS", "METRIC_INPUTS",
            "HIGHER_IS_BETTER", "CHAIN_ORDER", "ITEM_SELECTIONS"]
 
 ITEM_KEYS = ["model_id", "task", "doc_id"]
@@ -322,6 +323,67 @@ def select_items(df: pd.DataFrame, items: str = "common", by: tuple[str, ...] = 
     return df[mark.fillna(False).to_numpy(dtype=bool)], report
 
 
+def metric_coverage_counts(items: pd.DataFrame, metrics: list[str] | None = None) -> dict[str, dict]:
+    """The counts behind :func:`metric_coverage`, which add up over parts of a table (tasks, shards).
+
+    Returns
+    -------
+    dict
+        ``{metric: {"present": bool, "rows": int, "rows_total": int, "models": set, "models_missing": set}}``:
+        whether the column exists, rows where it is not NaN, all rows, every model, and the models with at least
+        one NaN row. :func:`merge_metric_coverage` adds two of these; :func:`metric_coverage_report` turns one
+        into :func:`metric_coverage`'s answer.
+    """
+    total = int(len(items))
+    models = set(items["model_id"].astype(str).unique().tolist()) if total else set()
+    out: dict[str, dict] = {}
+    for m in metrics or METRICS:
+        if m not in items.columns:
+            out[m] = {"present": False, "rows": 0, "rows_total": total, "models": models, "models_missing": models}
+            continue
+        ok = items[m].notna()
+        lacking = set(items.loc[~ok, "model_id"].astype(str).unique().tolist())
+        out[m] = {"present": True, "rows": int(ok.sum()), "rows_total": total, "models": models,
+                  "models_missing": lacking}
+    return out
+
+
+def merge_metric_coverage(a: dict[str, dict], b: dict[str, dict]) -> dict[str, dict]:
+    """The :func:`metric_coverage_counts` of two disjoint parts of a table, added."""
+    out = {}
+    for m in dict.fromkeys([*a, *b]):
+        x, y = a.get(m), b.get(m)
+        if x is None or y is None:
+            out[m] = x or y
+            continue
+        out[m] = {"present": x["present"] or y["present"], "rows": x["rows"] + y["rows"],
+                  "rows_total": x["rows_total"] + y["rows_total"], "models": x["models"] | y["models"],
+                  "models_missing": x["models_missing"] | y["models_missing"]}
+    return out
+
+
+def metric_coverage_report(counts: dict[str, dict]) -> dict[str, dict]:
+    """:func:`metric_coverage`'s answer from :func:`metric_coverage_counts` (possibly merged over parts)."""
+    out: dict[str, dict] = {}
+    for m, c in counts.items():
+        need = METRIC_INPUTS.get(m)
+        total = c["rows_total"]
+        if not c["present"]:
+            reason = (f"the store has no {need} values" if need else "not computed")
+            out[m] = {"rows": 0, "rows_total": total, "models_missing": sorted(c["models"]) if total else [],
+                      "missing_reason": reason}
+            continue
+        lacking = sorted(c["models_missing"])
+        if c["rows"] == total:
+            reason = ""
+        elif need:
+            reason = f"{need} is missing for some choices of {len(lacking)} model(s)"
+        else:
+            reason = "undefined for some items (non-finite log-likelihoods)"
+        out[m] = {"rows": c["rows"], "rows_total": total, "models_missing": lacking, "missing_reason": reason}
+    return out
+
+
 def metric_coverage(items: pd.DataFrame, metrics: list[str] | None = None) -> dict[str, dict]:
     """How many rows of a :func:`compute` table each metric covers, and why the others are missing.
 
@@ -337,27 +399,11 @@ def metric_coverage(items: pd.DataFrame, metrics: list[str] | None = None) -> di
     dict
         ``{metric: {"rows", "rows_total", "models_missing", "missing_reason"}}``: ``models_missing`` lists
         the models with at least one row without the metric; ``missing_reason`` is ``""`` when every row has
-        it, else what is missing (the store column the metric needs, per :data:`METRIC_INPUTS`).
+        it, else what is missing (the store column the metric needs, per :data:`METRIC_INPUTS`). The same as
+        :func:`metric_coverage_report` of :func:`metric_coverage_counts`, which the streamed analysis adds up
+        task by task.
     """
-    total = int(len(items))
-    out: dict[str, dict] = {}
-    for m in metrics or METRICS:
-        need = METRIC_INPUTS.get(m)
-        if m not in items.columns:
-            reason = (f"the store has no {need} values" if need else "not computed")
-            out[m] = {"rows": 0, "rows_total": total, "models_missing": sorted(items["model_id"].unique().tolist())
-                      if total else [], "missing_reason": reason}
-            continue
-        ok = items[m].notna()
-        lacking = sorted(items.loc[~ok, "model_id"].astype(str).unique().tolist())
-        if ok.all():
-            reason = ""
-        elif need:
-            reason = f"{need} is missing for some choices of {len(lacking)} model(s)"
-        else:
-            reason = "undefined for some items (non-finite log-likelihoods)"
-        out[m] = {"rows": int(ok.sum()), "rows_total": total, "models_missing": lacking, "missing_reason": reason}
-    return out
+    return metric_coverage_report(metric_coverage_counts(items, metrics))
 
 
 def ladder_from_store(store_df: pd.DataFrame, items: str = "common") -> pd.DataFrame:
