@@ -145,6 +145,37 @@ def _length_column(d: pd.DataFrame, col: str, metric: str) -> tuple[np.ndarray, 
     return np.where(have, v, 1.0), have
 
 
+def _item_order(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows grouped by item, choices in ``choice_idx`` order, and where each item starts.
+
+    Items are keyed by integer codes of (model_id, task, doc_id) in order of first appearance, so a store whose
+    rows already come item by item (every shard ``capscale eval`` writes, and any concatenation of them) is used
+    as it is, without a sort or a copy; otherwise the rows are sorted by the codes. (``compute`` sorts its
+    output, so the order of items here does not change it.)
+    """
+    n = len(df)
+    docs = df["doc_id"].astype(str) if df["doc_id"].dtype == object else df["doc_id"]
+    codes = [pd.factorize(df["model_id"])[0], pd.factorize(df["task"])[0], pd.factorize(docs)[0]]
+    choice = df["choice_idx"].to_numpy(dtype=np.int64)
+    sizes = [int(c.max()) + 1 for c in codes] + [int(choice.max()) + 1]
+    if float(np.prod(np.array(sizes, dtype=float))) < 2.0**62:
+        item = (codes[0] * sizes[1] + codes[1]) * sizes[2] + codes[2]
+        key = item * sizes[3] + choice
+        if n > 1 and not (key[1:] >= key[:-1]).all():
+            order = np.argsort(key, kind="stable")
+            df, item = df.iloc[order], item[order]
+    else:  # pragma: no cover - more than 2^62 distinct keys
+        order = np.lexsort((choice, codes[2], codes[1], codes[0]))
+        df = df.iloc[order]
+        item = np.stack([c[order] for c in codes])
+        new = np.ones(n, dtype=bool)
+        new[1:] = (item[:, 1:] != item[:, :-1]).any(axis=0)
+        return df, new
+    new = np.ones(n, dtype=bool)
+    new[1:] = item[1:] != item[:-1]
+    return df, new
+
+
 def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
     """Chain metrics per (model, task, item) from a score store.
 
@@ -175,17 +206,10 @@ def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
     if "compute" not in df.columns or df["compute"].isna().any():
         df = _store.normalize(df)
 
-    order = np.lexsort((df["choice_idx"].to_numpy(), df["doc_id"].astype(str).to_numpy(),
-                        df["task"].to_numpy(), df["model_id"].to_numpy()))
-    d = df.iloc[order]
-    mid = d["model_id"].to_numpy()
-    task = d["task"].to_numpy()
-    doc = d["doc_id"].astype(str).to_numpy() if d["doc_id"].dtype == object else d["doc_id"].to_numpy()
-    n = len(d)
+    n = len(df)
     if n == 0:
         return pd.DataFrame(columns=ITEM_KEYS + METRICS)
-    new = np.ones(n, dtype=bool)
-    new[1:] = (mid[1:] != mid[:-1]) | (task[1:] != task[:-1]) | (doc[1:] != doc[:-1])
+    d, new = _item_order(df)
     starts = np.flatnonzero(new)
     seg = np.cumsum(new) - 1
     k = np.diff(np.append(starts, n))
@@ -206,14 +230,15 @@ def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
     brier = _seg_sum((p - corr) ** 2, starts) / k
     acc, acc_first = _seg_acc(ll, corr, starts, seg)
 
+    first = d.iloc[starts]
     out = {
-        "model_id": mid[starts],
-        "task": task[starts],
-        "doc_id": d["doc_id"].to_numpy()[starts],
+        "model_id": first["model_id"].to_numpy(),
+        "task": first["task"].to_numpy(),
+        "doc_id": first["doc_id"].to_numpy(),
     }
     for c in _MODEL_COLS:
         if c in d.columns:
-            out[c] = d[c].to_numpy()[starts]
+            out[c] = first[c].to_numpy()
     out["n_choices"] = k
     out["log_p_vocab_correct"] = max_corr
     out["p_vocab_correct"] = np.exp(max_corr)
@@ -247,7 +272,7 @@ def compute(df: pd.DataFrame, *, validate: bool = False) -> pd.DataFrame:
                                            _seg_max((g & corr).astype(np.int8), starts).astype(float), np.nan)
     for extra in ("multiple_input", "task_source"):
         if extra in d.columns:
-            out[extra] = d[extra].to_numpy()[starts]
+            out[extra] = first[extra].to_numpy()
     res = pd.DataFrame(out)
     sort_cols = ["task", "compute", "model_id", "doc_id"] if "compute" in res else ["task", "model_id", "doc_id"]
     return res.sort_values(sort_cols, kind="stable").reset_index(drop=True)
