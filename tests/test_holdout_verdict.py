@@ -128,3 +128,12 @@ def test_chained_methods_use_the_only_loss_or_name_the_choices():
     assert na and "not applicable" in na[0]["warnings"][0]  # said, not silently dropped
     _, scores = predict.select_method(three, "t")
     assert "gadre" in scores["_not_applicable"]
+
+
+def test_too_few_sizes_is_a_refusal_naming_method_and_count():
+    lad = ladder(rising)
+    two = lad[lad["params"].isin([1e8, 1e9])]
+    with pytest.raises(Exception, match=r"method 'sigmoid' cannot be fitted on task 't' with 2 fitting size\(s\)"):
+        predict.get_method("sigmoid", bootstrap=0).fit(two, "t")
+    with pytest.raises(Exception, match=r"method 'ladder' cannot be fitted .* 2 fitting size\(s\).*need at least 5"):
+        predict.get_method("ladder", bootstrap=0).fit(two, "t")

@@ -186,7 +186,12 @@ class LadderMethod(Predictor):
                                      f"the ladder has {n_sizes} ({len(runs)} run(s))")
         self._warm = None
         self._failed_members = []
-        self.fn_, self.laws_ = self._core(runs)
+        try:
+            self.fn_, self.laws_ = self._core(runs)
+        except laws.FitInputError as e:
+            n_sizes = len({r.params for r in runs})
+            raise laws.FitInputError(f"method {self.name!r} cannot be fitted on task {task!r} with {n_sizes} fitting "
+                                     f"size(s) ({len(runs)} run(s)): {e}") from e
         # bootstrap refits start from the point estimate (multi-start only for the point fit)
         self._warm = {k: [law.params_[p] for p in law.param_names] for k, law in self.laws_.items()}
         self.fit_warnings_ = sorted({w for law in self.laws_.values() for w in law.warnings_})
