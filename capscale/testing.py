@@ -24,6 +24,9 @@ distractor sits ``margin`` below it and the others at fixed per-item gaps below 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +34,7 @@ from scipy.special import ndtr
 
 from capscale.analysis import mass
 
-__all__ = ["planted_store", "simulate_store"]
+__all__ = ["planted_store", "simulate_store", "sharded_store", "SCALE_ITEMS"]
 
 
 def planted_store(kind: str = "linear", *, n_models: int = 10, n_items: int = 400, n_choices: int = 4,
@@ -196,3 +199,104 @@ def simulate_store(n_items: int = 400, n_choices: int = 4, x: tuple[float, ...] 
                           "slope": b.ravel()})
     return df, truth
 
+
+
+#: Items per task of :func:`sharded_store`'s default family at 100M per-choice rows (500 checkpoints, K = 4).
+SCALE_ITEMS = (25_000, 12_500, 7_500, 5_000)
+
+
+def sharded_store(out: str | os.PathLike, *, n_checkpoints: int = 500, n_sizes: int = 10,
+                  items: tuple[int, ...] = SCALE_ITEMS, n_choices: int = 4, seed: int = 0, family: str = "simfam",
+                  x_range: tuple[float, float] = (18.0, 23.0)) -> dict[str, Any]:
+    """Write a family-scale store to disk as ``capscale eval`` does: one Parquet shard per (checkpoint, task).
+
+    A Pythia-shaped family: ``n_sizes`` sizes log-spaced in N, each with ``n_checkpoints / n_sizes`` training
+    checkpoints log-spaced in D, so log10 compute spans ``x_range``. Task ``t`` has ``items[t]`` items with
+    ``n_choices`` choices; the gold's log-likelihood (nats) rises with a per-item slope in log10 compute, the
+    others sit at per-item gaps below it, plus per-(checkpoint, item, choice) noise, so every chain metric moves
+    with scale and items differ. Shards carry the columns ``capscale eval`` writes (``step``, ``n_tokens``,
+    ``n_chars``, ``n_bytes``, ``is_greedy``, ``revision``; strings as plain Parquet strings, as pandas writes
+    them), in rows sorted by item and choice.
+
+    Rows: ``n_checkpoints * sum(items) * n_choices`` (100M with the defaults). Generated shard by shard in bounded
+    memory and deterministic in ``seed``.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``shards``, ``bytes`` (on disk), ``checkpoints``, ``items`` (per task).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from capscale.data import store as _store
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    K = n_choices
+    per_size = max(1, n_checkpoints // n_sizes)
+    lo, hi = x_range
+    span = hi - lo
+    # sizes: log10 N evenly over 45% of the span; steps: log10 D over the rest (C = 6 N D)
+    log_n = np.linspace(7.0, 7.0 + 0.45 * span, n_sizes)
+    ckpts = []
+    for si, ln in enumerate(log_n):
+        for ci in range(per_size):
+            if len(ckpts) >= n_checkpoints:
+                break
+            x = lo + 0.45 * span * si / max(1, n_sizes - 1) + 0.55 * span * (ci + 1) / per_size
+            params = int(round(10**ln))
+            tokens = int(round(10**x / (6.0 * params)))
+            step = (ci + 1) * 1000
+            ckpts.append((f"{family}-{si}@step{step}", params, max(tokens, 1), step, x))
+    while len(ckpts) < n_checkpoints:  # n_checkpoints not a multiple of n_sizes: more steps of the largest size
+        m, params, tokens, step, x = ckpts[-1]
+        ckpts.append((f"{family}-{n_sizes - 1}@step{step + 1000}", params, tokens + 1, step + 1000, x))
+    n_rows = 0
+    n_shards = 0
+    n_bytes = 0
+    for t, n_items in enumerate(items):
+        task = f"task{t}"
+        rng = np.random.default_rng([seed, t])
+        gold = rng.integers(0, K, n_items)
+        a = rng.normal(-9.0, 2.0, n_items)                  # gold log-likelihood at x = lo (nats)
+        b = rng.normal(0.9, 0.5, n_items)                   # its slope per decade of compute
+        gap = rng.exponential(1.0, (n_items, K))            # the other choices: at per-item gaps below the gold ...
+        shift = rng.normal(1.5, 1.5, n_items)               # ... starting above it for small models
+        gslope = rng.normal(0.35, 0.2, n_items)
+        chars = rng.integers(3, 40, (n_items, K))
+        doc = np.repeat(np.arange(n_items, dtype=np.int64), K)
+        cidx = np.tile(np.arange(K, dtype=np.int64), n_items)
+        is_gold = (cidx == np.repeat(gold, K))
+        for mi, (model_id, params, tokens, step, x) in enumerate(ckpts):
+            r = np.random.default_rng([seed, t, mi])
+            u = x - lo
+            g_ll = a + b * u
+            others = (g_ll + shift - gslope * u)[:, None] - gap
+            ll = np.where(is_gold.reshape(n_items, K), g_ll[:, None], others)
+            ll = ll + r.normal(0.0, 0.6, (n_items, 1)) + r.normal(0.0, 0.4, (n_items, K))
+            ll -= np.maximum(ll.max(axis=1, keepdims=True), 0.0) + 1e-3   # log-probabilities: below 0
+            flat = ll.ravel()
+            greedy = is_gold & (flat > -2.0)
+            n = n_items * K
+            table = pa.table({
+                "model_id": pa.array([model_id] * n, pa.string()),
+                "family": pa.array([family] * n, pa.string()),
+                "params": pa.array(np.full(n, params, dtype=np.int64)),
+                "tokens": pa.array(np.full(n, tokens, dtype=np.int64)),
+                "step": pa.array(np.full(n, step, dtype=np.int64)),
+                "task": pa.array([task] * n, pa.string()),
+                "doc_id": pa.array(doc), "choice_idx": pa.array(cidx), "is_correct": pa.array(is_gold),
+                "loglik": pa.array(flat), "n_tokens": pa.array((chars.ravel() // 4 + 1).astype(np.int64)),
+                "n_chars": pa.array(chars.ravel().astype(np.int64)),
+                "n_bytes": pa.array(chars.ravel().astype(np.int64)), "is_greedy": pa.array(greedy),
+                "revision": pa.array([f"step{step}"] * n, pa.string()),
+            })
+            path = out / _store.shard_name(model_id, task)
+            tmp = path.with_name("_tmp." + path.name)
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+            n_rows += n
+            n_shards += 1
+            n_bytes += path.stat().st_size
+    return {"rows": n_rows, "shards": n_shards, "bytes": n_bytes, "checkpoints": len(ckpts), "items": list(items)}

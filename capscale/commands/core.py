@@ -9,6 +9,17 @@ from __future__ import annotations
 import argparse
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
 def _validate(args: argparse.Namespace) -> None:
     from capscale.data import store
 
@@ -35,7 +46,13 @@ def _analyze(args: argparse.Namespace) -> None:
     if info["ordering_holds_fraction"]:
         print("ordering log p_vocab >= p_choices >= Brier >= acc holds in: "
               + ", ".join(f"{k} {v:.0%}" for k, v in info["ordering_holds_fraction"].items()))
-    print(f"outputs in {args.out}/ (summary.csv, correlations.parquet, per_item.parquet, figures/)")
+    stream = info.get("streaming")
+    if stream:
+        print(f"streamed {stream['shards']} shard(s) ({stream['shards_computed']} computed, {stream['shards_resumed']} "
+              f"resumed) with {stream['workers']} worker(s), executor {stream['executor']}; bad shards skipped: "
+              f"{stream['bad_shards_skipped']}")
+    per_item = "per_item.parquet/ (a folder)" if stream else "per_item.parquet"
+    print(f"outputs in {args.out}/ (summary.csv, correlations.parquet, {per_item}, figures/)")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -97,6 +114,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "excluded; 'all' every item")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("large stores (streamed: shard by shard, bounded memory; see the README)")
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--stream", dest="stream", action="store_const", const=True, default=None,
+                      help="stream the store shard by shard (default: when it is over 512 MiB on disk, or with "
+                      "--workers > 1, --executor ray or --skip-bad-shards); per_item.parquet is then a folder")
+    mode.add_argument("--in-memory", dest="stream", action="store_const", const=False,
+                      help="read the whole store into one frame")
+    g.add_argument("--workers", type=_positive_int, default=1,
+                   help="processes for the shard and task jobs (default 1); with --executor ray: CPUs of a local Ray")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="'ray' runs one Ray task per shard (the store must be readable at the same path on every "
+                   "node)")
+    g.add_argument("--address", default=None, help="Ray address: 'auto', HOST:PORT (default: start a local Ray)")
+    g.add_argument("--write-from", choices=("driver", "worker"), default="driver",
+                   help="Ray: 'driver' (default) writes the per-item files on the driver; 'worker' writes them "
+                   "from the workers into --out, which must be on a shared file system (the per-task pass then "
+                   "also runs on Ray)")
+    g.add_argument("--max-retries", type=int, default=2, help="Ray: resubmissions of a failed task (default 2)")
+    g.add_argument("--skip-bad-shards", action="store_true",
+                   help="leave out store files that are unreadable or invalid (named, and counted in the output); "
+                   "without it such a file stops the run before any result table is written")
     p.set_defaults(func=_analyze)
 
     p = sub.add_parser("validate", help="check a score store and report every problem at once",

@@ -63,6 +63,9 @@ __all__ = [
     "Problem",
     "StoreValidationError",
     "read",
+    "read_shard",
+    "store_files",
+    "shard_schema_problem",
     "write",
     "write_shard",
     "validate",
@@ -161,6 +164,10 @@ class StoreValidationError(CapscaleError, ValueError):
         head = f"score store {source!r}" if source else "score store"
         lines = [f"{head} has {len(problems)} problem(s):"] + [f"  - {p}" for p in problems]
         super().__init__("\n".join(lines))
+
+    def __reduce__(self):
+        """Pickle with the problems (exceptions cross process and Ray worker boundaries)."""
+        return (self.__class__, (self.problems, self.source))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,6 +293,89 @@ def read(
         if problems:
             raise StoreValidationError(problems, str(path)) from exc
         raise
+
+
+def store_files(path: str | os.PathLike) -> list[Path]:
+    """The files of a store: the file itself, or a directory's ``.parquet``/``.csv`` shards (sorted, recursive).
+
+    Hidden files and temporary files (``_tmp.*``, from an interrupted atomic write) are left out.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist or is a directory without shards.
+    capscale.errors.InputError
+        ``path`` is a file that is neither ``.parquet`` nor ``.csv``.
+    """
+    return _store_files(Path(path))
+
+
+def shard_schema_problem(path: str | os.PathLike) -> str | None:
+    """Why one store file cannot be part of a store, from its footer (Parquet) or header (CSV) alone; None if it can.
+
+    Cheap (no data pages are read): a corrupt or truncated Parquet footer, or a required column missing. Used to
+    check every shard of a large store before anything is computed; content problems are found by
+    :func:`read_shard`.
+    """
+    p = Path(path)
+    try:
+        if p.suffix == ".csv":
+            names = list(pd.read_csv(p, nrows=0).columns)
+        else:
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(p).names
+    except (FileNotFoundError, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise many kinds; reported naming the file
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        kind = "CSV" if p.suffix == ".csv" else "Parquet"
+        return (f"cannot be read as {kind} (corrupt, truncated or not a {kind} file?): {type(exc).__name__}: "
+                f"{reason[:300]}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        return f"required column(s) {missing} missing (schema mismatch); columns present: {names}"
+    return None
+
+
+def read_shard(path: str | os.PathLike, *, columns: Iterable[str] | None = None, multi_gold: bool = False,
+               validate_store: bool = True) -> pd.DataFrame:
+    """Read and validate one file of a store on its own (the unit of the streamed analysis).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.parquet`` or ``.csv`` file.
+    columns : iterable of str, optional
+        Parquet only: read only these columns where present (the required columns are always read).
+    multi_gold : bool, default False
+        Allow items with several correct choices.
+    validate_store : bool, default True
+        Run :func:`validate` on the file's rows: everything it checks within one file (checks across files,
+        e.g. a model's ``params`` differing between two files, are the caller's).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The file's rows, normalised by :func:`normalize`.
+
+    Raises
+    ------
+    capscale.errors.InputError
+        The file cannot be parsed.
+    StoreValidationError
+        The file's rows are invalid (problems name the file and rows).
+    """
+    p = Path(path)
+    df = _read_one(p, columns)
+    if validate_store and len(df):  # an empty file adds nothing to a store (read() accepts it among others)
+        df[_FILE] = str(p)
+        df[_ROW] = np.arange(len(df))
+        problems = validate(df, multi_gold=multi_gold)
+        if problems:
+            raise StoreValidationError(problems, str(p))
+        df = df.drop(columns=[_FILE, _ROW])
+    return normalize(df)
 
 
 def _atomic_write(df: pd.DataFrame, path: Path) -> None:

@@ -34,7 +34,10 @@ way the coverage is counted in ``analysis.json`` and the notes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +50,16 @@ from capscale._io import atomic_write, safe_name, write_json
 from capscale.analysis import chain, correlate
 from capscale.data import store as _store
 from capscale.errors import InputError, UsageError
+from capscale.pipelines import _stream
 from capscale.pipelines._base import RunResult, StageOptions
+from capscale.pipelines._stream import read_per_item
 from capscale.plotting import chain as plots
 
-__all__ = ["Options", "run"]
+__all__ = ["Options", "run", "read_per_item", "STREAM_AUTO_BYTES"]
 
 _CORR_COLUMNS = ["family", "task", "metric", "method", "doc_id", "r", "p_value", "n_models", "negated"]
+#: A store read from a path whose files add up to more than this (bytes) is streamed by default.
+STREAM_AUTO_BYTES = 512 * 2**20
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:
@@ -87,6 +94,25 @@ class Options(StageOptions):
     items : {"common", "all"}
         Analyse the items every model of a (family, task) scored (default), or all items
         (:func:`capscale.analysis.chain.select_items`).
+    stream : bool, optional
+        Analyse a store read from a path shard by shard in bounded memory (:mod:`capscale.pipelines._stream`)
+        instead of in one frame. None (default): stream when ``workers > 1``, ``executor="ray"``,
+        ``skip_bad_shards`` or the store's files add up to more than :data:`STREAM_AUTO_BYTES`. A DataFrame
+        input is always analysed in memory.
+    workers : int
+        Streamed: processes that run the shard and task jobs (1: this process).
+    executor : {"local", "ray"}
+        Streamed: ``"ray"`` runs the jobs as Ray tasks (see ``address``, ``write_from``).
+    address : str, optional
+        Ray address (``None``: start a local Ray instance with ``workers`` CPUs; ``"auto"``; ``"HOST:PORT"``).
+    write_from : {"driver", "worker"}
+        Ray: who writes the per-item files. ``"worker"`` needs ``out`` on a file system shared by every node,
+        and then the per-task pass runs on Ray too; ``"driver"`` runs it on the driver's machine.
+    max_retries : int
+        Ray: resubmissions of a failed task.
+    skip_bad_shards : bool
+        Streamed: leave out store files that cannot be read or are invalid (reported by path and counted);
+        without it such a file stops the run before any result table is written.
     """
 
     out: str | os.PathLike | None = None
@@ -98,12 +124,21 @@ class Options(StageOptions):
     progress: bool = True
     source: str | None = None
     items: str = "common"
+    stream: bool | None = None
+    workers: int = 1
+    executor: str = "local"
+    address: str | None = None
+    write_from: str = "driver"
+    max_retries: int = 2
+    skip_bad_shards: bool = False
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
         """Options from ``capscale analyze`` arguments (``--tasks``/``--methods`` comma-separated)."""
         kw: dict[str, Any] = {"tasks": _split(args.tasks), "methods": _split(args.methods),
                               "figures": not args.no_figures, "progress": not args.quiet}
+        if getattr(args, "stream", None) is not None:
+            kw["stream"] = args.stream
         return super().from_cli(args, **{**kw, **overrides})
 
 
@@ -121,6 +156,40 @@ def _select(scores: pd.DataFrame, options: Options, where: str) -> pd.DataFrame:
         raise InputError(f"no rows of {where} left after the family/tasks selection "
                          f"(family {options.family!r}, tasks {list(options.tasks) if options.tasks else None})")
     return df
+
+
+def _notes(info: dict[str, Any], options: Options, warnings: list, *, ordering_len: int) -> list[str]:
+    """The run's notes from its ``analysis.json`` content (the same for the in-memory and the streamed path)."""
+    notes = []
+    for r in info["items_excluded"]:
+        short = ", ".join(f"{m}: {k}" for m, k in list(r["models_missing_items"].items())[:10])
+        if options.items == "common":
+            notes.append(f"family={r['family']!r}, task={r['task']!r}: analysed the {r['n_items_common']} of "
+                         f"{r['n_items_all']} item(s) scored by all {r['n_models']} models; excluded "
+                         f"{r['n_items_excluded']} (models short of items, with the items they scored: {short}; "
+                         "--items all keeps them)")
+    if options.items == "all":
+        notes += [f"warning: {w}" for w in warnings]
+    metric_cov = info["metric_coverage"]
+    partial_metrics = {m: c for m, c in metric_cov.items() if 0 < c["rows"] < c["rows_total"]}
+    for m, c in partial_metrics.items():
+        notes.append(f"{m} covers {c['rows']} of {c['rows_total']} model x item rows ({c['missing_reason']}: "
+                     f"{c['models_missing'][:10]}); NaN elsewhere")
+    absent = {m: c for m, c in metric_cov.items() if c["rows"] == 0 and c["rows_total"]}
+    if absent:
+        notes.append("metrics not computed: " + ", ".join(f"{m} ({c['missing_reason']})" for m, c in absent.items()))
+    ordering_undefined = info["ordering_undefined"]
+    if ordering_undefined:
+        notes.append(f"the ordering check is undefined for {len(ordering_undefined)} of {ordering_len} "
+                     f"(family, task, method, statistic): {ordering_undefined[0]['reason']}"
+                     + (" (and others, see ordering.csv)" if len(ordering_undefined) > 1 else ""))
+    if info["groups_skipped_fewer_than_3_models"]:
+        notes.append("no correlations for (family, task) with fewer than 3 models: "
+                     f"{info['groups_skipped_fewer_than_3_models']}")
+    if info["models_excluded_non_finite_compute"]:
+        notes.append("models left out of the correlations (non-finite log10 compute): "
+                     f"{info['models_excluded_non_finite_compute']}")
+    return notes
 
 
 def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None) -> RunResult:
@@ -151,6 +220,9 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
     options = options or Options()
     if options.items not in chain.ITEM_SELECTIONS:
         raise UsageError(f"items must be one of {chain.ITEM_SELECTIONS}, not {options.items!r}")
+    _stream.check_executor(options.executor, options.workers, options.write_from)
+    if _streams(scores, options):
+        return _run_streamed(Path(scores), options)
     source = options.source
     warnings: list[_store.Problem] = []
     if isinstance(scores, pd.DataFrame):
@@ -178,6 +250,8 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "figures").mkdir(exist_ok=True)
+        if (out / _stream.PER_ITEM).is_dir():  # left by a streamed run into the same folder
+            shutil.rmtree(out / _stream.PER_ITEM)
     scores = _store.normalize(scores)
     n_rows_in = int(len(scores))
     scores, coverage = chain.select_items(scores, options.items)
@@ -256,34 +330,205 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
         info["files"] = sorted({*(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()), "analysis.json"})
         info["figures"] = [str(p.relative_to(out)) for p in fig_paths]
         written.append(write_json(out / "analysis.json", info, indent=2))
-    notes = []
-    for r in items_excluded:
-        short = ", ".join(f"{m}: {k}" for m, k in list(r["models_missing_items"].items())[:10])
-        if options.items == "common":
-            notes.append(f"family={r['family']!r}, task={r['task']!r}: analysed the {r['n_items_common']} of "
-                         f"{r['n_items_all']} item(s) scored by all {r['n_models']} models; excluded "
-                         f"{r['n_items_excluded']} (models short of items, with the items they scored: {short}; "
-                         "--items all keeps them)")
-    if options.items == "all":
-        notes += [f"warning: {w}" for w in warnings]
-    partial_metrics = {m: c for m, c in metric_cov.items() if 0 < c["rows"] < c["rows_total"]}
-    for m, c in partial_metrics.items():
-        notes.append(f"{m} covers {c['rows']} of {c['rows_total']} model x item rows ({c['missing_reason']}: "
-                     f"{c['models_missing'][:10]}); NaN elsewhere")
-    absent = {m: c for m, c in metric_cov.items() if c["rows"] == 0 and c["rows_total"]}
-    if absent:
-        notes.append("metrics not computed: " + ", ".join(f"{m} ({c['missing_reason']})" for m, c in absent.items()))
-    if ordering_undefined:
-        notes.append(f"the ordering check is undefined for {len(ordering_undefined)} of {len(ordering)} "
-                     f"(family, task, method, statistic): {ordering_undefined[0]['reason']}"
-                     + (" (and others, see ordering.csv)" if len(ordering_undefined) > 1 else ""))
-    if too_few:
-        notes.append("no correlations for (family, task) with fewer than 3 models: "
-                     f"{info['groups_skipped_fewer_than_3_models']}")
-    if len(excluded):
-        notes.append("models left out of the correlations (non-finite log10 compute): "
-                     f"{info['models_excluded_non_finite_compute']}")
+    notes = _notes(info, options, warnings, ordering_len=len(ordering))
     return RunResult(stage="analyze", out=out, files=written, summary=info,
                      tables={"per_item": items, "correlations": corr, "summary": summary, "ccdf": ccdf,
                              "ordering": ordering, "excluded": excluded},
+                     notes=notes)
+
+
+def _streams(scores: pd.DataFrame | str | os.PathLike, options: Options) -> bool:
+    """Whether :func:`run` streams (see ``Options.stream``); UsageError for options that need a streamed run."""
+    needs = [name for name, on in (("workers > 1", options.workers > 1), ("executor='ray'", options.executor == "ray"),
+                                   ("skip_bad_shards", options.skip_bad_shards)) if on]
+    if isinstance(scores, pd.DataFrame):
+        if options.stream or needs:
+            raise UsageError(f"{', '.join(needs) or 'stream=True'} need(s) a store read from a path (streamed); "
+                             "a DataFrame is analysed in memory")
+        return False
+    if options.stream is False:
+        if needs:
+            raise UsageError(f"{', '.join(needs)} need(s) the streamed analysis (not --in-memory)")
+        return False
+    if options.stream or needs:
+        return True
+    return sum(f.stat().st_size for f in _store.store_files(scores)) > STREAM_AUTO_BYTES
+
+
+def _bad_shards_error(bad: list[dict[str, str]], where: str, stage: str) -> _stream.BadShardError:
+    lines = [f"{len(bad)} bad store file(s) in {where} ({stage}; no result table written; --skip-bad-shards "
+             "leaves them out and counts them):"]
+    for b in bad[:20]:
+        err = b["error"].replace("\n", "\n      ")
+        lines.append(f"  - {b['path']}: {err}")
+    if len(bad) > 20:
+        lines.append(f"  ... and {len(bad) - 20} more")
+    return _stream.BadShardError("\n".join(lines))
+
+
+def _run_streamed(path: Path, options: Options) -> RunResult:
+    """:func:`run` shard by shard (see :mod:`capscale.pipelines._stream`); the same tables as in memory."""
+    if options.out is None:
+        raise UsageError("the streamed analysis writes its per-item files to a results folder: give out "
+                         "(--out), or stream=False for a store that fits in memory")
+    t0 = time.perf_counter()
+    where = str(path)
+    source = options.source or where
+    out = Path(options.out)
+    jobs, bad, seen = _stream.plan_shards(path, out, family=options.family, tasks=options.tasks,
+                                          multi_gold=options.multi_gold)
+    if options.tasks is not None:
+        unknown = sorted(set(options.tasks) - seen["tasks"])
+        if unknown:
+            raise InputError(f"task(s) {unknown} not in {where}; it has {sorted(seen['tasks'])}")
+    if bad and not options.skip_bad_shards:
+        raise _bad_shards_error(bad, where, "found by the check of every file before any computation")
+    if not jobs:
+        raise InputError(f"no rows of {where} left after the family/tasks selection "
+                         f"(family {options.family!r}, tasks {list(options.tasks) if options.tasks else None})")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    _stream.clean_per_item_dir(out, {j.dest for j in jobs})
+    t_plan = time.perf_counter() - t0
+
+    with contextlib.ExitStack() as stack:
+        # one pool of processes for both passes (its start-up, about 2 s per process, is paid once)
+        pool = (stack.enter_context(_stream.make_pool(options.workers)) if options.workers > 1 and not (
+            options.executor == "ray" and options.write_from == "worker") else None)
+        if options.executor == "ray":  # one Ray session for both passes (started here unless one is running)
+            from capscale.eval.ray import ray_session
+
+            stack.enter_context(ray_session(options.address, num_cpus=options.workers))
+        return _run_streamed_passes(path, options, out, jobs, bad, seen, where, source, t0, t_plan, pool)
+
+
+def _run_streamed_passes(path: Path, options: Options, out: Path, jobs: list, bad: list, seen: dict, where: str,
+                         source: str, t0: float, t_plan: float, pool: Any) -> RunResult:
+    """Both passes of :func:`_run_streamed` and the tables assembled from them."""
+    shards = _stream.run_shards(jobs, workers=options.workers, executor=options.executor, address=options.address,
+                                write_from=options.write_from, max_retries=options.max_retries,
+                                skip_bad=options.skip_bad_shards, progress=options.progress,
+                                pool=pool if options.executor == "local" else None)
+    if shards.bad and not options.skip_bad_shards:
+        raise _bad_shards_error(shards.bad, where, "while computing the chain; the per-item files already written "
+                                "are kept and a rerun resumes from them")
+    bad += shards.bad
+    infos = shards.infos
+    if not infos:
+        raise InputError(f"no usable store file left in {where} ({len(bad)} bad file(s) skipped)")
+    _stream.check_models(infos, where)
+    doc_id_str = len({i["doc_id_int"] for i in infos}) > 1
+    pairs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    by_source = {i["source"]: i for i in infos}
+    for j in jobs:
+        info = by_source.get(j.source)
+        if info is None:
+            continue
+        for fam, task in info["pairs"]:
+            pairs.setdefault((fam, task), []).append((j.dest, j.source))
+    parts_dir = out / "_parts"
+    _stream.remove_parts(parts_dir)
+    parts_dir.mkdir()
+    group_jobs = [_stream.GroupJob(family=fam, task=task, files=tuple(f for f, _ in fs), sources=tuple(s for _, s in fs),
+                                   items=options.items, methods=tuple(options.methods), doc_id_str=doc_id_str,
+                                   part=str(parts_dir / f"part-{i:06d}.parquet"),
+                                   figures_dir=str(out / "figures") if options.figures else None, store=where)
+                  for i, ((fam, task), fs) in enumerate(sorted(pairs.items()))]
+    t1 = time.perf_counter()
+    on_ray = options.executor == "ray" and options.write_from == "worker"
+    try:
+        results = _stream.run_groups(group_jobs, workers=options.workers, executor="ray" if on_ray else "local",
+                                     address=options.address, max_retries=options.max_retries,
+                                     progress=options.progress, pool=pool)
+        t_groups = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        written: list[Path] = []
+
+        def _csv(df: pd.DataFrame, name: str) -> None:
+            written.append(atomic_write(out / name, lambda tmp: df.to_csv(tmp, index=False)))
+
+        coverage = pd.DataFrame([row for r in results for row in r["report"]])
+        partial = coverage[coverage["n_items_common"] < coverage["n_items_all"]] if len(coverage) else coverage
+        items_excluded = [{k: (v if not isinstance(v, np.integer) else int(v)) for k, v in r.items()}
+                          for r in partial.to_dict("records")]
+        if len(partial):
+            _csv(partial.assign(models_missing_items=partial["models_missing_items"].map(
+                lambda d: "; ".join(f"{m}: {k}" for m, k in d.items()))), "items_excluded.csv")
+        counts: dict[str, dict] = {}
+        models: dict[str, list] = {}
+        for r in results:
+            counts = chain.merge_metric_coverage(counts, r["counts"])
+            models.update(r["models"])
+        metric_cov = chain.metric_coverage_report(counts)
+        excluded = pd.DataFrame([(m, v[0], v[1]) for m, v in sorted(models.items())],
+                                columns=["model_id", "family", "compute"])
+        excluded = excluded[~np.isfinite(np.log10(excluded["compute"].astype(float)))]
+        excluded = excluded.assign(reason="non-finite log10 compute")
+        if len(excluded):
+            _csv(excluded, "excluded.csv")
+        written.append(_stream.write_concatenated([r["part"] for r in results], out / "correlations.parquet",
+                                                  pd.DataFrame(columns=_CORR_COLUMNS)))
+        empty_corr = pd.DataFrame(columns=_CORR_COLUMNS)
+        summaries = [r["summary"] for r in results if r["summary"] is not None and len(r["summary"])]
+        summary = pd.concat(summaries, ignore_index=True) if summaries else correlate.summarize(empty_corr)
+        _csv(summary, "summary.csv")
+        ccdfs = [r["ccdf"] for r in results if r["ccdf"] is not None and len(r["ccdf"])]
+        ccdf = pd.concat(ccdfs, ignore_index=True) if ccdfs else correlate.ccdf(empty_corr)
+        _csv(ccdf, "ccdf.csv")
+        ordering = correlate.ordering_check(summary)
+        _csv(ordering, "ordering.csv")
+    finally:
+        _stream.remove_parts(parts_dir)
+    undefined = ordering[ordering["holds"].isna()] if len(ordering) else ordering
+    ordering_undefined = [{"family": r["family"], "task": r["task"], "method": r["method"],
+                           "statistic": r["statistic"], "reason": r["undefined_reason"]}
+                          for r in undefined.to_dict("records")]
+    fig_paths = [Path(p) for r in results for p in r["figures"]]
+    written += fig_paths
+    too_few = [(r["family"], r["task"]) for r in results if r["n_models"] < 3]
+    skipped = [{"family": r["family"], "task": r["task"], "n_models": r["n_models"], "reason": "fewer than 3 models"}
+               for r in results if r["n_models"] < 3]
+    warnings = [w for r in results for w in r["warnings"]]
+    info: dict[str, Any] = {
+        "source": source,
+        "rows": int(sum(i["rows"] for i in infos)),
+        "rows_analysed": int(sum(r["rows_analysed"] for r in results)),
+        "models": len(models),
+        "tasks": sorted({r["task"] for r in results if r["n_items_rows"]}),
+        "items": int(sum(r["n_items_rows"] for r in results)),
+        "items_selection": options.items,
+        "items_excluded": items_excluded,
+        "coverage_warnings": warnings,
+        "metric_coverage": metric_cov,
+        "groups_skipped": skipped,
+        "groups_skipped_fewer_than_3_models": [list(x) for x in too_few],
+        "ordering_undefined": ordering_undefined,
+        "models_excluded_non_finite_compute": excluded["model_id"].tolist(),
+        "ordering_holds_fraction": (
+            ordering.dropna(subset=["holds"]).groupby("method")["holds"].mean().round(4).to_dict()
+            if len(ordering) else {}),
+        "streaming": {
+            "executor": options.executor, "workers": options.workers,
+            "write_from": options.write_from if options.executor == "ray" else None,
+            "store_files": seen["files"], "shards": len(jobs), "shards_computed": shards.computed,
+            "shards_resumed": shards.resumed, "bad_shards_skipped": len(bad), "bad_shards": bad,
+            "per_item": _stream.PER_ITEM + "/", "groups": len(group_jobs),
+            "seconds": {"plan": round(t_plan, 3), "chain": round(shards.seconds, 3), "groups": round(t_groups, 3),
+                        "assemble": round(time.perf_counter() - t2, 3)}} | ({"ray": shards.ray} if shards.ray else {}),
+    }
+    info["files"] = sorted({*(str(p.relative_to(out)) for p in out.rglob("*")
+                              if p.is_file() and _stream.PER_ITEM not in p.relative_to(out).parts),
+                            f"{_stream.PER_ITEM}/", "analysis.json"})
+    info["figures"] = [str(p.relative_to(out)) for p in fig_paths]
+    written.append(write_json(out / "analysis.json", info, indent=2))
+    notes = _notes(info, options, warnings, ordering_len=len(ordering))
+    if bad:
+        notes.append(f"skipped {len(bad)} bad store file(s) (--skip-bad-shards): "
+                     + "; ".join(f"{b['path']}: {b['error'].splitlines()[0]}" for b in bad[:5])
+                     + (" ..." if len(bad) > 5 else ""))
+    if shards.resumed:
+        notes.append(f"resumed {shards.resumed} of {len(jobs)} shard(s) from the per-item files already in "
+                     f"{out / _stream.PER_ITEM}")
+    return RunResult(stage="analyze", out=out, files=written, summary=info,
+                     tables={"summary": summary, "ccdf": ccdf, "ordering": ordering, "excluded": excluded},
                      notes=notes)
