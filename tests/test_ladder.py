@@ -56,8 +56,8 @@ def test_model_sizes_are_log_spaced_and_span_the_issue_range():
     for shape in [*ladder.QUICK_SIZES.values(), ladder.SIZES["s0"]]:
         assert ladder.shape_params(shape) == ladder.non_embedding_params(ladder.make_model(shape, 300, 64, 0))
     n = [ladder.shape_params(s) for s in ladder.SIZES.values()]
-    assert len(n) >= 5 and n == sorted(n)
-    assert 40_000 <= n[0] <= 60_000 and n[-1] >= 3_000_000
+    assert len(n) >= 8 and n == sorted(n)
+    assert 20_000 <= n[0] <= 40_000 and n[-1] >= 3_000_000
     ratios = np.diff(np.log(n))
     assert ratios.min() > 0.5 * ratios.mean() and ratios.max() < 1.5 * ratios.mean()
 
@@ -92,6 +92,17 @@ def test_tiny_ladder_writes_a_valid_family(tiny_ladder):
     assert synthetic.load_tasks(tiny_ladder / spec["tasks_dir"]).keys() == set(synthetic.TASKS)
     log = (tiny_ladder / "train_log.csv").read_text().splitlines()
     assert log[0].startswith("size,step,lr,loss")
+
+
+def test_init_seeds_of_existing_sizes_do_not_move():
+    """Adding sizes must not change the committed family's checkpoints: the seed offsets of the sizes that
+    existed first (s0-s4, q0, q1) stay 0-6, and every canonical size has its own offset."""
+    cfg = ladder.LadderConfig(seed=2)
+    old = ["s0", "s1", "s2", "s3", "s4", "q0", "q1"]
+    cfg.sizes = {**ladder.SIZES, **ladder.QUICK_SIZES}
+    assert [ladder._init_seed(cfg, name, 99) for name in old] == [2000 + i for i in range(7)]
+    seeds = [ladder._init_seed(cfg, name, 99) for name in cfg.sizes]
+    assert len(set(seeds)) == len(seeds) and 2099 not in seeds
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path, tiny_ladder):

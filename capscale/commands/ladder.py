@@ -88,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "write DIR/family.yaml. Deterministic for a seed and thread count.")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--seed", type=int, default=0, help="seed of the world, data order and initialisation")
-    t.add_argument("--sizes", nargs="+", help="subset of sizes to train (default: s0 ... s4)")
+    t.add_argument("--sizes", nargs="+", help="subset of sizes to train (default: every size of "
+                   "capscale.synthetic.ladder.SIZES, s0m ... s4)")
     t.add_argument("--quick", action="store_true", help="a tiny world and two tiny sizes (seconds; for tests)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared, oversubscribed "
                    "machine 2 threads ran ~25x slower than 1)")

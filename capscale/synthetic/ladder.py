@@ -63,20 +63,30 @@ FAMILY = "capscale-synth"
 SPEC_NAME = "family.yaml"
 SPECIALS = ["<unk>", "<pad>", "<eos>"]
 
-#: Model shapes: name -> (hidden size d, layers L, heads, MLP width). Non-embedding parameters
-#: of a Llama block = 4 d^2 (attention) + 3 d * ff (gated MLP) + 2 d (norms).
+#: Model shapes: name -> (hidden size d, layers L, heads, MLP width), in order of size. Non-embedding
+#: parameters of a Llama block = 4 d^2 (attention) + 3 d * ff (gated MLP) + 2 d (norms). s0-s4 are the
+#: first ladder (about 3x apart); s0m ("minus") sits half a step below s0 and s0p-s3p ("plus") half a step
+#: above s0-s3, so that consecutive sizes are 1.56x-1.90x apart.
 SIZES: dict[str, tuple[int, int, int, int]] = {
-    "s0": (32, 3, 2, 128),  # ~49.6K
-    "s1": (48, 4, 3, 192),  # ~148K
-    "s2": (80, 4, 4, 320),  # ~410K
-    "s3": (128, 4, 4, 512),  # ~1.05M
-    "s4": (160, 8, 5, 640),  # ~3.28M
+    "s0m": (24, 3, 2, 96),  # 27.8K
+    "s0": (32, 3, 2, 128),  # 49.4K
+    "s0p": (36, 4, 3, 144),  # 83.3K
+    "s1": (48, 4, 3, 192),  # 148K
+    "s1p": (64, 4, 4, 256),  # 263K
+    "s2": (80, 4, 4, 320),  # 410K
+    "s2p": (100, 4, 5, 400),  # 641K
+    "s3": (128, 4, 4, 512),  # 1.05M
+    "s3p": (144, 6, 4, 576),  # 1.99M
+    "s4": (160, 8, 5, 640),  # 3.28M
 }
 #: A tiny ladder for tests and ``--quick``.
 QUICK_SIZES: dict[str, tuple[int, int, int, int]] = {
     "q0": (16, 1, 2, 32),
     "q1": (24, 2, 2, 64),
 }
+#: Initialisation-seed offsets of the canonical sizes: a name's index here. Sizes added later are appended,
+#: so the checkpoints of the sizes that existed before do not change.
+_SEED_ORDER: tuple[str, ...] = ("s0", "s1", "s2", "s3", "s4", "q0", "q1", "s0m", "s0p", "s1p", "s2p", "s3p")
 #: Peak learning rate per hidden size (smaller models tolerate larger rates).
 def _peak_lr(d: int) -> float:
     return float(min(5e-3, 3e-3 * (64 / d) ** 0.5))
@@ -211,13 +221,12 @@ def non_embedding_params(model) -> int:
 
 
 def _init_seed(cfg: LadderConfig, name: str, position: int) -> int:
-    """Initialisation seed of a size: ``seed * 1000 + index`` in the canonical table (SIZES, then
-    QUICK_SIZES) when the name and shape are there, else its position in ``cfg.sizes``. So training a
+    """Initialisation seed of a size: ``seed * 1000 + index`` in :data:`_SEED_ORDER` when the name and shape
+    are those of :data:`SIZES` or :data:`QUICK_SIZES`, else its position in ``cfg.sizes``. So training a
     subset (``--sizes s4``) gives bit-identical models to training the whole ladder."""
-    table = list(SIZES) + list(QUICK_SIZES)
     known = {**SIZES, **QUICK_SIZES}
     if name in known and tuple(known[name]) == tuple(cfg.sizes[name]):
-        return cfg.seed * 1000 + table.index(name)
+        return cfg.seed * 1000 + _SEED_ORDER.index(name)
     return cfg.seed * 1000 + position
 
 
