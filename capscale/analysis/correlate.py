@@ -216,11 +216,17 @@ def _pivot(g: pd.DataFrame, metric: str, models: pd.Index) -> tuple[np.ndarray, 
         A (model_id, doc_id) pair occurs twice (as pandas' pivot does).
     """
     doc_codes, docs = pd.factorize(g["doc_id"], sort=True)
-    pos = pd.Index(models).get_indexer(g["model_id"])
+    mid = g["model_id"]
+    if isinstance(mid.dtype, pd.CategoricalDtype):  # map the categories, not every row
+        codes = mid.cat.codes.to_numpy()
+        at = pd.Index(models).get_indexer(mid.cat.categories)
+        pos = np.where(codes >= 0, at[codes], -1)
+    else:
+        pos = pd.Index(models).get_indexer(mid)
     keep = pos >= 0
     rows, cols = pos[keep], doc_codes[keep]
     flat = rows.astype(np.int64) * len(docs) + cols
-    if len(np.unique(flat)) != len(flat):
+    if len(flat) and np.bincount(flat, minlength=len(models) * len(docs)).max() > 1:
         raise ValueError("Index contains duplicate entries, cannot reshape")
     V = np.full((len(models), len(docs)), np.nan)
     V.ravel()[flat] = pd.to_numeric(g[metric], errors="coerce").to_numpy(dtype=float)[keep]

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "emergence": "emergence",
     "emergence-calibration": "emergence_calibration",
     "ray_executor": "ray_executor",
+    "analyze-scale": "analyze_scale",
 }
 
 

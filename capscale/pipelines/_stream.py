@@ -453,22 +453,42 @@ def _read_columns(path: str, columns: list[str]) -> tuple[pd.DataFrame, bool]:
 
 
 def _group_keys(job: GroupJob) -> tuple[pd.DataFrame, list[np.ndarray | None]]:
-    """The group's key columns over its files (and, per file, which rows belong to the group; None: all)."""
-    parts, masks = [], []
-    for f, src in zip(job.files, job.sources, strict=True):
-        t, _ = _read_columns(f, _KEY_COLUMNS)
-        m = ((t["family"] == job.family) & (t["task"] == job.task)).to_numpy()
-        if m.all():
+    """The group's key columns over its files (and, per file, which rows belong to the group; None: all).
+
+    ``model_id``, ``family`` and ``task`` come back as categoricals (sorted categories: the same groups and order as
+    strings, at 2 bytes a row instead of about 30), ``_source_file`` names each row's store file.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tables, masks, lengths = [], [], []
+    for f in job.files:
+        pf = pq.ParquetFile(f)
+        have = set(pf.schema_arrow.names)
+        t = pf.read(columns=[c for c in _KEY_COLUMNS if c in have])
+        m = pc.and_(pc.equal(t["family"], job.family), pc.equal(t["task"], job.task))
+        m_np = m.to_numpy(zero_copy_only=False)
+        if m_np.all():
             masks.append(None)
         else:
-            masks.append(m)
-            t = t[m]
-        t["_source_file"] = src
-        parts.append(t)
-    keys = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
-    if job.doc_id_str:
-        keys["doc_id"] = keys["doc_id"].astype(str)
-    keys["_source_file"] = keys["_source_file"].astype("category")
+            masks.append(m_np)
+            t = t.filter(m)
+        if job.doc_id_str or not pa.types.is_integer(t.schema.field("doc_id").type):
+            t = t.set_column(t.schema.get_field_index("doc_id"), "doc_id", pc.cast(t["doc_id"], pa.string()))
+        for c in _KEY_COLUMNS:
+            if c not in have:
+                t = t.append_column(c, pa.nulls(len(t), pa.float64()))
+        tables.append(t.select(_KEY_COLUMNS))
+        lengths.append(len(t))
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    del tables
+    keys = table.to_pandas(categories=["model_id", "family", "task"])
+    del table
+    for c in ("model_id", "family", "task"):
+        keys[c] = keys[c].cat.set_categories(sorted(keys[c].cat.categories))
+    keys["_source_file"] = pd.Categorical.from_codes(np.repeat(np.arange(len(job.files)), lengths),
+                                                     categories=list(job.sources))
     return keys, masks
 
 
