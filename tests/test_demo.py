@@ -42,8 +42,10 @@ def test_demo_writes_everything_and_checks_hold(demo_out):
               "mass/mass_predictions.csv", "predict/backtest.csv", "emergence/synth_birthdate.json"):
         assert (out / f).exists(), f
     scores = store.read(out / "store")
-    assert scores["model_id"].nunique() == 18 and set(scores["task"]) == {"synth_onehop", "synth_twohop",
-                                                                          "synth_birthdate"}
+    assert scores["model_id"].nunique() == 26 and scores["params"].nunique() == 10  # family.yaml: 10 sizes
+    assert set(scores["task"]) == {"synth_onehop", "synth_twohop", "synth_birthdate"}
+    assert em["n_models"] == 10  # the emergence stage reads the final checkpoint of every size
+    assert em["verdict"] != "INSUFFICIENT_DATA", em["reasons"]  # issue 14: a decisive verdict on the family
     checks = json.loads((out / "checks.json").read_text())
     assert len(checks) == 3
     assert all(c["passed"] for c in checks.values()), checks
