@@ -205,6 +205,37 @@ def test_options_that_need_streaming(sim_store, tmp_path, capsys):
     assert not analyze._streams(sim_store, analyze.Options())  # a small store: in memory by default
 
 
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory) -> Path:
+    """The demo family's store as `capscale demo` writes it (every checkpoint, the first 40 items of each task)."""
+    import yaml
+
+    from capscale.eval.evaluate import evaluate_item_sets
+    from capscale.eval.shards import EvalOptions
+    from capscale.pipelines.demo import DEMO_FAMILY
+    from capscale.synthetic import world
+
+    root = tmp_path_factory.mktemp("demo")
+    spec = yaml.safe_load((DEMO_FAMILY / "family.yaml").read_text())
+    for ck in spec["checkpoints"]:
+        ck["path"] = str((DEMO_FAMILY / ck["path"]).resolve())
+    (root / "family.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    tasks = {name: items.head(40) for name, items in world.load_tasks(DEMO_FAMILY / "tasks").items()}
+    evaluate_item_sets(root / "family.yaml", tasks, out=root / "store", options=EvalOptions(progress=False),
+                       task_source="synthetic")
+    return root / "store"
+
+
+def test_streamed_equals_in_memory_on_the_demo_store(demo_store, tmp_path):
+    mem = analyze.run(store.read(demo_store), analyze.Options(out=tmp_path / "mem", progress=False,
+                                                              source=str(demo_store)))
+    res = analyze.run(demo_store, analyze.Options(out=tmp_path / "str", progress=False, stream=True, workers=2))
+    assert_same_analysis(tmp_path / "mem", tmp_path / "str")
+    assert res.notes == mem.notes
+    assert sorted(p.name for p in (tmp_path / "str" / "figures").glob("*.png")) == \
+        sorted(p.name for p in (tmp_path / "mem" / "figures").glob("*.png"))
+
+
 # ------------------------------------------------------------------------------------------------ Ray
 
 @pytest.fixture(scope="module")
