@@ -360,14 +360,14 @@ def metric_coverage_counts(items: pd.DataFrame, metrics: list[str] | None = None
         into :func:`metric_coverage`'s answer.
     """
     total = int(len(items))
-    models = set(items["model_id"].astype(str).unique().tolist()) if total else set()
+    models = {str(m) for m in items["model_id"].unique()} if total else set()
     out: dict[str, dict] = {}
     for m in metrics or METRICS:
         if m not in items.columns:
             out[m] = {"present": False, "rows": 0, "rows_total": total, "models": models, "models_missing": models}
             continue
         ok = items[m].notna()
-        lacking = set(items.loc[~ok, "model_id"].astype(str).unique().tolist())
+        lacking = {str(m) for m in items.loc[~ok.to_numpy(), "model_id"].unique()}
         out[m] = {"present": True, "rows": int(ok.sum()), "rows_total": total, "models": models,
                   "models_missing": lacking}
     return out

@@ -439,19 +439,6 @@ class GroupJob:
     store: str
 
 
-def _read_columns(path: str, columns: list[str]) -> tuple[pd.DataFrame, bool]:
-    """These columns of a per-item file (NaN for those it lacks) and whether it has all of them."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    have = set(pf.schema_arrow.names)
-    t = pf.read(columns=[c for c in columns if c in have]).to_pandas()
-    for c in columns:
-        if c not in t:
-            t[c] = np.nan
-    return t, all(c in have for c in columns)
-
-
 def _group_keys(job: GroupJob) -> tuple[pd.DataFrame, list[np.ndarray | None]]:
     """The group's key columns over its files (and, per file, which rows belong to the group; None: all).
 
@@ -525,6 +512,8 @@ def analyse_group(job: GroupJob) -> tuple[bytes | None, dict[str, Any]]:
     capscale.errors.InputError
         With ``items="common"``, no item is scored by every model of the group.
     """
+    import pyarrow.parquet as pq
+
     keys, masks = _group_keys(job)
     problems = _group_problems(keys)
     if problems:
@@ -543,24 +532,32 @@ def analyse_group(job: GroupJob) -> tuple[bytes | None, dict[str, Any]]:
     corr_by_metric: dict[str, pd.DataFrame] = {}
     fig_cols: dict[str, np.ndarray] = {}
     want_corr = n_models >= 3
-    for metric in chain.METRICS:
-        vals = []
-        present = False
-        for f, m in zip(job.files, masks, strict=True):
-            t, has = _read_columns(f, [metric])
-            present |= has
-            v = t[metric].to_numpy(dtype=float)
-            vals.append(v if m is None else v[m])
-        col = np.concatenate(vals)[rows] if len(vals) > 1 else vals[0][rows]
-        g = base[["family", "task", "model_id", "doc_id", "compute"]].assign(**{metric: col})
-        if not present:
-            g = g.drop(columns=metric)
-        counts = chain.merge_metric_coverage(counts, chain.metric_coverage_counts(g, [metric]))
-        if want_corr and metric in correlate.DEFAULT_METRICS and present and g[metric].notna().any():
-            corr_by_metric[metric] = correlate.per_item_correlations(g, metrics=[metric], methods=job.methods)
-        if job.figures_dir is not None and metric in _FIGURE_METRICS:
-            fig_cols[metric] = col
-        del g, col, vals
+    handles = [pq.ParquetFile(f) for f in job.files]  # opened once: footers are not parsed again per metric
+    try:
+        names = [set(h.schema_arrow.names) for h in handles]
+        for metric in chain.METRICS:
+            vals = []
+            present = False
+            for h, have, m in zip(handles, names, masks, strict=True):
+                if metric in have:
+                    present = True
+                    v = h.read(columns=[metric]).column(0).to_numpy().astype(float, copy=False)
+                else:
+                    v = np.full(h.metadata.num_rows, np.nan)
+                vals.append(v if m is None else v[m])
+            col = np.concatenate(vals)[rows] if len(vals) > 1 else vals[0][rows]
+            g = base[["family", "task", "model_id", "doc_id", "compute"]].assign(**{metric: col})
+            if not present:
+                g = g.drop(columns=metric)
+            counts = chain.merge_metric_coverage(counts, chain.metric_coverage_counts(g, [metric]))
+            if want_corr and metric in correlate.DEFAULT_METRICS and present and g[metric].notna().any():
+                corr_by_metric[metric] = correlate.per_item_correlations(g, metrics=[metric], methods=job.methods)
+            if job.figures_dir is not None and metric in _FIGURE_METRICS:
+                fig_cols[metric] = col
+            del g, col, vals
+    finally:
+        for h in handles:
+            h.close()
 
     data = None
     summary = ccdf = None
