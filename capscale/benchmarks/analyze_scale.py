@@ -163,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     rec["error"] = m["output"][-2000:]
                 runs.append(rec)
+                if args.out:  # after every run: a long benchmark that is stopped keeps what it measured
+                    from capscale._io import write_json
+
+                    write_json(Path(args.out).with_suffix(".json"), {"runs": runs, "partial": True}, indent=2)
                 print(f"{mode:9s} rows={info['rows']:>11,} wall={m['wall_s']:7.1f} s  "
                       f"peak tree RSS={_gb(m['peak_tree_bytes'])} rc={m['rc']}", flush=True)
                 if not args.keep:
