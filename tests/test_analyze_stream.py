@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,35 @@ def test_ray_reports_a_bad_shard_by_path(ray_local, sim_store, tmp_path):
     res = _streamed(st, tmp_path / "a", executor="ray", max_retries=0, skip_bad_shards=True)
     assert res.summary["streaming"]["bad_shards_skipped"] == 1
     assert res.summary["streaming"]["shards_resumed"] == 36  # the good files were written by the first run
+
+
+# ------------------------------------------------------------------------------------------------ bench
+
+
+def test_sharded_store_is_a_valid_store_of_the_stated_shape(tmp_path):
+    info = sharded_store(tmp_path / "s", n_checkpoints=6, n_sizes=3, items=(7, 3), seed=1)
+    df = store.read(tmp_path / "s")
+    assert info["rows"] == len(df) == 6 * 10 * 4 and info["shards"] == 12 == len(list((tmp_path / "s").iterdir()))
+    assert df.groupby("model_id")["compute"].first().is_unique and df["params"].nunique() == 3
+    acc = chain.compute(df).groupby("params")["p_choices_correct"].mean()
+    assert acc.is_monotonic_increasing  # the planted laws: larger models put more mass on the gold
+
+
+def test_bench_report_and_figure(tmp_path):
+    import argparse
+
+    from capscale.benchmarks import analyze_scale
+
+    runs = [{"mode": m, "rows": n, "shards": 2000, "items_per_task": [1, 2], "wall_s": w, "rc": 0,
+             "peak_tree_bytes": b, "stage_seconds": {"chain": 1.0}}
+            for m, n, w, b in [("streamed", 10**6, 10.0, 2**30), ("streamed", 10**8, 600.0, 3 * 2**30),
+                               ("in-memory", 10**6, 5.0, 2**30)]]
+    args = argparse.Namespace(rows="1e6,1e8", checkpoints=500, workers=2, in_memory_max=1e6, no_figures=False)
+    lines = analyze_scale.report_lines(args, runs, {"shard_rows": 10, "chain_rows_per_s": 2e6, "job_rows_per_s": 1e6})
+    text = "\n".join(lines)
+    assert "100M rows in <= 15 min: met (10.0 min)" in text and "peak RSS <= 4 GB: met" in text
+    assert "chain >= 1M rows/s per core: met" in text and "time x60.0 (0.60 of linear)" in text
+    analyze_scale.figure(runs, str(tmp_path / "f.png"))
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    m = analyze_scale.measure([sys.executable, "-c", "x = bytearray(50 * 2**20)"])
+    assert m["rc"] == 0 and (m["peak_tree_bytes"] is None or m["peak_tree_bytes"] > 0)
