@@ -9,6 +9,7 @@ stage's ``Options.from_cli(args)``, call its ``run`` (:mod:`capscale.pipelines.f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -168,7 +169,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backtest-suite", help="the backtest suite over real ladders (dev / confirm half)",
                        description="Backtest auto and every single method on the suite's real ladders "
                        "(capscale.pipelines.suite.DATASETS): MAE, 90% coverage, uninformative intervals, verdicts.")
-    p.add_argument("--data", default="../shared/data", help="folder of the public data (default ../shared/data)")
+    p.add_argument("--data", default=os.environ.get("CAPSCALE_SHARED_DATA", "data"),
+                   help="folder of the public data (default $CAPSCALE_SHARED_DATA, else ./data)")
     p.add_argument("--half", default="dev", choices=["dev", "confirm", "all"])
     p.add_argument("--sets", default=None, help="only these data sets (comma-separated)")
     p.add_argument("--bootstrap", type=int, default=50, help="bootstrap resamples per fit (default 50)")

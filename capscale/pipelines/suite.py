@@ -175,7 +175,8 @@ class Options(StageOptions):
     Attributes
     ----------
     data : str
-        The folder of public data (``olmo-ladder/``, ``pythia-evals/``, ``lmeval-2023-results/``, ``bigscience-evals/``).
+        The folder of public data (``olmo-ladder/``, ``pythia-evals/``, ``lmeval-2023-results/``, ``bigscience-evals/``);
+        the CLI's ``--data`` defaults to ``$CAPSCALE_SHARED_DATA``.
     half : {"dev", "confirm", "all"}
         Which half of :data:`DATASETS` to run.
     sets : tuple of str
@@ -193,7 +194,7 @@ class Options(StageOptions):
         Print one line per data set and task.
     """
 
-    data: str = "../shared/data"
+    data: str = "data"
     half: str = "dev"
     sets: tuple[str, ...] = ()
     bootstrap: int = 50
