@@ -35,9 +35,10 @@ runs, or the runs a query selects (:func:`split_holdout`: ``compute>8.4e22``, ``
 ``family=='xglm'``), fitting on all others or on the rows a ``fit`` query selects. ``auto`` first judges the
 task's predictability on the fitting data alone (:func:`predictability`: ``predictable``, ``at_chance``,
 ``noisy``, ``non_monotone``, ``inverse``); an ``at_chance`` task is predicted at chance (``chance``), the other
-non-predictable ones get intervals widened 2x; then it follows :data:`AUTO_RULE` (:func:`select_method`:
-leave-largest-out cross-validation on the training ladder only, switching away from ``ensemble`` only on a
-significant improvement). Chance levels come from :func:`capscale.data.ladder_table.chance_of`. Chained methods
+non-predictable ones get intervals widened 2x; then it follows :data:`AUTO_RULE`, frozen on the development half of
+``capscale backtest-suite``: the median of ``ladder``, ``ladder_c``, ``direct``, ``sigmoid``, ``gadre`` and
+``loglinear`` (``"cv"`` selects instead by :func:`select_method`: leave-largest-out cross-validation on the training
+ladder only, switching away from ``ensemble`` only on a significant improvement). ``auto`` needs 3 fitting sizes. Chance levels come from :func:`capscale.data.ladder_table.chance_of`. Chained methods
 without a loss of the task's own use the ladder's only loss, or say which losses there are. :func:`fit_law` fits a single curve form (``capscale fit``).
 
 Everything here is pure: DataFrames in, result objects out (no figures, no files).
