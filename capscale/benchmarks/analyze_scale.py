@@ -222,7 +222,7 @@ def report_lines(args: argparse.Namespace, runs: list[dict[str, Any]], thr: dict
         lines.append(f"chain.compute on one {thr['shard_rows']:,}-row shard, one core: {thr['chain_rows_per_s']:,.0f} "
                      f"rows/s; the whole pass-1 job (read 13 of 16 columns, validate, chain, serialise): "
                      f"{thr['job_rows_per_s']:,.0f} rows/s")
-    streamed = [r for r in runs if r["mode"] == "streamed" and r["rc"] == 0]
+    streamed = sorted((r for r in runs if r["mode"] == "streamed" and r["rc"] == 0), key=lambda r: r["rows"])
     big = [r for r in streamed if r["rows"] >= ROWS_AT_FULL]
     if big:
         r = big[-1]
