@@ -192,6 +192,25 @@ def _notes(info: dict[str, Any], options: Options, warnings: list, *, ordering_l
     return notes
 
 
+def _info_common(options: Any, items_excluded: Any, warnings: list[Any], metric_cov: Any, skipped: list[dict],
+                 too_few: list[tuple], ordering_undefined: Any, excluded: pd.DataFrame,
+                 ordering: pd.DataFrame) -> dict[str, Any]:
+    """The entries of ``analysis.json`` that the in-memory and the streamed path write alike."""
+    return {
+        "items_selection": options.items,
+        "items_excluded": items_excluded,
+        "coverage_warnings": [str(w) for w in warnings],
+        "metric_coverage": metric_cov,
+        "groups_skipped": skipped,
+        "groups_skipped_fewer_than_3_models": [list(x) for x in too_few],
+        "ordering_undefined": ordering_undefined,
+        "models_excluded_non_finite_compute": excluded["model_id"].tolist(),
+        "ordering_holds_fraction": (
+            ordering.dropna(subset=["holds"]).groupby("method")["holds"].mean().round(4).to_dict()
+            if len(ordering) else {}),
+    }
+
+
 def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None) -> RunResult:
     """Run the chain metrics and per-item correlation analysis of a score store.
 
@@ -314,17 +333,8 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
         "models": int(scores["model_id"].nunique()),
         "tasks": sorted(scores["task"].unique().tolist()),
         "items": int(len(items)),
-        "items_selection": options.items,
-        "items_excluded": items_excluded,
-        "coverage_warnings": [str(w) for w in warnings],
-        "metric_coverage": metric_cov,
-        "groups_skipped": skipped,
-        "groups_skipped_fewer_than_3_models": [list(x) for x in too_few],
-        "ordering_undefined": ordering_undefined,
-        "models_excluded_non_finite_compute": excluded["model_id"].tolist(),
-        "ordering_holds_fraction": (
-            ordering.dropna(subset=["holds"]).groupby("method")["holds"].mean().round(4).to_dict()
-            if len(ordering) else {}),
+        **_info_common(options, items_excluded, warnings, metric_cov, skipped, too_few, ordering_undefined,
+                       excluded, ordering),
     }
     if out is not None:
         info["files"] = sorted({*(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()), "analysis.json"})
@@ -496,17 +506,8 @@ def _run_streamed_passes(path: Path, options: Options, out: Path, jobs: list, ba
         "models": len(models),
         "tasks": sorted({r["task"] for r in results if r["n_items_rows"]}),
         "items": int(sum(r["n_items_rows"] for r in results)),
-        "items_selection": options.items,
-        "items_excluded": items_excluded,
-        "coverage_warnings": warnings,
-        "metric_coverage": metric_cov,
-        "groups_skipped": skipped,
-        "groups_skipped_fewer_than_3_models": [list(x) for x in too_few],
-        "ordering_undefined": ordering_undefined,
-        "models_excluded_non_finite_compute": excluded["model_id"].tolist(),
-        "ordering_holds_fraction": (
-            ordering.dropna(subset=["holds"]).groupby("method")["holds"].mean().round(4).to_dict()
-            if len(ordering) else {}),
+        **_info_common(options, items_excluded, warnings, metric_cov, skipped, too_few, ordering_undefined,
+                       excluded, ordering),
         "streaming": {
             "executor": options.executor, "workers": options.workers,
             "write_from": options.write_from if options.executor == "ray" else None,
