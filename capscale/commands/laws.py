@@ -134,6 +134,10 @@ def _common(p: argparse.ArgumentParser, *, method: bool = True) -> None:
         p.add_argument("--bootstrap", type=int, default=50, help="bootstrap resamples over ladder runs (default 50)")
         p.add_argument("--seed", type=int, default=0, help="random seed (fits are deterministic for a seed)")
         p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--fit-loss", dest="fit_loss", default=None, help="chained methods: query selecting the rows "
+                       "their loss step is fitted on, e.g. 'params<=1.2e9' (default: every fitting row)")
+        p.add_argument("--fit-link", dest="fit_link", default=None, help="chained methods: query selecting the rows "
+                       "their loss-to-accuracy step is fitted on, e.g. 'multiplier<=20' (default: every fitting row)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

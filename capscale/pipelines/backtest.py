@@ -50,6 +50,9 @@ class Options(StageOptions):
         (``compute>8.4e22``, ``multiplier<1``, ``family=='xglm'``; :func:`capscale.analysis.predict.split_holdout`).
     fit : str, optional
         A query that restricts the training rows (``tokens<=4e10``); default every row not held out.
+    fit_loss, fit_link : str, optional
+        Queries selecting, among the training rows, those the chained methods' loss step and link step are fitted
+        on (``params<=1.2e9``; default all of them for both).
     bootstrap : int
         Bootstrap resamples over ladder runs.
     seed : int
@@ -72,6 +75,8 @@ class Options(StageOptions):
     method: str = "auto"
     holdout: str | int = "largest"
     fit: str | None = None
+    fit_loss: str | None = None
+    fit_link: str | None = None
     bootstrap: int = 50
     seed: int = 0
     loss_task: str | None = None
@@ -97,7 +102,8 @@ class Options(StageOptions):
 
     def predictor_options(self) -> dict[str, Any]:
         """The predictor options (``bootstrap``, ``seed``, ``x_task``, ``x_metric``) these settings give."""
-        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric, self.chance)
+        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric, self.chance,
+                                 self.fit_loss, self.fit_link)
 
 
 def run(ladder: pd.DataFrame, options: Options, store: pd.DataFrame | None = None) -> RunResult:

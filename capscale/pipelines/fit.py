@@ -95,10 +95,16 @@ def select_tasks(ladder: pd.DataFrame, tasks: tuple[str, ...], all_tasks: bool =
 
 
 def predictor_options(bootstrap: int, seed: int, loss_task: str | None = None,
-                      loss_metric: str | None = None, chance: dict[str, float] | None = None) -> dict[str, Any]:
-    """Predictor options from the CLI's ``--bootstrap``, ``--seed``, ``--loss-task``, ``--loss-metric`` and
-    ``--chance`` (``x_task``/``x_metric``/``chance`` only when given; ``chance`` maps task to chance accuracy)."""
+                      loss_metric: str | None = None, chance: dict[str, float] | None = None,
+                      fit_loss: str | None = None, fit_link: str | None = None) -> dict[str, Any]:
+    """Predictor options from the CLI's ``--bootstrap``, ``--seed``, ``--loss-task``, ``--loss-metric``, ``--chance``,
+    ``--fit-loss`` and ``--fit-link`` (each only when given; ``chance`` maps task to chance accuracy; the fit sets
+    are queries over the ladder's columns for the chained methods' two steps)."""
     kw: dict[str, Any] = {"bootstrap": bootstrap, "seed": seed}
+    if fit_loss:
+        kw["fit_loss"] = fit_loss
+    if fit_link:
+        kw["fit_link"] = fit_link
     if chance:
         kw["chance"] = dict(chance)
     if loss_task:
@@ -130,6 +136,9 @@ class Options(StageOptions):
         Chance accuracy per task (CLI ``--chance TASK=P,...``) for tasks the ladder and capscale's table do not know.
     fit : str, optional
         ``capscale predict``: a query selecting the rows to fit on (``params<2e9``, ``multiplier<=20``); default all.
+    fit_loss, fit_link : str, optional
+        ``capscale predict``: queries selecting, among those rows, the ones the chained methods' loss step and link
+        step are fitted on (default: all of them for both).
     bootstrap : int
         ``capscale predict``: bootstrap resamples over ladder runs.
     seed : int
@@ -150,6 +159,8 @@ class Options(StageOptions):
     out: str | None = None
     chance: dict[str, float] | None = None
     fit: str | None = None
+    fit_loss: str | None = None
+    fit_link: str | None = None
 
     def __post_init__(self) -> None:
         if (self.form is None) == (self.target is None):
@@ -169,7 +180,8 @@ class Options(StageOptions):
 
     def predictor_options(self) -> dict[str, Any]:
         """The predictor options (``bootstrap``, ``seed``, ``x_task``, ``x_metric``) these settings give."""
-        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric, self.chance)
+        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric, self.chance,
+                                 self.fit_loss, self.fit_link)
 
 
 def run(ladder: pd.DataFrame, options: Options, *, store: pd.DataFrame | None = None) -> RunResult:

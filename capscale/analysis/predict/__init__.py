@@ -38,7 +38,8 @@ task's predictability on the fitting data alone (:func:`predictability`: ``predi
 non-predictable ones get intervals widened 2x; then it follows :data:`AUTO_RULE`, frozen on the development half of
 ``capscale backtest-suite``: the median of ``ladder``, ``ladder_c``, ``direct``, ``sigmoid``, ``gadre`` and
 ``loglinear`` (``"cv"`` selects instead by :func:`select_method`: leave-largest-out cross-validation on the training
-ladder only, switching away from ``ensemble`` only on a significant improvement). ``auto`` needs 3 fitting sizes. Chance levels come from :func:`capscale.data.ladder_table.chance_of`. Chained methods
+ladder only, switching away from ``ensemble`` only on a significant improvement). ``auto`` needs 3 fitting sizes. Chance levels come from :func:`capscale.data.ladder_table.chance_of`. The two steps of a chained
+method can be fitted on different rows (``fit_loss``/``fit_link`` queries; CLI ``--fit-loss``/``--fit-link``). Chained methods
 without a loss of the task's own use the ladder's only loss, or say which losses there are. :func:`fit_law` fits a single curve form (``capscale fit``).
 
 Everything here is pure: DataFrames in, result objects out (no figures, no files).

@@ -34,10 +34,11 @@ from capscale.analysis.predict._runs import (
     final_value,
     loss_metric,
     moving_average,
+    query_rows,
     step2_points,
 )
 from capscale.data.ladder_table import UNIT_METRICS, chance_of
-from capscale.errors import UsageError
+from capscale.errors import InputError, UsageError
 
 __all__ = [
     "LadderMethod",
@@ -176,6 +177,7 @@ class LadderMethod(Predictor):
                     raise
         self.loss_ = xt
         runs = extract_runs(ladder, task, metric, xt)
+        self.fit_sets_ = _fit_sets(self, ladder, task, metric, xt)
         self.chance_ = (chance_of(task, chance=self.chance, ladder=ladder, store=store)
                         if metric.startswith("acc") else 0.0)
         self.window_ = self.final_window or auto_window(runs)
@@ -190,8 +192,10 @@ class LadderMethod(Predictor):
             self.fn_, self.laws_ = self._core(runs)
         except laws.FitInputError as e:
             n_sizes = len({r.params for r in runs})
+            sets = "".join(f"; --fit-{k} {getattr(self, f'fit_{k}')!r} selects {len({r.params for r in v.values()})} "
+                           f"size(s) ({len(v)} run(s)) of them" for k, v in self.fit_sets_.items())
             raise laws.FitInputError(f"method {self.name!r} cannot be fitted on task {task!r} with {n_sizes} fitting "
-                                     f"size(s) ({len(runs)} run(s)): {e}") from e
+                                     f"size(s) ({len(runs)} run(s)){sets}: {e}") from e
         # bootstrap refits start from the point estimate (multi-start only for the point fit)
         self._warm = {k: [law.params_[p] for p in law.param_names] for k, law in self.laws_.items()}
         self.fit_warnings_ = sorted({w for law in self.laws_.values() for w in law.warnings_})
@@ -425,6 +429,73 @@ def _dedupe(sample: list[Run]) -> list[Run]:
     return [Run(f"{r.run}#{i}", r.params, r.tokens, r.y, r.x) for i, r in enumerate(sample)]
 
 
+#: The steps of a chained method that can have a fit set of their own (``--fit-loss``, ``--fit-link``).
+FIT_STEPS = ("loss", "link")
+
+
+def _fit_sets(pred: LadderMethod, ladder: pd.DataFrame, task: str, metric: str,
+              xt: tuple[str, str] | None) -> dict[str, dict[str, Run]]:
+    """The runs of each chained step's own fit set, by run name (empty where the step uses every fitting run).
+
+    A step's query (``fit_loss`` / ``fit_link``, :func:`~capscale.analysis.predict._runs.query_rows`) selects rows
+    of the fitting ladder; a run's checkpoints outside it are dropped for that step (so ``tokens<=4e10`` fits the
+    step on the checkpoints up to 40B tokens, the last of them giving the run's final value).
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        A fit set given to a method that does not chain through a loss.
+    capscale.errors.InputError
+        A query that selects no row of the task (or of its loss).
+    """
+    out: dict[str, dict[str, Run]] = {}
+    for step in FIT_STEPS:
+        query = getattr(pred, f"fit_{step}", None)
+        if query is None:
+            continue
+        if xt is None:
+            if pred.optional_loss:  # an ensemble without a loss has no chained member for the fit set to apply to
+                continue
+            raise UsageError(f"--fit-{step} {query!r}: method {pred.name!r} does not chain through a task loss here, "
+                             "so it has no separate loss and link steps")
+        sub = ladder[query_rows(ladder, str(query), what=f"--fit-{step}")]
+        try:
+            runs = extract_runs(sub, task, metric, xt)
+        except InputError as e:
+            raise InputError(f"--fit-{step} {query!r} selects no fitting row of task {task!r} ({metric}) with its loss "
+                             f"{xt[0]!r} ({xt[1]}): {e}") from e
+        if not runs:
+            raise InputError(f"--fit-{step} {query!r} selects no fitting row of task {task!r} ({metric}) that has "
+                             f"its loss {xt[0]!r} ({xt[1]})")
+        out[step] = {r.run: r for r in runs}
+    return out
+
+
+def step_runs(pred: LadderMethod, runs: list[Run], step: str, need: int = 2) -> list[Run]:
+    """The runs step ``step`` (``"loss"`` or ``"link"``) of a chained method is fitted on: ``runs`` itself, or, with a
+    fit set for the step, those of ``runs`` in it, cut to the set's checkpoints (bootstrap copies keep their names).
+
+    Raises
+    ------
+    capscale.analysis.laws.FitInputError
+        Fewer than ``need`` runs are left for the step.
+    """
+    sets = getattr(pred, "fit_sets_", None) or {}
+    table = sets.get(step)
+    if table is None:
+        return runs
+    out = []
+    for r in runs:
+        base = r.run if r.run in table else r.run.rpartition("#")[0]
+        if base in table:
+            t = table[base]
+            out.append(Run(r.run, t.params, t.tokens, t.y, t.x))
+    if len(out) < need:
+        raise laws.FitInputError(f"{pred.name}: --fit-{step} {getattr(pred, f'fit_{step}')!r} leaves {len(out)} "
+                                 f"run(s) for the {step} step (needs {need})")
+    return out
+
+
 def _cv_error(pred: LadderMethod, runs: list[Run]) -> float:
     """RMS error on the runs of the largest size when fitting on the others (nan if not possible)."""
     train, held = _split_runs(runs, 1)
@@ -522,6 +593,9 @@ class EnsemblePredictor(LadderMethod):
     ----------
     members : tuple of str, optional
         The member methods (default :attr:`MEMBERS`: ``ladder``, ``ladder_c``, ``direct``, ``sigmoid``, ``gadre``).
+    fit_loss, fit_link : str, optional
+        Separate fit sets of the chained members' two steps (:class:`LadderPredictor`); the members fitted on final
+        accuracies use every fitting run.
     bootstrap, seed, level, inflate, final_window, x_task, x_metric, chance, widen
         As for :class:`LadderMethod`.
     """
@@ -531,12 +605,15 @@ class EnsemblePredictor(LadderMethod):
     optional_loss = True
     MEMBERS: ClassVar[tuple[str, ...]] = ("ladder", "ladder_c", "direct", "sigmoid", "gadre")
 
-    def __init__(self, *, members: tuple[str, ...] | None = None, bootstrap: int = 100, seed: int = 0,
-                 level: float = 0.9, inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
+    def __init__(self, *, members: tuple[str, ...] | None = None, fit_loss: str | None = None,
+                 fit_link: str | None = None, bootstrap: int = 100, seed: int = 0, level: float = 0.9,
+                 inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
                  x_metric: str | None = None, chance: float | None = None, widen: float = 1.0):
         super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
                          x_task=x_task, x_metric=x_metric, chance=chance, widen=widen)
         self.members = members
+        self.fit_loss = fit_loss
+        self.fit_link = fit_link
 
     def _core(self, runs):
         fns, fitted = [], {}
@@ -547,6 +624,9 @@ class EnsemblePredictor(LadderMethod):
                 m = get_method(name, bootstrap=0, inflate=False)
                 if m.needs_loss and runs[0].x is None:
                     continue
+                if m.needs_loss:  # the chained members share the ensemble's fit sets
+                    m.set_params(fit_loss=self.fit_loss, fit_link=self.fit_link)
+                    m.fit_sets_ = self.fit_sets_
                 m.task_, m.metric_, m.chance_, m.window_ = self.task_, self.metric_, self.chance_, self.window_
                 self._members[name] = m
         failed = []
@@ -620,6 +700,10 @@ class LadderPredictor(LadderMethod):
     loss_law : str, optional
         Step 1's law (:data:`LOSS_LAWS`); default the method's own: ``nd`` (published, one start) for ``ladder``,
         ``compute`` for ``ladder_c``.
+    fit_loss, fit_link : str, optional
+        Queries over the fitting ladder's columns (``params<=1.2e9``, ``multiplier<=20``, ``tokens<=4e10``) selecting
+        the rows step 1 (the loss law) and step 2 (the link from loss to accuracy) are fitted on; default every
+        fitting row for both (CLI ``--fit-loss`` / ``--fit-link``).
     bootstrap, seed, level, inflate, final_window, x_task, x_metric, chance, widen
         As for :class:`LadderMethod`.
     """
@@ -629,27 +713,31 @@ class LadderPredictor(LadderMethod):
     #: Step 1's law: ``"nd"`` Chinchilla L(N, D), ``"c"`` L(C) = E + A/C^α.
     step1: ClassVar[str] = "nd"
 
-    def __init__(self, *, ladder_window: int = 5, loss_law: str | None = None, bootstrap: int = 100, seed: int = 0,
-                 level: float = 0.9, inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
+    def __init__(self, *, ladder_window: int = 5, loss_law: str | None = None, fit_loss: str | None = None,
+                 fit_link: str | None = None, bootstrap: int = 100, seed: int = 0, level: float = 0.9,
+                 inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
                  x_metric: str | None = None, chance: float | None = None, widen: float = 1.0):
         super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
                          x_task=x_task, x_metric=x_metric, chance=chance, widen=widen)
         self.ladder_window = ladder_window
         self.loss_law = loss_law
+        self.fit_loss = fit_loss
+        self.fit_link = fit_link
 
     def _core(self, runs):
-        n = np.array([r.params for r in runs])
-        d = np.array([r.tokens[-1] for r in runs])
-        lf = np.array([moving_average(r.x, self.ladder_window)[-1] for r in runs])
-        lab = [r.run for r in runs]
-        kind = resolve_loss_law(self.loss_law or ("nd" if self.step1 == "nd" else "compute"), runs)
+        r1, r2 = step_runs(self, runs, "loss"), step_runs(self, runs, "link", need=1)
+        n = np.array([r.params for r in r1])
+        d = np.array([r.tokens[-1] for r in r1])
+        lf = np.array([moving_average(r.x, self.ladder_window)[-1] for r in r1])
+        lab = [r.run for r in r1]
+        kind = resolve_loss_law(self.loss_law or ("nd" if self.step1 == "nd" else "compute"), r1)
         if kind == "nd" and self.loss_law is None:  # the published procedure: one start, exact settings
             s1 = laws.ChinchillaND(starts=[laws.ChinchillaND.OLMO_P0], maxiter=1_000_000, ftol=0.0, labels=lab)
             s1.fit(np.c_[n, d], lf)
             f1 = lambda p, t: float(s1.predict([[p, t]])[0])  # noqa: E731
         else:
-            s1, f1 = fit_step1(kind, runs, lf, self._warm_start("step1"))
-        x, y = step2_points(runs)
+            s1, f1 = fit_step1(kind, r1, lf, self._warm_start("step1"))
+        x, y = step2_points(r2)
         s2 = laws.LadderSigmoid(chance=self.chance_ if self.chance_ > 0 else 0.25).fit(x, y)
         return (lambda p, t: float(s2.predict([f1(p, t)])[0])), {"step1": s1, "step2": s2}
 
@@ -687,6 +775,8 @@ class GadrePredictor(LadderMethod):
     loss_law : str
         Step 1's law (:data:`LOSS_LAWS`); ``auto`` (default): the over-training form L(C, M) when the fitting runs
         span several token multipliers, else L(C).
+    fit_loss, fit_link : str, optional
+        Separate fit sets of the two steps, as for :class:`LadderPredictor`.
     bootstrap, seed, level, inflate, final_window, x_task, x_metric, chance, widen
         As for :class:`LadderMethod`.
     """
@@ -694,20 +784,24 @@ class GadrePredictor(LadderMethod):
     name = "gadre"
     needs_loss = True
 
-    def __init__(self, *, loss_law: str = "auto", bootstrap: int = 100, seed: int = 0, level: float = 0.9,
-                 inflate: bool = True, final_window: int | None = None, x_task: str | None = None,
-                 x_metric: str | None = None, chance: float | None = None, widen: float = 1.0):
+    def __init__(self, *, loss_law: str = "auto", fit_loss: str | None = None, fit_link: str | None = None,
+                 bootstrap: int = 100, seed: int = 0, level: float = 0.9, inflate: bool = True,
+                 final_window: int | None = None, x_task: str | None = None, x_metric: str | None = None,
+                 chance: float | None = None, widen: float = 1.0):
         super().__init__(bootstrap=bootstrap, seed=seed, level=level, inflate=inflate, final_window=final_window,
                          x_task=x_task, x_metric=x_metric, chance=chance, widen=widen)
         self.loss_law = loss_law
+        self.fit_loss = fit_loss
+        self.fit_link = fit_link
 
     def _core(self, runs):
-        lf = np.array([final_value(r.x, self.window_) for r in runs])
+        r1, r2 = step_runs(self, runs, "loss"), step_runs(self, runs, "link", need=1)
+        lf = np.array([final_value(r.x, self.window_) for r in r1])
         if self._warm is None:  # the point fit decides the law; bootstrap refits keep it
-            self.loss_law_ = resolve_loss_law(self.loss_law, runs)
-        s1, f1 = fit_step1(self.loss_law_, runs, lf, self._warm_start("step1"))
-        x = np.concatenate([r.x for r in runs])
-        err = 1 - np.concatenate([r.y for r in runs])
+            self.loss_law_ = resolve_loss_law(self.loss_law, r1)
+        s1, f1 = fit_step1(self.loss_law_, r1, lf, self._warm_start("step1"))
+        x = np.concatenate([r.x for r in r2])
+        err = 1 - np.concatenate([r.y for r in r2])
         s2 = laws.GadreExp().fit(x, err)
         return (lambda p, t: float(1 - s2.predict([f1(p, t)])[0])), {"step1": s1, "step2": s2}
 

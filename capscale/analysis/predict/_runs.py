@@ -15,15 +15,58 @@ import pandas as pd
 
 from capscale.analysis.predict._base import MethodNotApplicable
 from capscale.data.ladder_table import UNIT_METRICS, run_of
-from capscale.errors import InputError
+from capscale.errors import InputError, UsageError
 
 __all__ = ["Run", "CHECKPOINT_ORDER", "default_metric", "loss_metric", "extract_runs", "auto_window",
-           "final_value", "moving_average", "step2_points", "step2_parts", "sort_checkpoints"]
+           "final_value", "moving_average", "step2_points", "step2_parts", "sort_checkpoints", "QUERY_COLUMNS",
+           "query_rows"]
 
 #: Metrics that are losses a chained method can go through.
 LOSS_METRICS = ("task_bpb", "task_loss", "val_loss")
 #: Sort keys that put each run's checkpoints in training order (the order of ``final_checkpoints``).
 CHECKPOINT_ORDER = ["run", "tokens", "step", "model_id"]
+
+
+#: Columns a holdout or fit query can use (``multiplier`` = tokens / params, the token multiplier).
+QUERY_COLUMNS = ("params", "tokens", "compute", "multiplier", "family", "model_id", "run", "step")
+
+
+def query_rows(ladder: pd.DataFrame, query: str, *, what: str = "--holdout") -> np.ndarray:
+    """Boolean mask of the rows of ``ladder`` that the pandas ``query`` expression selects.
+
+    The expression sees the ladder's columns plus ``multiplier`` = tokens / params (:data:`QUERY_COLUMNS`), e.g.
+    ``compute > 8.4e22``, ``multiplier >= 50``, ``family == 'xglm'``, ``tokens <= 4e10``.
+
+    Parameters
+    ----------
+    ladder : pandas.DataFrame
+        A ladder table.
+    query : str
+        The expression.
+    what : str
+        The option the query came from (``--holdout``, ``--fit``, ``--fit-loss``), named in errors.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        One entry per row of ``ladder``.
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        The expression does not parse or names an unknown column (the message lists the columns).
+    """
+    df = ladder.assign(multiplier=ladder["tokens"] / ladder["params"])
+    if "run" not in df.columns:
+        df = df.assign(run=run_of(df))
+    try:
+        mask = df.eval(query, engine="python")
+    except Exception as e:  # pandas raises UndefinedVariableError, SyntaxError, TypeError, ...
+        raise UsageError(f"{what} {query!r} is not a valid query over the ladder ({type(e).__name__}: {e}); columns: "
+                         f"{list(QUERY_COLUMNS)}") from e
+    if not (isinstance(mask, pd.Series) and mask.dtype == bool):
+        raise UsageError(f"{what} {query!r} is not a true/false condition on rows (e.g. 'compute > 8.4e22')")
+    return mask.to_numpy()
 
 
 @dataclass

@@ -16,8 +16,8 @@ import pandas as pd
 
 from capscale.analysis import laws
 from capscale.analysis.predict._base import MethodNotApplicable, Predictor
-from capscale.analysis.predict._methods import EnsemblePredictor, get_method, method_options
-from capscale.analysis.predict._runs import sort_checkpoints
+from capscale.analysis.predict._methods import EnsemblePredictor, get_method, method_class, method_options
+from capscale.analysis.predict._runs import QUERY_COLUMNS, query_rows, sort_checkpoints
 from capscale.analysis.predict._verdict import Verdict, predictability
 from capscale.data.ladder_table import chance_of, check_ladder, run_of
 from capscale.errors import InputError, UsageError
@@ -29,38 +29,10 @@ __all__ = ["DEFAULT_CANDIDATES", "QUERY_COLUMNS", "query_rows", "split_holdout",
 DEFAULT_CANDIDATES = ["ensemble", "ladder", "ladder_c", "direct", "sigmoid", "gadre", "loglinear"]
 
 
-#: Columns a holdout or fit query can use (``multiplier`` = tokens / params, the token multiplier).
-QUERY_COLUMNS = ("params", "tokens", "compute", "multiplier", "family", "model_id", "run", "step")
-
-
 def _size_key(ladder: pd.DataFrame) -> str:
     """What "size" means for splits: ``params``, or ``compute`` when every run has the same N (a data-scaling
     ladder of one model size, such as checkpoints of one run)."""
     return "params" if ladder["params"].nunique() > 1 else "compute"
-
-
-def query_rows(ladder: pd.DataFrame, query: str, *, what: str = "--holdout") -> np.ndarray:
-    """Boolean mask of the rows of ``ladder`` that the pandas ``query`` expression selects.
-
-    The expression sees the ladder's columns plus ``multiplier`` = tokens / params (:data:`QUERY_COLUMNS`), e.g.
-    ``compute > 8.4e22``, ``multiplier >= 50``, ``family == 'xglm'``, ``tokens <= 4e10``.
-
-    Raises
-    ------
-    capscale.errors.UsageError
-        The expression does not parse or names an unknown column (the message lists the columns).
-    """
-    df = ladder.assign(multiplier=ladder["tokens"] / ladder["params"])
-    if "run" not in df.columns:
-        df = df.assign(run=run_of(df))
-    try:
-        mask = df.eval(query, engine="python")
-    except Exception as e:  # pandas raises UndefinedVariableError, SyntaxError, TypeError, ...
-        raise UsageError(f"{what} {query!r} is not a valid query over the ladder ({type(e).__name__}: {e}); columns: "
-                         f"{list(QUERY_COLUMNS)}") from e
-    if not (isinstance(mask, pd.Series) and mask.dtype == bool):
-        raise UsageError(f"{what} {query!r} is not a true/false condition on rows (e.g. 'compute > 8.4e22')")
-    return mask.to_numpy()
 
 
 def split_holdout(ladder: pd.DataFrame, holdout: str | int = "largest", *,
@@ -345,6 +317,10 @@ def fit_method(ladder: pd.DataFrame, task: str, method: str = "auto", *, metric:
     """
     options = task_options(options, task)
     scores = None
+    steps = [k for k in ("fit_loss", "fit_link") if options.get(k) is not None]
+    if steps and method not in ("auto", "all") and steps[0] not in method_class(method)._get_param_names():
+        raise UsageError(f"--{steps[0].replace('_', '-')} applies to the chained methods (ladder, ladder_c, gadre, "
+                         f"and ensemble and auto through them); method {method!r} fits one step on final accuracies")
     if method == "auto":
         return _fit_auto(ladder, task, metric=metric, store=store, candidates=candidates, **options)
     pr = _make(method, options).fit(ladder, task, metric=metric, store=store)
