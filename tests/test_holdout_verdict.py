@@ -108,6 +108,28 @@ def test_auto_at_chance_predicts_chance_with_room_for_emergence():
     assert rows[0]["verdict"] == "at_chance" and rows[0]["selected"] == "chance"
 
 
+def test_below_chance_is_not_at_chance():
+    # a label-imbalanced two-way task: every size scores 0.37 against chance 0.5; predicting 0.5 would be 13 points off
+    lad = ladder(lambda c: 0.37 + 0.001 * math.log10(c / 1e16), noise=0.005, seed=2, chance=0.5)
+    v = predict.predictability(lad, "t", "acc", 0.5)
+    assert v.verdict != "at_chance" and v.stats["below_chance"], v.reason
+    pr, scores = predict.fit_method(lad, "t", "auto", bootstrap=10)
+    assert pr.name != "chance" and abs(pr.predict(1e10, 2e11).value - 0.37) < 0.03
+    # just below chance, within the noise: still at chance
+    near = ladder(lambda c: 0.49 + 0.0 * c, noise=0.002, seed=2, chance=0.5)
+    v = predict.predictability(near, "t", "acc", 0.5)
+    assert v.verdict == "at_chance" and not v.stats["below_chance"], v.reason
+
+
+def test_multirc_chance_must_be_stated():
+    # lm-eval 0.3 scores multirc by exact match over all answers, 0.4 per answer: no single table value is right
+    from capscale.data.ladder_table import UnknownChanceError, chance_of
+
+    with pytest.raises(UnknownChanceError, match="--chance multirc=P"):
+        chance_of("multirc")
+    assert chance_of("multirc", chance={"multirc": 0.0}) == 0.0
+
+
 def test_auto_widens_noisy_tasks():
     lad = ladder(lambda c: 0.5 + 0.002 * math.log10(c / 1e16), noise=0.01, seed=1)
     pr, scores = predict.fit_method(lad, "t", "auto", bootstrap=20)

@@ -4,10 +4,12 @@ Before extrapolating, ask whether the ladder shows a trend worth extrapolating. 
 at the training runs' final values of one task (never at the target) and returns one of:
 
 ================  ================================================================================================
-``at_chance``     the largest fitting size is not above chance: its excess over chance is below
+``at_chance``     the largest fitting size is at chance: its distance from chance, either way, is below
                   max(z·SE, ``min_excess``·(1 − chance)) (SE of that size's mean final value; the floor 0.05 of the
                   headroom is an effect-size floor, as in the emergence stage: a benchmark of thousands of items
-                  makes 1 point "significant")
+                  makes 1 point "significant"). A size scoring *below* chance by more than that (a label-imbalanced
+                  two-way task, a metric whose chance level is lower than the table says) is not at chance: the
+                  observed level, not chance, is what to extrapolate, and the checks below apply
 ``inverse``       the trend in log10 C is negative and significant (slope < −z·SE of the slope)
 ``noisy``         the fitted rise over the ladder's compute range is smaller than 2 scatter SDs (the residual
                   scatter around the line, or the measurement SE where larger)
@@ -59,7 +61,8 @@ class Verdict:
         ``n_runs``, ``n_sizes``, ``chance``, ``top_mean`` (mean final value of the largest size), ``excess`` (over
         chance), ``se_top``, ``slope_per_decade`` and ``slope_se`` (of final value on log10 C), ``rise`` (slope x
         the ladder's log10 compute range), ``scatter`` (residual SD, or the measurement SE where larger),
-        ``spearman`` (per-size means vs size); fractions of the metric.
+        ``spearman`` (per-size means vs size), ``below_chance`` (the largest size is significantly below chance);
+        fractions of the metric.
     """
 
     task: str
@@ -162,11 +165,12 @@ def predictability(ladder: pd.DataFrame, task: str, metric: str, chance: float) 
                   "scatter": scatter, "spearman": rho})
     need = max(Z * se_top, MIN_EXCESS * (1 - chance))
     pts = 100.0
-    if top_mean - chance < need:
+    stats["below_chance"] = bool(top_mean - chance <= -need)
+    if abs(top_mean - chance) < need:
         return Verdict(task, metric, "at_chance",
-                       f"largest fitting size scores {top_mean:.3f}, {pts * (top_mean - chance):+.1f} points over chance "
-                       f"{chance:.3g}: not above chance (needs > {pts * need:.1f} points: max of {Z:.2f} SE = "
-                       f"{pts * Z * se_top:.1f} and {MIN_EXCESS:.0%} of the headroom)", stats)
+                       f"largest fitting size scores {top_mean:.3f}, {pts * (top_mean - chance):+.1f} points from chance "
+                       f"{chance:.3g}: at chance (a distance from chance needs > {pts * need:.1f} points: max of "
+                       f"{Z:.2f} SE = {pts * Z * se_top:.1f} and {MIN_EXCESS:.0%} of the headroom)", stats)
     if math.isfinite(slope_se) and slope < -Z * slope_se:
         return Verdict(task, metric, "inverse", f"accuracy falls with compute: {pts * slope:+.1f} points per decade "
                        f"(SE {pts * slope_se:.1f})", stats)
