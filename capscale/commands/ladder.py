@@ -78,6 +78,16 @@ def _check(args: argparse.Namespace) -> None:
     print(text)
 
 
+def _cross_family(args: argparse.Namespace) -> None:
+    from capscale._io import dumps_json
+    from capscale.data.cross_family import build_cross_family
+    from capscale.data.ladder_table import write_ladder
+
+    table, report = build_cross_family(args.data, min_families=args.min_families)
+    write_ladder(table, args.out)
+    print(dumps_json({"out": str(args.out), **{k: v for k, v in report.items() if k != "dropped_tasks"}}, indent=2))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ladder", help="train a ladder of small models on the synthetic world",
                        description="Train and package capscale's own model family (see capscale.synthetic.ladder).")
@@ -111,6 +121,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", help="also write the Markdown to this file")
     c.add_argument("--threads", type=int, default=1)
     c.set_defaults(func=_check)
+
+    x = lsub.add_parser("cross-family", help="build the cross-family ladder table of public models (final "
+                        "checkpoints, shared zero-shot tasks, one metric per task)",
+                        description="Read Pythia, BLOOM, XGLM, LLaMA-1, MPT and the BigScience 1.3B ablations from "
+                        "the public data folder (capscale.data.cross_family) and write one ladder table; print what "
+                        "was kept and what was left out, with counts.")
+    x.add_argument("--data", required=True, help="the public data folder (with pythia-evals/, "
+                   "lmeval-2023-results/, bigscience-evals/)")
+    x.add_argument("--out", required=True, help="the table to write (.csv or .parquet)")
+    x.add_argument("--min-families", type=int, default=5, dest="min_families",
+                   help="keep tasks that at least this many families share (default 5)")
+    x.set_defaults(func=_cross_family)
 
     s = sub.add_parser("synthetic", help="generate the synthetic world (corpus and tasks)",
                        description="Synthetic micro-world (see capscale.synthetic.world).")

@@ -152,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fit on the ladder and predict the accuracy of a model with N parameters "
                        "trained on D tokens, with a 90% interval.")
     _common(p)
-    p.add_argument("--target", required=True, help="params=N,tokens=D")
+    p.add_argument("--target", required=True, help="params=N,tokens=D (observational: params=N,tokens=D,family=F)")
     p.add_argument("--fit", default=None, help="query selecting the rows to fit on, e.g. 'params<2e9'")
     p.add_argument("--method", default="auto", help="method name (capscale.analysis.predict.METHODS) or auto")
     p.set_defaults(func=_predict)
@@ -162,11 +162,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "and 90% interval coverage.")
     _common(p)
     p.add_argument("--all-tasks", action="store_true", help="every task with an accuracy metric")
-    p.add_argument("--holdout", default="largest", help="largest; K (the K largest sizes); or a query over params, "
+    p.add_argument("--holdout", default="largest", help="largest; K (the K largest sizes); family-largest (every "
+                   "family's largest run; family-largest:F for family F only); or a query over params, "
                    "tokens, compute, multiplier (= tokens/params), family, model_id, e.g. 'compute>8.4e22'")
     p.add_argument("--fit", default=None, help="query restricting the fitting rows, e.g. 'tokens<=4e10' (default: "
                    "every run not held out)")
     p.add_argument("--method", default="auto", help="method name, auto, or all")
+    p.add_argument("--given", default=None, choices=["compute", "scores"], help="observational: predict each "
+                   "held-out model from its (family, N, D) only (compute, the default) or also from its scores on "
+                   "the other tasks (scores)")
     p.add_argument("--name", default=None, help="file stem for --out outputs (default backtest)")
     p.set_defaults(func=_backtest)
 

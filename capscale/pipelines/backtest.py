@@ -61,6 +61,9 @@ class Options(StageOptions):
         The loss to chain through where a task has none.
     chance : dict of str to float, optional
         Chance accuracy per task (CLI ``--chance TASK=P,...``) for tasks the ladder and capscale's table do not know.
+    given : {"compute", "scores"}, optional
+        ``observational``: predict each held-out model from its (family, N, D) only, or also from its scores on the
+        other tasks (CLI ``--given``); default the method's (``compute``).
     out : str, optional
         Folder for ``<name>.csv``, ``<name>.json`` and the figures (nothing is written without it).
     name : str
@@ -82,6 +85,7 @@ class Options(StageOptions):
     loss_task: str | None = None
     loss_metric: str | None = None
     chance: dict[str, float] | None = None
+    given: str | None = None
     out: str | None = None
     name: str = "backtest"
     progress: bool = False
@@ -102,8 +106,11 @@ class Options(StageOptions):
 
     def predictor_options(self) -> dict[str, Any]:
         """The predictor options (``bootstrap``, ``seed``, ``x_task``, ``x_metric``) these settings give."""
-        return predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric, self.chance,
-                                 self.fit_loss, self.fit_link)
+        kw = predictor_options(self.bootstrap, self.seed, self.loss_task, self.loss_metric, self.chance,
+                               self.fit_loss, self.fit_link)
+        if self.given is not None:
+            kw["given"] = self.given
+        return kw
 
 
 def run(ladder: pd.DataFrame, options: Options, store: pd.DataFrame | None = None) -> RunResult:

@@ -27,11 +27,12 @@ from capscale.errors import UsageError
 from capscale.pipelines._base import RunResult, StageOptions
 from capscale.plotting.predict import plot_backtest, plot_law_fit
 
-__all__ = ["Options", "run", "parse_target", "parse_tasks", "parse_chance", "select_tasks", "predictor_options"]
+__all__ = ["Options", "run", "parse_target", "parse_target_family", "parse_tasks", "parse_chance", "select_tasks", "predictor_options"]
 
 
 def parse_target(text: str) -> tuple[float, float]:
-    """``"params=N,tokens=D"`` (CLI ``--target``) as (N parameters, D tokens).
+    """``"params=N,tokens=D"`` (CLI ``--target``) as (N parameters, D tokens); an optional ``family=F`` is read by
+    :func:`parse_target_family`.
 
     Raises
     ------
@@ -43,6 +44,8 @@ def parse_target(text: str) -> tuple[float, float]:
         if "=" not in part:
             raise UsageError(f"--target {text!r}: expected params=N,tokens=D")
         k, v = part.split("=", 1)
+        if k.strip() == "family":
+            continue
         try:
             vals[k.strip()] = float(v)
         except ValueError as e:
@@ -50,6 +53,18 @@ def parse_target(text: str) -> tuple[float, float]:
     if set(vals) != {"params", "tokens"}:
         raise UsageError(f"--target {text!r}: give exactly params=N,tokens=D")
     return vals["params"], vals["tokens"]
+
+
+def parse_target_family(text: str) -> str | None:
+    """The ``family=F`` of a ``--target`` (``params=N,tokens=D,family=F``), or None; methods that take the target's
+    family (``observational``) use it."""
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        if k.strip() == "family":
+            if not v.strip():
+                raise UsageError(f"--target {text!r}: family= needs a name")
+            return v.strip()
+    return None
 
 
 def parse_chance(text: str | None) -> dict[str, float] | None:
@@ -130,6 +145,9 @@ class Options(StageOptions):
         ``capscale fit``: a form of :data:`capscale.analysis.predict.FORMS`.
     target : (float, float), optional
         ``capscale predict``: (N parameters, D tokens) of the model to predict.
+    target_family : str, optional
+        ``capscale predict``: the target's family (``--target ...,family=F``), for methods that use it
+        (``observational``); other methods ignore it, with a note.
     method : str
         ``capscale predict``: a name of :data:`capscale.analysis.predict.METHODS` or ``"auto"``.
     chance : dict of str to float, optional
@@ -153,6 +171,7 @@ class Options(StageOptions):
     loss_metric: str | None = None
     form: str | None = None
     target: tuple[float, float] | None = None
+    target_family: str | None = None
     method: str = "auto"
     bootstrap: int = 50
     seed: int = 0
@@ -176,6 +195,7 @@ class Options(StageOptions):
                                 "chance": parse_chance(getattr(args, "chance", None))}
         if getattr(args, "target", None) is not None:
             conv["target"] = parse_target(args.target)
+            conv["target_family"] = parse_target_family(args.target)
         return super().from_cli(args, **{**conv, **overrides})
 
     def predictor_options(self) -> dict[str, Any]:
@@ -237,7 +257,14 @@ def _predict(ladder: pd.DataFrame, task: str, target: tuple[float, float], optio
     metric = predict.default_metric(ladder, task, options.metric)
     pr, scores = predict.fit_method(ladder, task, options.method, metric=metric, store=store,
                                     **options.predictor_options())
-    p = pr.predict(params, tokens)
+    notes: list[str] = []
+    if getattr(pr, "accepts_target_info", False):
+        p = pr.predict(params, tokens, family=options.target_family)
+    else:
+        p = pr.predict(params, tokens)
+        if options.target_family is not None:
+            notes.append(f"method {pr.name!r} predicts from compute alone: the target's family "
+                         f"{options.target_family!r} is not used")
     summary: dict[str, Any] = {
         "task": task, "method": pr.name if options.method != "auto" else "auto", "selected": pr.name,
         "metric": metric, "target_params": params, "target_tokens": tokens, "prediction": p.value,
@@ -256,4 +283,4 @@ def _predict(ladder: pd.DataFrame, task: str, target: tuple[float, float], optio
         row = {"task": task, "method": pr.name, "heldout_model": "target", "predicted": p.value,
                "actual": float("nan"), "lower": p.lower, "upper": p.upper, "params": params, "tokens": tokens}
         files.append(Path(plot_backtest([row], ladder, task, metric, out / f"predict_{task}.png")))
-    return RunResult(stage="predict", out=out, files=files, summary=summary, notes=list(p.warnings))
+    return RunResult(stage="predict", out=out, files=files, summary=summary, notes=notes + list(p.warnings))

@@ -22,6 +22,13 @@ then ``predict(params, tokens) -> Prediction`` (value with a nominal 90 % interv
 ``mass``       probability-mass model of :mod:`capscale.analysis.mass` (needs a score store)
 ============== ================================================================================
 
+and, with a name too long for the table's column, ``observational``: observational scaling across model families
+(Ruan et al. 2024, :mod:`capscale.analysis.predict._observational`): rank-K capability measures (PCA with EM
+imputation of missing cells) over *every* accuracy task of the ladder's final checkpoints; each family's
+log-compute maps linearly to them (family intercept = compute efficiency, shared slope, shrunk towards the mean
+for small families); a sigmoid link per task with floor = chance. It predicts from (family, N, D), or also from
+the target's scores on the other tasks (``given="scores"``), so its ``predict`` takes ``family=`` and ``scores=``.
+
 Compute-based laws use the nominal C = 6·N·D (FLOPs) for the ladder runs and the target alike, so a
 target given as (N, D) is placed consistently. Intervals: percentile bootstrap over ladder runs
 (``bootstrap`` resamples, fixed ``seed``), widened in quadrature by the method's leave-largest-out
@@ -32,7 +39,7 @@ warnings and gets a noise floor of ±z·σ, σ the largest of the binomial stand
 standard error of an assumed 100 items (``LadderMethod._noise_floor``). A target more than 10x outside the
 ladder's compute range, above or below, is warned about. :func:`backtest` holds out the largest
 runs, or the runs a query selects (:func:`split_holdout`: ``compute>8.4e22``, ``multiplier<1``,
-``family=='xglm'``), fitting on all others or on the rows a ``fit`` query selects. ``auto`` first judges the
+``family=='xglm'``; ``family-largest``: every family's largest run), fitting on all others or on the rows a ``fit`` query selects. ``auto`` first judges the
 task's predictability on the fitting data alone (:func:`predictability`: ``predictable``, ``at_chance``,
 ``noisy``, ``non_monotone``, ``inverse``); an ``at_chance`` task is predicted at chance (``chance``), the other
 non-predictable ones get intervals widened 2x; then it follows :data:`AUTO_RULE`, frozen on the development half of
@@ -103,6 +110,7 @@ __all__ = [
     "GadrePredictor",
     "ChancePredictor",
     "MassPredictor",
+    "ObservationalPredictor",
     "METHODS",
     "method_class",
     "get_method",
@@ -132,4 +140,6 @@ def __getattr__(name: str) -> Any:
     """``MassPredictor`` on first use, so that importing this package does not import the mass model."""
     if name == "MassPredictor":
         return method_class("mass")
+    if name == "ObservationalPredictor":
+        return method_class("observational")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

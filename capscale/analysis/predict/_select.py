@@ -46,7 +46,9 @@ def split_holdout(ladder: pd.DataFrame, holdout: str | int = "largest", *,
     holdout : "largest", int, or str
         ``"largest"`` or K: the runs of the K largest sizes (:func:`split_largest`); any other string is a query
         (:func:`query_rows`, e.g. ``compute>8.4e22``, ``family=='llama' and params>2e10``): a run is held out when
-        any of its checkpoints matches, and predicted at its final checkpoint.
+        any of its checkpoints matches, and predicted at its final checkpoint. ``"family-largest"``: the largest run
+        (by final compute) of every family with 2 or more runs, all at once; ``"family-largest:F"`` (``F1,F2``): of
+        family F only (to leave each family's largest out in turn, one backtest per family).
     fit : str, optional
         A query that restricts the training rows (default: every row of the runs not held out), e.g.
         ``tokens<=4e10``. It may select earlier checkpoints of held-out runs (a data-scaling backtest); those rows
@@ -62,6 +64,8 @@ def split_holdout(ladder: pd.DataFrame, holdout: str | int = "largest", *,
     if holdout == "largest" or isinstance(holdout, int) or (isinstance(holdout, str) and holdout.isdigit()):
         train, held = split_largest(ladder, holdout if not isinstance(holdout, str) or holdout == "largest"
                                     else int(holdout))
+    elif isinstance(holdout, str) and holdout.split(":")[0].strip() == "family-largest":
+        train, held = _split_family_largest(ladder, holdout)
     else:
         mask = query_rows(ladder, str(holdout))
         if not mask.any():
@@ -87,6 +91,50 @@ def split_holdout(ladder: pd.DataFrame, holdout: str | int = "largest", *,
         raise InputError(f"holdout {holdout!r}" + (f" with --fit {fit!r}" if fit else "")
                          + " leaves no row to fit on")
     return train, held
+
+
+def _split_family_largest(ladder: pd.DataFrame, holdout: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``family-largest``: the run of largest final compute (ties: largest params, then last run name) of every
+    family with at least 2 runs; ``family-largest:F`` (or ``F1,F2``): of those families only."""
+    _, _, names = holdout.partition(":")
+    runs = run_of(ladder)
+    last = ladder.assign(run=runs).groupby("run", sort=True).agg(family=("family", "last"),
+                                                                 compute=("compute", "max"), params=("params", "max"))
+    wanted = [f.strip() for f in names.split(",") if f.strip()] if names else None
+    fams = sorted(last["family"].astype(str).unique())
+    if wanted is not None:
+        unknown = [f for f in wanted if f not in fams]
+        if unknown:
+            raise InputError(f"--holdout {holdout!r}: famil{'y' if len(unknown) == 1 else 'ies'} {unknown} not in the "
+                             f"ladder; families: {fams}")
+        fams = wanted
+    held_runs = []
+    for f in fams:
+        g = last[last["family"].astype(str) == f]
+        if len(g) < 2:
+            if wanted is not None:
+                raise InputError(f"--holdout {holdout!r}: family {f!r} has {len(g)} run(s); holding out its largest "
+                                 "leaves none of it to fit on")
+            continue
+        g = g.reset_index().sort_values(["compute", "params", "run"], kind="stable")
+        held_runs.append(str(g["run"].iloc[-1]))
+    if not held_runs:
+        raise InputError(f"--holdout {holdout!r}: no family has 2 or more runs; families: {fams}")
+    hmask = runs.isin(held_runs).to_numpy()
+    return ladder[~hmask], ladder[hmask]
+
+
+def _target_info(pr: Predictor, held: pd.DataFrame, run: str, task: str) -> dict[str, Any]:
+    """What the predict call of a predictor with ``accepts_target_info`` gets besides (N, D): the held-out run's
+    family and, with ``given="scores"``, its final values on the other tasks (rows task, metric, value)."""
+    if not getattr(pr, "accepts_target_info", False):
+        return {}
+    rows = held[run_of(held) == run]
+    info: dict[str, Any] = {"family": str(rows["family"].iloc[-1]) if len(rows) else None}
+    if pr.get_params(deep=False).get("given") == "scores":
+        other = sort_checkpoints(rows[rows["task"] != task].assign(run=run_of(rows[rows["task"] != task])))
+        info["scores"] = other.groupby(["task", "metric"], sort=False).tail(1)[["task", "metric", "value"]]
+    return info
 
 
 def _final_ids(held: pd.DataFrame) -> set[str]:
@@ -460,14 +508,15 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
         if getattr(pr, "loss_", None) and hasattr(pr, "predict_steps"):
             lt, lm = pr.loss_
             loss_rows = {r["run"]: r["actual"] for r in _held_rows(held, lt, lm, pr.window_)}
-        for r in _held_rows(held, task, metric, pr.window_):
-            p = pr.predict(r["params"], r["tokens"])
+        for r in _held_rows(held, task, metric, getattr(pr, "window_", None)):
+            info = _target_info(pr, held, r["run"], task)
+            p = pr.predict(r["params"], r["tokens"], **info)
             extra: dict[str, float] = {}
             if levels and "level" in pr.get_params(deep=False):
                 base_level = pr.get_params(deep=False)["level"]
                 for lv in levels:
                     pr.set_params(level=lv)
-                    q = pr.predict(r["params"], r["tokens"])
+                    q = pr.predict(r["params"], r["tokens"], **info)
                     extra[f"lower_{round(100 * lv)}"], extra[f"upper_{round(100 * lv)}"] = q.lower, q.upper
                 pr.set_params(level=base_level)
             steps: dict[str, Any] = {}
@@ -481,6 +530,7 @@ def backtest(ladder: pd.DataFrame, task: str, method: str = "auto", holdout: str
                 "abs_err": abs(p.value - r["actual"]), "lower": p.lower, "upper": p.upper,
                 "covered": bool(p.lower <= r["actual"] <= p.upper), "params": r["params"], "tokens": r["tokens"],
                 "selected": pr.name if m == "auto" else None, **vcols,
+                **({"given": getattr(pr, "last_given_", None)} if info else {}),
                 "cv_scores": scores, "warnings": p.warnings, **steps, **extra,
             })
     return out
