@@ -209,3 +209,43 @@ def test_cross_family_table_from_the_public_data():
     assert table.groupby("task")["family"].nunique().min() >= 5
     assert rep["excluded"]["pythia: intermediate checkpoints"] > 0
     assert any(k.startswith("olmo-ladder") for k in rep["excluded"])
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+
+
+def test_cli_predict_with_family_and_backtest_given_scores(tmp_path, capsys):
+    import json
+
+    from capscale.cli import main
+
+    lad, _ = simulate_cross_family(seed=0)
+    path = tmp_path / "table.csv"
+    lad.to_csv(path, index=False)
+    assert main(["predict", str(path), "--task", "bench0", "--method", "observational", "--bootstrap", "5",
+                 "--target", "params=2e10,tokens=4e11,family=fam1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["selected"] == "observational" and 0 <= out["lower"] <= out["prediction"] <= out["upper"] <= 1
+    assert not any("no training models" in w for w in out["warnings"])
+    assert main(["predict", str(path), "--task", "bench0", "--method", "loglinear", "--bootstrap", "0",
+                 "--target", "params=2e10,tokens=4e11,family=fam1", "--json"]) == 0
+    assert any("family 'fam1' is not used" in w for w in json.loads(capsys.readouterr().out)["warnings"])
+    assert main(["backtest", str(path), "--task", "bench0", "--method", "observational", "--bootstrap", "5",
+                 "--holdout", "family-largest", "--given", "scores", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 5
+
+
+@pytest.mark.skipif(not (SHARED / "lmeval-2023-results").is_dir(), reason="needs the public data folder")
+def test_cli_cross_family_writes_the_table(tmp_path, capsys):
+    import json
+
+    from capscale.cli import main
+    from capscale.data.ladder_table import read_ladder
+
+    out = tmp_path / "t.csv"
+    assert main(["ladder", "cross-family", "--data", str(SHARED), "--out", str(out)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["n_models"] == 35 and len(read_ladder(out)) == rep["n_rows"]

@@ -268,7 +268,7 @@ def _predict(ladder: pd.DataFrame, task: str, target: tuple[float, float], optio
     summary: dict[str, Any] = {
         "task": task, "method": pr.name if options.method != "auto" else "auto", "selected": pr.name,
         "metric": metric, "target_params": params, "target_tokens": tokens, "prediction": p.value,
-        "lower": p.lower, "upper": p.upper, "verdict": getattr(pr, "verdict_", None), "warnings": p.warnings}
+        "lower": p.lower, "upper": p.upper, "verdict": getattr(pr, "verdict_", None), "warnings": notes + p.warnings}
     if summary["verdict"] is None:
         v = predict.task_verdict(ladder, task, metric, store=store, chance=(options.chance or {}).get(task))
         summary["verdict"] = v.verdict if v is not None else None
