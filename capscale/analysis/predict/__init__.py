@@ -20,6 +20,9 @@ then ``predict(params, tokens) -> Prediction`` (value with a nominal 90 % interv
 ``chance``     the task's chance accuracy, with an interval up to ``sigmoid``'s upper bound (what ``auto``
                predicts for an ``at_chance`` task)
 ``mass``       probability-mass model of :mod:`capscale.analysis.mass` (needs a score store)
+``cod``        difficulty clusters (needs a score store): items clustered on their p_choices(correct)
+               trajectories, a logit-linear law per cluster, the clusters stable under leave-one-model-out kept
+               and mapped linearly to the full task (:mod:`capscale.analysis.predict._cod`)
 ============== ================================================================================
 
 and, with a name too long for the table's column, ``observational``: observational scaling across model families

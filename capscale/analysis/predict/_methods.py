@@ -898,6 +898,7 @@ METHODS: dict[str, str] = {
     "ensemble": "capscale.analysis.predict._methods:EnsemblePredictor",
     "chance": "capscale.analysis.predict._methods:ChancePredictor",
     "mass": "capscale.analysis.predict._mass:MassPredictor",
+    "cod": "capscale.analysis.predict._cod:CodPredictor",
     "observational": "capscale.analysis.predict._observational:ObservationalPredictor",
 }
 

@@ -25,8 +25,10 @@ from capscale.errors import InputError, UsageError
 __all__ = ["DEFAULT_CANDIDATES", "QUERY_COLUMNS", "query_rows", "split_holdout", "split_largest", "AUTO_RULE",
            "task_verdict", "select_method", "fit_method", "backtest", "task_options"]
 
-#: Methods ``auto`` chooses from (``mass`` is added when a score store is given).
+#: Methods ``auto`` chooses from (:data:`STORE_CANDIDATES` are added when a score store is given).
 DEFAULT_CANDIDATES = ["ensemble", "ladder", "ladder_c", "direct", "sigmoid", "gadre", "loglinear"]
+#: The methods that need a score store, added to the default candidates (``--method all``) when one is given.
+STORE_CANDIDATES = ["mass", "cod"]
 
 
 def _size_key(ladder: pd.DataFrame) -> str:
@@ -196,8 +198,8 @@ def _split_store(store: pd.DataFrame | None, ladder_train: pd.DataFrame) -> pd.D
 
 def _candidates(store: pd.DataFrame | None, candidates: list[str] | None) -> list[str]:
     out = list(candidates or DEFAULT_CANDIDATES)
-    if store is not None and "mass" not in out and candidates is None:
-        out.append("mass")
+    if store is not None and candidates is None:
+        out += [m for m in STORE_CANDIDATES if m not in out]
     return out
 
 
