@@ -86,6 +86,42 @@ def test_streamed_equals_in_memory_on_a_simulated_store(sim_store, tmp_path, wor
     pd.testing.assert_frame_equal(res.tables["summary"], mem.tables["summary"])
 
 
+@pytest.mark.parametrize("items", ["common", "all"])
+@pytest.mark.parametrize("block_rows", [5, 70])
+def test_per_task_jobs_in_item_blocks_give_the_in_memory_tables(sim_store, tmp_path, items, block_rows):
+    # 5 rows: one item per block (a task has 12 models); 70: blocks of a few items, split at no task boundary
+    _in_memory(sim_store, tmp_path / "mem", items=items)
+    res = _streamed(sim_store, tmp_path / "str", items=items, block_rows=block_rows)
+    assert_same_analysis(tmp_path / "mem", tmp_path / "str", items=items)
+    whole = _streamed(sim_store, tmp_path / "whole", items=items, block_rows=10**9)
+    assert res.notes == whole.notes
+    n_items = pd.read_parquet(tmp_path / "str" / "correlations.parquet").groupby("task")["doc_id"].nunique()
+    assert n_items["task0"] > 1 and (block_rows == 5 or n_items["task0"] * 12 > block_rows)
+
+
+def test_per_model_moments_merged_over_blocks_equal_pandas():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 6, 500)
+    values = rng.normal(size=500)
+    values[rng.random(500) < 0.2] = np.nan
+    values[codes == 5] = np.nan  # a model without values
+    values[np.flatnonzero(codes == 4)[1:]] = np.nan  # a model with one value
+    mo = _stream._Moments(6)
+    for a in range(0, 500, 37):
+        mo.add(codes[a:a + 37], values[a:a + 37])
+    mean, sem = mo.mean_sem()
+    g = pd.DataFrame({"m": codes, "v": values}).groupby("m")["v"]
+    np.testing.assert_allclose(mean, g.mean().to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sem, g.sem().to_numpy(), rtol=0, atol=1e-12)
+    # the two rows per model the curves figure gets have the model's mean and SE
+    ix = _stream._GroupIndex(docs=np.arange(1), models=pd.Index([f"m{i}" for i in range(6)]),
+                             count=np.ones((6, 1), np.uint8), n_choices_min=np.ones(1), n_choices_max=np.ones(1),
+                             compute=np.arange(6.0) + 1, params=np.arange(6.0) + 1, metrics=[])
+    f = _stream._curves_frame(ix, {"acc": mo}).groupby("model_id")["acc"]
+    np.testing.assert_allclose(f.mean().to_numpy(), g.mean().to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(f.sem().to_numpy(), g.sem().to_numpy(), rtol=0, atol=1e-12)
+
+
 def test_streamed_selection_and_figures_match(sim_store, tmp_path):
     opts = {"family": "simfam", "tasks": ("task1", "task2"), "methods": ("spearman", "kendall")}
     analyze.run(store.read(sim_store), analyze.Options(out=tmp_path / "mem", progress=False, source=str(sim_store),

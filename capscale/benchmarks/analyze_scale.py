@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from capscale.testing import SCALE_ITEMS, sharded_store
 
     sizes = [int(float(x)) for x in args.rows.split(",") if x.strip()]
+    args.load_start = _load()
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="capscale-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
@@ -182,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         from capscale._io import write_json
 
         write_json(Path(args.out).with_suffix(".json"), {"runs": runs, "chain_throughput": throughput,
-                                                         "machine": _machine()}, indent=2)
+                                                         "machine": _machine(getattr(args, "load_start", None))},
+                   indent=2)
     if args.figure:
         figure(runs, args.figure)
     return 0 if all(r["rc"] == 0 for r in runs) else 1
@@ -192,14 +194,19 @@ def _gb(b: float | None) -> str:
     return "n/a" if b is None else f"{b / 2**30:.2f} GiB"
 
 
-def _machine() -> str:
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (as ``uptime`` prints them)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
+def _machine(load_start: str | None = None) -> str:
     import numpy as np
     import pandas as pd
     import pyarrow as pa
 
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    start = f"load average (1/5/15 min) at the start {load_start}, " if load_start else "load average (1/5/15 min) "
     return (f"{platform.machine()} cores={os.cpu_count()} python={platform.python_version()} numpy={np.__version__} "
-            f"pandas={pd.__version__} pyarrow={pa.__version__} load average at the end {load[0]:.2f}")
+            f"pandas={pd.__version__} pyarrow={pa.__version__} {start}at the end {_load()}")
 
 
 def report_lines(args: argparse.Namespace, runs: list[dict[str, Any]], thr: dict[str, float]) -> list[str]:
@@ -208,7 +215,7 @@ def report_lines(args: argparse.Namespace, runs: list[dict[str, Any]], thr: dict
              f"# command: capscale bench analyze-scale --rows {args.rows} --checkpoints {args.checkpoints} "
              f"--workers {args.workers} --in-memory-max {args.in_memory_max:g}"
              + (" --no-figures" if args.no_figures else ""),
-             f"# machine: {_machine()}",
+             f"# machine: {_machine(getattr(args, 'load_start', None))}",
              "# peak RSS: the analyze process and its workers, summed (psutil, sampled every 0.1 s)",
              f"{'mode':9s} {'rows':>11s} {'shards':>6s} {'items/task':>24s} {'wall s':>8s} {'rows/s':>11s} "
              f"{'peak RSS':>10s}  stages (s)"]

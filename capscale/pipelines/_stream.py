@@ -11,17 +11,24 @@ of independent jobs:
    ``OUT/per_item.parquet/`` (a Parquet dataset, one file per store file; ``pandas.read_parquet`` reads the
    folder). The file's footer records what it was computed from (source path, size and mtime, the selection), so
    an interrupted run resumes from the files already written and a changed source is recomputed.
-2. **Correlations and summaries, per (family, task)** (:func:`analyse_group`). A job reads the key columns of
-   its group from the per-item files, checks what one file alone cannot (an item in two files, an item with a
-   different number of choices in different models), selects the items (``--items``), then loads one metric
-   column at a time, counts its coverage and correlates it (:func:`capscale.analysis.correlate.per_item_correlations`),
-   and draws the group's figures. The driver concatenates the groups' parts in (family, task) order, so every table
-   equals the in-memory path's.
+2. **Correlations and summaries, per (family, task)** (:func:`analyse_group`), in blocks of items. A job first
+   reads the key columns of its group from the per-item files, file by file, into a per item and model summary
+   (:class:`_GroupIndex`: which model scored which item, one byte per model x item, and each item's number of
+   choices), which is enough to check what one file alone cannot (an item in two files, an item with a different
+   number of choices in different models), to select the items (``--items``) and to count the coverage. It then
+   reads the analysed items in blocks of consecutive items of about ``block_rows`` model x item rows (every
+   model's rows of an item in one block; correlations across models are per item, so blocks are independent),
+   counts each block's metric coverage, correlates it (:func:`capscale.analysis.correlate.per_item_correlations`)
+   and keeps the per-model moments and a sample for the group's figures. The driver concatenates the groups'
+   parts in (family, task) order, so every table equals the in-memory path's.
 
-Memory: a pass-1 job holds one store file; a pass-2 job holds one group's keys plus one metric column
-(about 40 bytes per model x item row: 0.5 GB for 500 checkpoints x 25,000 items), independent of the number of
-shards and tasks. Precision: everything stays float64, as in memory, so that the results are identical to it
-(float32 arithmetic in the chain's log-sum-exp of log-likelihoods of hundreds of nats would be off by 1e-5 nats).
+Memory: a pass-1 job holds one store file; a pass-2 job holds one block (``block_rows`` rows, about 200 bytes each
+with every metric column: 0.2 GB at the default 1,000,000) plus the group's per item and model summary (1 byte
+per model x item: 12.5 MB for 500 checkpoints x 25,000 items), so it is independent of the number of shards and,
+up to that summary, of the size of the task. Precision: everything stays float64, as in memory, so that the
+results are identical to it: float32 would not do for the chain's log-sum-exp of log-likelihoods of hundreds of
+nats (off by 1e-5 nats), nor for the correlations, which the tests compare to the in-memory ones at 1e-9 (float32
+holds 7 significant digits).
 
 Executors: ``"local"`` runs the jobs in this process (``workers=1``) or a pool of ``workers`` processes;
 ``"ray"`` runs pass 1 as one Ray task per store file through :func:`capscale.eval.ray.run_ray` (skips, bounded
@@ -81,6 +88,8 @@ _COMPUTE_COLUMN_ORDER = ["model_id", "task", "doc_id", "family", "params", "toke
                          "target_is_greedy", "multiple_input", "task_source"]
 #: Points drawn in a group's mass scatter (a deterministic sample above this).
 MASS_FIGURE_POINTS = 200_000
+#: Model x item rows of one (family, task) that a pass-2 job holds at a time (about 200 bytes each).
+BLOCK_ROWS = 1_000_000
 
 
 class BadShardError(InputError):
@@ -425,6 +434,8 @@ class GroupJob:
         Write the group's figures here.
     store : str
         The store, named in validation errors.
+    block_rows : int
+        Model x item rows of the group held at a time (a block of consecutive items; :func:`analyse_group`).
     """
 
     family: str
@@ -437,73 +448,261 @@ class GroupJob:
     part: str
     figures_dir: str | None
     store: str
+    block_rows: int = BLOCK_ROWS
 
 
-def _group_keys(job: GroupJob) -> tuple[pd.DataFrame, list[np.ndarray | None]]:
-    """The group's key columns over its files (and, per file, which rows belong to the group; None: all).
+def _group_table(h: Any, job: GroupJob, columns: Sequence[str], whole: bool = False) -> tuple[Any, set[str]]:
+    """The rows of one per-item file that belong to the group, ``columns`` of them that the file has (Arrow).
 
-    ``model_id``, ``family`` and ``task`` come back as categoricals (sorted categories: the same groups and order as
-    strings, at 2 bytes a row instead of about 30), ``_source_file`` names each row's store file.
+    ``whole``: every row of the file is known to belong to the group (its family and task are not read).
     """
+    import pyarrow.compute as pc
+
+    have = set(h.schema_arrow.names)
+    if whole:
+        return h.read(columns=[c for c in dict.fromkeys(columns) if c in have]), have
+    t = h.read(columns=[c for c in dict.fromkeys(["family", "task", *columns]) if c in have])
+    m = pc.and_(pc.equal(t["family"], job.family), pc.equal(t["task"], job.task))
+    if not pc.all(m).as_py():
+        t = t.filter(m)
+    return t, have
+
+
+def _doc_values(t: Any, job: GroupJob) -> np.ndarray:
+    """``doc_id`` of an Arrow table as int64, or as Python strings when the group's ids are strings anywhere."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    tables, masks, lengths = [], [], []
-    for f in job.files:
-        pf = pq.ParquetFile(f)
-        have = set(pf.schema_arrow.names)
-        t = pf.read(columns=[c for c in _KEY_COLUMNS if c in have])
-        m = pc.and_(pc.equal(t["family"], job.family), pc.equal(t["task"], job.task))
-        m_np = m.to_numpy(zero_copy_only=False)
-        if m_np.all():
-            masks.append(None)
-        else:
-            masks.append(m_np)
-            t = t.filter(m)
-        if job.doc_id_str or not pa.types.is_integer(t.schema.field("doc_id").type):
-            t = t.set_column(t.schema.get_field_index("doc_id"), "doc_id", pc.cast(t["doc_id"], pa.string()))
-        for c in _KEY_COLUMNS:
-            if c not in have:
-                t = t.append_column(c, pa.nulls(len(t), pa.float64()))
-        tables.append(t.select(_KEY_COLUMNS))
-        lengths.append(len(t))
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    del tables
-    keys = table.to_pandas(categories=["model_id", "family", "task"])
-    del table
-    for c in ("model_id", "family", "task"):
-        keys[c] = keys[c].cat.set_categories(sorted(keys[c].cat.categories))
-    keys["_source_file"] = pd.Categorical.from_codes(np.repeat(np.arange(len(job.files)), lengths),
-                                                     categories=list(job.sources))
-    return keys, masks
+    col = t["doc_id"]
+    if job.doc_id_str or not pa.types.is_integer(col.type):
+        return np.asarray(pc.cast(col, pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
-def _group_problems(keys: pd.DataFrame) -> list[_store.Problem]:
+def _model_codes(t: Any, models: pd.Index) -> np.ndarray:
+    """Positions of a table's ``model_id`` values in ``models`` (mapped per distinct value, not per row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(pc.cast(t["model_id"], pa.string())).combine_chunks()
+    at = models.get_indexer(enc.dictionary.to_pylist())
+    return at[enc.indices.to_numpy(zero_copy_only=False)]
+
+
+def _float_column(t: Any, name: str, have: set[str]) -> np.ndarray:
+    """A numeric column of an Arrow table as float64 (NaN when the file lacks it)."""
+    if name not in have:
+        return np.full(len(t), np.nan)
+    return t[name].to_numpy(zero_copy_only=False).astype(float, copy=False)
+
+
+def _scalar(v: Any) -> Any:
+    """A numpy scalar as the Python value pandas would give (for messages and JSON)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+@dataclass
+class _GroupIndex:
+    """What pass 2 knows about a group before it reads a metric: O(models x items) bytes, not O(rows).
+
+    ``count[m, d]`` is the number of rows of model ``m`` for item ``d`` (saturated at 255), the items ``docs`` sorted
+    as pandas sorts them, the models sorted by id.
+    """
+
+    docs: np.ndarray
+    models: pd.Index
+    count: np.ndarray
+    n_choices_min: np.ndarray
+    n_choices_max: np.ndarray
+    compute: np.ndarray
+    params: np.ndarray
+    metrics: list[str]
+    whole: list[bool] = field(default_factory=list)
+
+
+def _group_index(job: GroupJob, handles: list[Any]) -> _GroupIndex:
+    """Two reads of the group's key columns, file by file: the items and models, then who scored what."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    docs: np.ndarray | None = None
+    models: set[str] = set()
+    metrics: set[str] = set()
+    whole: list[bool] = []
+    for h in handles:
+        t, have = _group_table(h, job, ["model_id", "doc_id"])
+        whole.append(len(t) == h.metadata.num_rows)
+        metrics |= have & set(chain.METRICS)
+        d = np.unique(_doc_values(t, job))
+        docs = d if docs is None else np.union1d(docs, d)
+        models |= set(pc.unique(pc.cast(t["model_id"], pa.string())).to_pylist())
+    assert docs is not None
+    mi = pd.Index(sorted(models))
+    di = pd.Index(docs)
+    n_m, n_d = len(mi), len(di)
+    count = np.zeros((n_m, n_d), dtype=np.uint8)
+    flat_count = count.reshape(-1)
+    k_min, k_max = np.full(n_d, np.inf), np.full(n_d, -np.inf)
+    compute, params = np.full(n_m, np.nan), np.full(n_m, np.nan)
+    seen = np.zeros(n_m, dtype=bool)
+    for h, w in zip(handles, whole, strict=True):
+        t, have = _group_table(h, job, ["model_id", "doc_id", "n_choices", "compute", "params"], w)
+        mc = _model_codes(t, mi)
+        dc = di.get_indexer(_doc_values(t, job))
+        u, c = np.unique(mc.astype(np.int64) * n_d + dc, return_counts=True)
+        flat_count[u] = np.minimum(flat_count[u].astype(np.int64) + c, 255)
+        k = _float_column(t, "n_choices", have)
+        ok = ~np.isnan(k)
+        np.fmin.at(k_min, dc[ok], k[ok])
+        np.fmax.at(k_max, dc[ok], k[ok])
+        um, first = np.unique(mc, return_index=True)
+        new = ~seen[um]
+        if new.any():  # the first row of each model in file order, as pandas' groupby().first()
+            compute[um[new]] = _float_column(t, "compute", have)[first[new]]
+            params[um[new]] = _float_column(t, "params", have)[first[new]]
+            seen[um] = True
+    return _GroupIndex(docs=docs, models=mi, count=count, n_choices_min=k_min, n_choices_max=k_max, compute=compute,
+                       params=params, metrics=[m for m in chain.METRICS if m in metrics], whole=whole)
+
+
+def _group_problems(job: GroupJob, handles: list[Any], ix: _GroupIndex) -> list[_store.Problem]:
     """What no single file shows: an item in two files (or twice), or with a different K in different models."""
     problems = []
-    dup = keys.duplicated(["model_id", "doc_id"], keep=False).to_numpy()
+    dup = ix.count > 1
     if dup.any():
-        d = keys[dup].sort_values(["model_id", "doc_id"], kind="stable").head(10)
-        rows = [f"model_id={m!r}, doc_id={doc!r} in {src}"
-                for m, doc, src in zip(d["model_id"], d["doc_id"], d["_source_file"], strict=True)]
+        n_dup = int(ix.count[dup].sum())
+        pairs = np.argwhere(dup)[:10]  # (model, item) in sorted order; where each occurs, file by file
+        want = {(int(m), int(d)): [] for m, d in pairs}
+        mc_want = pd.Index(sorted({m for m, _ in want}))
+        for h, src in zip(handles, job.sources, strict=True):
+            t, _ = _group_table(h, job, ["model_id", "doc_id"])
+            mc = _model_codes(t, ix.models)
+            dc = pd.Index(ix.docs).get_indexer(_doc_values(t, job))
+            for i in np.flatnonzero(mc_want.get_indexer(mc) >= 0):
+                if (int(mc[i]), int(dc[i])) in want:
+                    want[(int(mc[i]), int(dc[i]))].append(src)
+        rows = [f"model_id={ix.models[m]!r}, doc_id={_scalar(ix.docs[d])!r} in {src}"
+                for (m, d), srcs in want.items() for src in srcs][:10]
         problems.append(_store.Problem(
-            "duplicate_key", f"{int(dup.sum())} (model_id, task, doc_id) item row(s) occur in more than one store "
+            "duplicate_key", f"{n_dup} (model_id, task, doc_id) item row(s) occur in more than one store "
             "file or twice in one (an item split across shards, or a shard copied); every shard must hold whole "
-            "items", "doc_id", rows, int(dup.sum())))
-    k = keys.groupby("doc_id", sort=True)["n_choices"].nunique()
-    diff = k[k > 1]
+            "items", "doc_id", rows, n_dup))
+    diff = np.flatnonzero(ix.n_choices_max > ix.n_choices_min)
     if len(diff):
-        rows = [f"task={keys['task'].iloc[0]!r}, doc_id={d!r}" for d in diff.index[:10]]
+        rows = [f"task={job.task!r}, doc_id={_scalar(ix.docs[d])!r}" for d in diff[:10]]
         problems.append(_store.Problem("choice_count_mismatch", f"{len(diff)} item(s) have a different number of "
                                        "choices in different models", "choice_idx", rows, len(diff)))
     return problems
+
+
+def _spelling_hint(job: GroupJob, handles: list[Any]) -> str:
+    """:func:`capscale.data.store.coverage_warnings`' doc_id spelling hint, from one or two rows per file.
+
+    The hint depends, per file, on whether its ids are integers (as :func:`capscale.data.store.normalize` reads
+    them) and on its first id; each file is represented by its first id, plus a non-integer marker when its ids are
+    strings, so the hint is the one the whole group's rows give.
+    """
+    if not job.doc_id_str:
+        return ""
+    files, docs = [], []
+    for h, src in zip(handles, job.sources, strict=True):
+        d = _doc_values(_group_table(h, job, ["doc_id"])[0], job)
+        is_int = pd.api.types.is_integer_dtype(_store.normalize(pd.DataFrame({"doc_id": d}))["doc_id"])
+        add = [d[0]] if is_int else [d[0], "\x00not an integer"]
+        files += [src] * len(add)
+        docs += add
+    tiny = pd.DataFrame({_store._FILE: pd.Categorical(files, categories=list(job.sources)),
+                         "doc_id": pd.Series(docs, dtype=object)})
+    return _store._doc_id_spelling_hint(tiny)
+
+
+def _coverage(job: GroupJob, handles: list[Any], ix: _GroupIndex) -> tuple[np.ndarray, dict[str, Any], list[str]]:
+    """The items analysed, the coverage report row and the warnings, as :func:`capscale.analysis.chain.select_items`
+    and :func:`capscale.data.store.coverage_warnings` give them for the group's rows."""
+    scored = ix.count > 0
+    n_m, n_all = scored.shape
+    per_item = scored.sum(axis=0)
+    covered = per_item == n_m
+    n_common = int(covered.sum())
+    have = pd.Series(scored.sum(axis=1), index=ix.models)
+    short_s = have[have < n_all].sort_values(kind="stable")
+    short = {str(m): int(k) for m, k in short_s.items()}
+    report = {"family": job.family, "task": job.task, "n_models": int(n_m), "n_items_all": int(n_all),
+              "n_items_common": n_common, "n_items_excluded": (n_all - n_common) if job.items == "common" else 0,
+              "models_missing_items": short}
+    if job.items == "common" and n_common == 0:
+        counts = ", ".join(f"{m}: {k} of {n_all}" for m, k in list(short.items())[:10])
+        raise InputError(f"family={job.family!r}, task={job.task!r}: no item is scored by every model ({counts}); "
+                         "check that doc_id is spelled the same way in every file (`capscale validate` names them), "
+                         "or use items='all' (`--items all`)")
+    warnings = []
+    missing = n_all - n_common
+    if missing:
+        rows = [f"model_id={m!r}: {int(k)} of {n_all} items" for m, k in short_s.head(_store._MAX_LISTED).items()]
+        warnings.append(str(_store.Problem(
+            "partial_item_coverage",
+            f"family={job.family!r}, task={job.task!r}: {missing} of {n_all} item(s) are not scored by all "
+            f"{n_m} models ({len(short_s)} model(s) lack some; {n_common} item(s) are common to every model); "
+            "analyses use the common items unless asked for all (`capscale analyze --items all`)"
+            f"{_spelling_hint(job, handles)}", "doc_id", rows, len(short_s))))
+    selected = covered if job.items == "common" else np.ones(n_all, dtype=bool)
+    return selected, report, warnings
+
+
+def _blocks(rows_per_item: np.ndarray, block_rows: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of items holding about ``block_rows`` model x item rows each (at least one item)."""
+    cum = np.cumsum(rows_per_item)
+    out, start = [], 0
+    while start < len(cum):
+        base = cum[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(cum, base + block_rows, side="right")))
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+class _Moments:
+    """Per-model count, mean and sum of squared deviations of a metric, merged block by block (Chan et al.)."""
+
+    def __init__(self, n_models: int) -> None:
+        self.n = np.zeros(n_models)
+        self.mean = np.zeros(n_models)
+        self.m2 = np.zeros(n_models)
+
+    def add(self, codes: np.ndarray, values: np.ndarray) -> None:
+        ok = ~np.isnan(values)
+        c, v = codes[ok], values[ok]
+        size = len(self.n)
+        n = np.bincount(c, minlength=size).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(c, v, minlength=size) / n
+            m2 = np.bincount(c, (v - mean[c]) ** 2, minlength=size)
+            tot = self.n + n
+            delta = np.where(n > 0, mean - self.mean, 0.0)
+            frac = np.where(tot > 0, n / tot, 0.0)
+            self.mean = self.mean + delta * frac
+            self.m2 = self.m2 + np.where(n > 0, m2, 0.0) + delta**2 * self.n * frac
+        self.n = tot
+
+    def mean_sem(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard error (std with ddof 1 over sqrt(n), as pandas' ``sem``); NaN where undefined."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.n > 0, self.mean, np.nan)
+            sem = np.where(self.n > 1, np.sqrt(self.m2 / np.maximum(self.n - 1, 1)) / np.sqrt(self.n), np.nan)
+        return mean, sem
 
 
 def analyse_group(job: GroupJob) -> tuple[bytes | None, dict[str, Any]]:
     """Pass 2 for one (family, task): its correlations (Parquet bytes, None when it has fewer than 3 models) and
     everything else the driver assembles (``summary``, ``ccdf``, coverage report row, warnings, metric coverage
     counts, models, counts, figures).
+
+    Memory is bounded by ``job.block_rows``, not by the size of the task: the group's keys are summarised per item
+    and model (:class:`_GroupIndex`, one byte per model x item), then the analysed items are read in blocks of
+    consecutive items of about ``block_rows`` model x item rows (every model's rows of an item are in one block),
+    each block correlated on its own (correlations across models are per item), the per-block tables concatenated
+    in the in-memory order. The figures' per-model means are merged over blocks; the mass scatter keeps a random
+    sample of at most :data:`MASS_FIGURE_POINTS` rows.
 
     Raises
     ------
@@ -514,57 +713,88 @@ def analyse_group(job: GroupJob) -> tuple[bytes | None, dict[str, Any]]:
     """
     import pyarrow.parquet as pq
 
-    keys, masks = _group_keys(job)
-    problems = _group_problems(keys)
-    if problems:
-        raise _store.StoreValidationError(problems, job.store)
-    warnings = [str(w) for w in _store.coverage_warnings(keys)]
-    keys["_row"] = np.arange(len(keys))
-    sel, report = chain.select_items(keys[["family", "task", "model_id", "doc_id", "_row"]], job.items)
-    rows = sel["_row"].to_numpy()
-    base = keys.iloc[rows][["family", "task", "model_id", "doc_id", "compute", "params"]].reset_index(drop=True)
-    n_models = int(base["model_id"].nunique())
-    n_choices_sum = int(keys["n_choices"].to_numpy()[rows].sum())
-    models = base.groupby("model_id", sort=True).agg(family=("family", "first"), compute=("compute", "first"))
-    del keys, sel
-
-    counts: dict[str, dict] = {}
-    corr_by_metric: dict[str, pd.DataFrame] = {}
-    fig_cols: dict[str, np.ndarray] = {}
-    want_corr = n_models >= 3
-    handles = [pq.ParquetFile(f) for f in job.files]  # opened once: footers are not parsed again per metric
+    handles = [pq.ParquetFile(f) for f in job.files]  # opened once: footers are not parsed again per block
     try:
-        names = [set(h.schema_arrow.names) for h in handles]
-        for metric in chain.METRICS:
-            vals = []
-            present = False
-            for h, have, m in zip(handles, names, masks, strict=True):
-                if metric in have:
-                    present = True
-                    v = h.read(columns=[metric]).column(0).to_numpy().astype(float, copy=False)
-                else:
-                    v = np.full(h.metadata.num_rows, np.nan)
-                vals.append(v if m is None else v[m])
-            col = np.concatenate(vals)[rows] if len(vals) > 1 else vals[0][rows]
-            g = base[["family", "task", "model_id", "doc_id", "compute"]].assign(**{metric: col})
-            if not present:
-                g = g.drop(columns=metric)
-            counts = chain.merge_metric_coverage(counts, chain.metric_coverage_counts(g, [metric]))
-            if want_corr and metric in correlate.DEFAULT_METRICS and present and g[metric].notna().any():
-                corr_by_metric[metric] = correlate.per_item_correlations(g, metrics=[metric], methods=job.methods)
-            if job.figures_dir is not None and metric in _FIGURE_METRICS:
-                fig_cols[metric] = col
-            del g, col, vals
+        return _analyse_group(job, handles)
     finally:
         for h in handles:
             h.close()
 
+
+def _analyse_group(job: GroupJob, handles: list[Any]) -> tuple[bytes | None, dict[str, Any]]:
+    ix = _group_index(job, handles)
+    problems = _group_problems(job, handles, ix)
+    if problems:
+        raise _store.StoreValidationError(problems, job.store)
+    selected, report, warnings = _coverage(job, handles, ix)
+    scored = ix.count > 0
+    rows_per_item = scored.sum(axis=0)
+    sel_codes = np.flatnonzero(selected)
+    n_models = len(ix.models)
+    n_rows = int(rows_per_item[sel_codes].sum())
+    rows_analysed = int((rows_per_item * np.where(np.isfinite(ix.n_choices_min), ix.n_choices_min, 0))[sel_codes]
+                        .sum())
+    want_corr = n_models >= 3
+    metrics = ix.metrics
+    corr_metrics = [m for m in correlate.DEFAULT_METRICS if m in metrics] if want_corr else []
+    figures = job.figures_dir is not None
+    curve_metrics = ["log_p_vocab_correct", "p_choices_correct", "brier", "acc"]  # NaN when the store lacks one
+    moments = {m: _Moments(n_models) for m in curve_metrics} if figures else {}
+    p_sample = min(1.0, MASS_FIGURE_POINTS / max(n_rows, 1))
+    rng = np.random.default_rng(0)
+    sample: list[pd.DataFrame] = []
+    counts: dict[str, dict] = {}
+    corr_parts: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    notna = dict.fromkeys(corr_metrics, False)
+    di = pd.Index(ix.docs)
+    all_selected = bool(selected.all())
+    model_cat = list(ix.models)
+    read_cols = ["model_id", "doc_id", "compute", "params", *metrics]
+    for a, b in _blocks(rows_per_item[sel_codes], job.block_rows):
+        lo, hi = sel_codes[a], sel_codes[b - 1]
+        parts: dict[str, list[np.ndarray]] = {c: [] for c in ("_m", "doc_id", "compute", "params", *metrics)}
+        first, last = ix.docs[lo], ix.docs[hi]
+        for h, w in zip(handles, ix.whole, strict=True):
+            t, have = _group_table(h, job, read_cols, w)
+            d = _doc_values(t, job)
+            keep = np.asarray((d >= first) & (d <= last), dtype=bool)
+            if not all_selected and keep.any():
+                keep[keep] = selected[di.get_indexer(d[keep])]
+            if not keep.any():
+                continue
+            t = t.filter(keep)
+            parts["_m"].append(_model_codes(t, ix.models))
+            parts["doc_id"].append(_doc_values(t, job))
+            for c in ("compute", "params", *metrics):
+                parts[c].append(_float_column(t, c, have))
+            del t
+        codes = np.concatenate(parts.pop("_m"))
+        n = len(codes)
+        g = pd.DataFrame({"family": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [job.family]),
+                          "task": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [job.task]),
+                          "model_id": pd.Categorical.from_codes(codes, model_cat),
+                          **{c: np.concatenate(v) for c, v in parts.items()}})
+        del parts
+        counts = chain.merge_metric_coverage(counts, chain.metric_coverage_counts(g, chain.METRICS))
+        keys = ["family", "task", "model_id", "doc_id", "compute"]
+        for metric in corr_metrics:
+            notna[metric] |= bool(g[metric].notna().any())
+            c = correlate.per_item_correlations(g[[*keys, metric]], metrics=[metric], methods=job.methods)
+            for method in job.methods:
+                corr_parts.setdefault((metric, method), []).append(c[c["method"] == method])
+        if figures:
+            for m, mo in moments.items():
+                mo.add(codes, g[m].to_numpy() if m in g else np.full(n, np.nan))
+            pick = rng.random(n) < p_sample
+            sample.append(g.loc[pick, ["model_id", "compute", "params"]].assign(
+                **{m: g.loc[pick, m] if m in g else np.nan for m in _FIGURE_METRICS}))
+        del g, codes
+
     data = None
-    summary = ccdf = None
-    corr = None
+    summary = ccdf = corr = None
     if want_corr:
-        parts = [corr_by_metric[m] for m in correlate.DEFAULT_METRICS if m in corr_by_metric]
-        corr = pd.concat(parts, ignore_index=True) if parts else None
+        parts_c = [p for m in corr_metrics if notna[m] for meth in job.methods for p in corr_parts[(m, meth)]]
+        corr = pd.concat(parts_c, ignore_index=True) if parts_c else None
         if corr is not None and len(corr):
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -574,36 +804,46 @@ def analyse_group(job: GroupJob) -> tuple[bytes | None, dict[str, Any]]:
             sink = pa.BufferOutputStream()
             pq.write_table(pa.Table.from_pandas(corr, preserve_index=False), sink)
             data = sink.getvalue().to_pybytes()
-    figures: list[str] = []
-    if job.figures_dir is not None:
-        figures = _group_figures(job, base, fig_cols, corr)
-    result = {"family": job.family, "task": job.task, "report": report.to_dict("records"), "warnings": warnings,
-              "counts": counts, "models": {str(m): [str(r.family), float(r.compute)] for m, r in models.iterrows()},
-              "n_models": n_models, "n_items_rows": int(len(base)), "rows_analysed": n_choices_sum,
+    fig_paths: list[str] = []
+    if figures:
+        title = f"{job.family} / {job.task} ({n_models} models, {len(sel_codes)} items)"
+        mass = pd.concat(sample, ignore_index=True) if sample else pd.DataFrame()
+        fig_paths = _group_figures(job, title, mass, _curves_frame(ix, moments), corr)
+    result = {"family": job.family, "task": job.task, "report": [report], "warnings": warnings,
+              "counts": counts, "models": {str(m): [job.family, float(ix.compute[i])] for i, m in enumerate(ix.models)},
+              "n_models": n_models, "n_items_rows": n_rows, "rows_analysed": rows_analysed,
               "summary": summary, "ccdf": ccdf, "corr_rows": 0 if corr is None else int(len(corr)),
-              "figures": figures}
+              "figures": fig_paths}
     return data, result
 
 
-def _group_figures(job: GroupJob, base: pd.DataFrame, cols: dict[str, np.ndarray], corr: pd.DataFrame | None
+def _curves_frame(ix: _GroupIndex, moments: dict[str, _Moments]) -> pd.DataFrame:
+    """Two rows per model whose mean and standard error are the model's (mean -/+ SE): what
+    :func:`capscale.plotting.chain.metric_curves_figure` computes from all of the model's rows."""
+    n = len(ix.models)
+    cols: dict[str, Any] = {"model_id": np.repeat(np.asarray(ix.models, dtype=object), 2),
+                            "compute": np.repeat(ix.compute, 2), "params": np.repeat(ix.params, 2)}
+    for m, mo in moments.items():
+        mean, sem = mo.mean_sem()
+        v = np.empty(2 * n)
+        v[0::2] = np.where(np.isnan(sem), mean, mean - sem)
+        v[1::2] = mean + sem
+        cols[m] = v
+    return pd.DataFrame(cols)
+
+
+def _group_figures(job: GroupJob, title: str, mass: pd.DataFrame, curves: pd.DataFrame, corr: pd.DataFrame | None
                    ) -> list[str]:
     """The group's ccdf, mass and curves figures (as the in-memory path draws them; the mass scatter sampled)."""
     from capscale.plotting import chain as plots
 
-    fam, task = job.family, job.task
     out = Path(job.figures_dir)
-    stem = f"{safe_name(fam)}_{safe_name(task)}"
-    title = f"{fam} / {task} ({base['model_id'].nunique()} models, {base['doc_id'].nunique()} items)"
-    g = base[["model_id", "compute", "params"]].assign(**cols)
+    stem = f"{safe_name(job.family)}_{safe_name(job.task)}"
     paths = []
     if corr is not None and len(corr):
         paths.append(str(plots.ccdf_figure(corr, out / f"ccdf_{stem}.png", title=title)))
-    sample = g
-    if len(g) > MASS_FIGURE_POINTS:
-        rng = np.random.default_rng(0)
-        sample = g.iloc[np.sort(rng.choice(len(g), MASS_FIGURE_POINTS, replace=False))]
-    paths.append(str(plots.mass_figure(sample, out / f"mass_{stem}.png", title=title)))
-    paths.append(str(plots.metric_curves_figure(g, out / f"curves_{stem}.png", title=title)))
+    paths.append(str(plots.mass_figure(mass, out / f"mass_{stem}.png", title=title)))
+    paths.append(str(plots.metric_curves_figure(curves, out / f"curves_{stem}.png", title=title)))
     return paths
 
 

@@ -113,6 +113,9 @@ class Options(StageOptions):
     skip_bad_shards : bool
         Streamed: leave out store files that cannot be read or are invalid (reported by path and counted);
         without it such a file stops the run before any result table is written.
+    block_rows : int
+        Streamed: model x item rows of one (family, task) held at a time by a per-task job (items are read and
+        correlated in blocks of this size, so memory does not grow with the size of a task).
     """
 
     out: str | os.PathLike | None = None
@@ -131,6 +134,7 @@ class Options(StageOptions):
     write_from: str = "driver"
     max_retries: int = 2
     skip_bad_shards: bool = False
+    block_rows: int = _stream.BLOCK_ROWS
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace, **overrides: Any) -> Options:
@@ -240,6 +244,8 @@ def run(scores: pd.DataFrame | str | os.PathLike, options: Options | None = None
     if options.items not in chain.ITEM_SELECTIONS:
         raise UsageError(f"items must be one of {chain.ITEM_SELECTIONS}, not {options.items!r}")
     _stream.check_executor(options.executor, options.workers, options.write_from)
+    if options.block_rows < 1:
+        raise UsageError(f"block_rows must be at least 1, not {options.block_rows}")
     if _streams(scores, options):
         return _run_streamed(Path(scores), options)
     source = options.source
@@ -442,7 +448,8 @@ def _run_streamed_passes(path: Path, options: Options, out: Path, jobs: list, ba
     group_jobs = [_stream.GroupJob(family=fam, task=task, files=tuple(f for f, _ in fs), sources=tuple(s for _, s in fs),
                                    items=options.items, methods=tuple(options.methods), doc_id_str=doc_id_str,
                                    part=str(parts_dir / f"part-{i:06d}.parquet"),
-                                   figures_dir=str(out / "figures") if options.figures else None, store=where)
+                                   figures_dir=str(out / "figures") if options.figures else None, store=where,
+                                   block_rows=options.block_rows)
                   for i, ((fam, task), fs) in enumerate(sorted(pairs.items()))]
     t1 = time.perf_counter()
     on_ray = options.executor == "ray" and options.write_from == "worker"
