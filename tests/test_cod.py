@@ -153,3 +153,22 @@ def test_bad_input(planted):
         CodPredictor(feature="margin").fit(ladder, "planted_clusters", store=store)
     with pytest.raises(InputError, match="predicts per-item accuracies"):
         CodPredictor(bootstrap=0).fit(ladder, "planted_clusters", metric="brier", store=store)
+
+
+def test_mass_auto_checkpoints_predicts_intermediate_targets_from_every_checkpoint():
+    from capscale.analysis.mass import predict_task
+    from capscale.analysis.predict._mass import MassPredictor
+    from capscale.testing import simulate_store
+
+    sim = simulate_store(n_items=30, seed=9, x=(19.0, 19.5, 20.0, 20.5, 21.0, 21.5))
+    lad = chain.ladder_from_store(sim)
+    lad["run"] = lad["model_id"].map(lambda m: "runA" if int(m[-1]) < 3 else "runB")  # two runs of 3 checkpoints
+    p = MassPredictor(checkpoints="auto", inflate=False).fit(lad, "sim", store=sim)
+    assert sorted(p.fit_.models["model_id"]) == ["sim-m2", "sim-m5"] and len(p.fit_all_.models) == 6
+    fin = p.fit_.models.iloc[0]
+    mid = p.predict(float(fin["params"]), 0.5 * p.final_tokens_)
+    assert mid.warnings[0].startswith("mass: target tokens D") and "every checkpoint" in mid.warnings[0]
+    x = math.log10(6 * float(fin["params"]) * 0.5 * p.final_tokens_)
+    assert mid.value == pytest.approx(predict_task(p.fit_all_, x, metrics=("acc",))["acc"].value)
+    final = p.predict(float(fin["params"]), p.final_tokens_)
+    assert not final.warnings or not final.warnings[0].startswith("mass: target tokens D")

@@ -48,18 +48,26 @@ class MassPredictor(Predictor):
         Overrides ``config.interval``: nominal probability of the interval (0.9 for 90 %).
     n_draws : int, optional
         Overrides ``config.n_draws``: Monte Carlo draws of the predictive distribution.
-    checkpoints : {"final", "all"}
+    checkpoints : {"final", "all", "auto"}
         ``"final"`` fits the laws on the final checkpoint of each ladder run only
         (:func:`capscale.data.select.final_checkpoints` with ``by="auto"``), ``"all"`` on every checkpoint.
         Intermediate checkpoints of a run follow the run's data-scaling trajectory (learning-rate schedule not
-        finished), not the across-size law, and mixing them in made the size backtests worse.
+        finished), not the across-size law, and mixing them in made the size backtests worse. ``"auto"`` fits both
+        and predicts a target whose tokens D are fewer than every training run's final D (an intermediate
+        checkpoint, e.g. of the held-out size) from the laws on every checkpoint, any other target from the laws on
+        the final checkpoints: final-checkpoint laws place a half-trained model by its compute 6·N·D as if it were
+        a fully trained smaller one (results/backtests/cod/README.md, "mass, revisited").
     inflate : bool
         Widen the interval by the leave-largest-out error on the training models, as the ladder methods do.
 
     Attributes
     ----------
     fit_ : capscale.analysis.mass.TaskFit
-        The fitted per-item laws.
+        The fitted per-item laws (on the final checkpoints, with ``checkpoints="auto"``).
+    fit_all_ : capscale.analysis.mass.TaskFit or None
+        With ``checkpoints="auto"``: the laws fitted on every checkpoint (None when every checkpoint is final).
+    final_tokens_ : float
+        The fewest tokens D of a training run's final checkpoint (``checkpoints="auto"`` compares targets with it).
     config_ : MassConfig
         The settings used (``config`` with the overrides).
     task_, metric_ : str
@@ -107,8 +115,9 @@ class MassPredictor(Predictor):
         capscale.errors.InputError
             An unsupported metric, no rows of ``task``, several families, fewer than 2 models.
         """
-        if self.checkpoints not in ("final", "all"):
-            raise UsageError(f"MassPredictor: checkpoints must be 'final' or 'all', not {self.checkpoints!r}")
+        if self.checkpoints not in ("final", "all", "auto"):
+            raise UsageError(f"MassPredictor: checkpoints must be 'final' or 'all' (or 'auto': both), not "
+                             f"{self.checkpoints!r}")
         if store is None:
             raise MethodNotApplicable("the 'mass' method needs the per-choice score store of the training models "
                                       "(store=...): it fits per-item, per-choice log-likelihood laws, which an "
@@ -127,13 +136,17 @@ class MassPredictor(Predictor):
             lt = ladder
             if "task" in ladder.columns and (ladder["task"].astype(str) == str(task)).any():
                 lt = ladder[ladder["task"].astype(str) == str(task)]
-            if self.checkpoints == "final" and {"run", "tokens"} <= set(lt.columns):
+            keep_all = set(lt["model_id"].astype(str))
+            if self.checkpoints in ("final", "auto") and {"run", "tokens"} <= set(lt.columns):
                 lt = final_checkpoints(lt, by="auto")
             keep = set(lt["model_id"].astype(str))
+            s_all = s[s["model_id"].astype(str).isin(keep_all)]
             s = s[s["model_id"].astype(str).isin(keep)]
             if s.empty:
                 raise InputError(f"mass: none of the ladder's models {sorted(keep)[:5]} has rows of task {task!r} "
                                  "in the store")
+        else:
+            s_all = s
         fam = None
         if "family" in s and s["family"].nunique() > 1:
             fam_l = ladder["family"].astype(str).unique() if ladder is not None and "family" in ladder else []
@@ -148,17 +161,22 @@ class MassPredictor(Predictor):
         self.fit_ = fit(s, task=str(task), family=fam, config=config)[str(task)]
         self.task_, self.metric_ = str(task), m
         self.window_ = 1
-        self.cv_err_ = self._cv_error(s, fam) if self.inflate else float("nan")
+        self.cv_err_ = self._cv_error(s, fam, self.fit_) if self.inflate else float("nan")
+        self.fit_all_, self.cv_err_all_ = None, float("nan")
+        self.final_tokens_ = float(self.fit_.models["tokens"].astype(float).min())
+        if self.checkpoints == "auto" and s_all["model_id"].nunique() > s["model_id"].nunique():
+            self.fit_all_ = fit(s_all, task=str(task), family=fam, config=config)[str(task)]
+            self.cv_err_all_ = self._cv_error(s_all, fam, self.fit_all_) if self.inflate else float("nan")
         return self
 
-    def _cv_error(self, s: pd.DataFrame, fam: str | None) -> float:
+    def _cv_error(self, s: pd.DataFrame, fam: str | None, tf: Any) -> float:
         """|error| on the largest-compute training model when fitting on the others (NaN if < 4 computes).
 
         As for the ladder methods, the interval is widened in quadrature by z·cv_err: the Monte Carlo interval
         knows the item noise and a model-level shift estimated from few models, not how far the laws
         themselves extrapolate wrong.
         """
-        mods = self.fit_.models
+        mods = tf.models
         if mods["compute"].nunique() < 4:
             return float("nan")
         big = mods["model_id"].iloc[-1]
@@ -186,13 +204,19 @@ class MassPredictor(Predictor):
         C = 6.0 * float(params) * float(tokens)
         if not (C > 0 and math.isfinite(C)):
             raise UsageError(f"mass: compute 6·N·D must be positive and finite, got N={params}, D={tokens}")
-        p = predict_task(self.fit_, math.log10(C), metrics=(self.metric_,))[self.metric_]
-        if self.inflate and math.isfinite(self.cv_err_):
-            extra = stats.norm.ppf(0.5 + self.config_.interval / 2) * self.cv_err_
+        mid = getattr(self, "fit_all_", None) is not None and float(tokens) < self.final_tokens_ * (1 - 1e-9)
+        tf, cv = (self.fit_all_, self.cv_err_all_) if mid else (self.fit_, self.cv_err_)
+        p = predict_task(tf, math.log10(C), metrics=(self.metric_,))[self.metric_]
+        if mid:
+            p.warnings.insert(0, f"mass: target tokens D = {float(tokens):.4g} are fewer than every training run's final "
+                                 f"D (>= {self.final_tokens_:.4g}): an intermediate checkpoint, predicted from the laws "
+                                 "fitted on every checkpoint (checkpoints='auto')")
+        if self.inflate and math.isfinite(cv):
+            extra = stats.norm.ppf(0.5 + self.config_.interval / 2) * cv
             lo = p.value - math.hypot(p.value - p.lower, extra)
             hi = p.value + math.hypot(p.upper - p.value, extra)
             p = MetricPrediction(p.value, max(lo, 0.0), min(hi, 1.0), p.warnings + [
-                f"interval widened by the leave-largest-out error on the training models ({self.cv_err_:.3f})"])
+                f"interval widened by the leave-largest-out error on the training models ({cv:.3f})"])
         return Prediction(value=p.value, lower=p.lower, upper=p.upper, warnings=list(p.warnings))
 
     def report(self) -> dict[str, Any]:
@@ -209,6 +233,9 @@ class MassPredictor(Predictor):
         return {"method": self.name, "task": self.task_, "metric": self.metric_, "loss": None,
                 "final_window": self.window_, "n_runs": len(tf.models),
                 "models": tf.models["model_id"].astype(str).tolist(), "checkpoints": self.checkpoints,
+                "models_all_checkpoints": (self.fit_all_.models["model_id"].astype(str).tolist()
+                                           if getattr(self, "fit_all_", None) is not None else None),
+                "final_tokens": getattr(self, "final_tokens_", None),
                 "corr_ci": tf.corr_ci, "corr_ii": tf.corr_ii, "rho_pooled": tf.rho_pooled,
                 "shared_var": tf.shared_var, "counts": dict(tf.counts), "cv_error": self.cv_err_,
                 "n_draws": self.config_.n_draws, "level": self.config_.interval, "seed": self.config_.seed,

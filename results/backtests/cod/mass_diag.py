@@ -10,6 +10,9 @@ checkpoint kept) of the family the issue's numbers come from. For each, the K la
 * ``mass``: the default (``checkpoints="final"``, saturating form allowed);
 * ``mass_linear``: the per-item laws forced linear (``MassConfig(allow_saturating=False)``);
 * ``mass_all``: every checkpoint a training model (``checkpoints="all"``);
+* ``mass_auto``: ``checkpoints="auto"`` (the fix: final-checkpoint laws, except for a target with fewer tokens than
+  every training run's final checkpoint, predicted from the laws on every checkpoint); added after the diagnosis on the
+  5-size family of commit ef9271a (store of ``capscale demo`` on it), before this script first ran;
 * ``cod``: the difficulty-cluster method with its defaults.
 
 Writes mass_diag.csv (one row per ladder, K, task, variant, held-out run) and mass_diag.txt (mean absolute error per
@@ -44,6 +47,7 @@ VARIANTS = {
     "mass": ("mass", {}, False),
     "mass_linear": ("mass", {"config": MassConfig(allow_saturating=False)}, False),
     "mass_all": ("mass", {"checkpoints": "all"}, False),
+    "mass_auto": ("mass", {"checkpoints": "auto"}, False),
     "cod": ("cod", {}, False),
 }
 
