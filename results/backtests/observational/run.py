@@ -106,21 +106,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", required=True, choices=["dev", "confirm", "family"])
     ap.add_argument("--bootstrap", type=int, default=50)
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--exclude", default=None, help="post-hoc diagnostics only: a query over the table's rows to drop "
+                    "before the backtest (e.g. broken evaluations); outputs are named <split>_<name>_*")
+    ap.add_argument("--name", default=None, help="with --exclude: the name of the variant")
     a = ap.parse_args(argv)
     table, report = build_cross_family(a.data)
+    stem = a.split
+    if a.exclude:
+        if not a.name:
+            ap.error("--exclude needs --name")
+        drop = table.eval(a.exclude, engine="python").to_numpy()
+        print(f"--exclude {a.exclude!r}: {int(drop.sum())} row(s) dropped", file=sys.stderr)
+        table = table[~drop]
+        stem = f"{a.split}_{a.name}"
     df, notes = run_split(table, a.split, a.bootstrap)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     keep = ["label", "task", "metric", "heldout_model", "params", "tokens", "predicted", "actual", "abs_err", "lower",
             "upper", "covered", "given", "verdict"]
-    df[[c for c in keep if c in df.columns]].to_csv(out / f"{a.split}_rows.csv", index=False, float_format="%.5g")
+    df[[c for c in keep if c in df.columns]].to_csv(out / f"{stem}_rows.csv", index=False, float_format="%.5g")
     by_task, summ = summarise(df)
-    by_task.to_csv(out / f"{a.split}_by_task.csv")
-    summ.to_csv(out / f"{a.split}_summary.csv")
-    (out / f"{a.split}_notes.txt").write_text("\n".join(notes) + "\n", encoding="utf-8")
+    by_task.to_csv(out / f"{stem}_by_task.csv")
+    summ.to_csv(out / f"{stem}_summary.csv")
+    (out / f"{stem}_notes.txt").write_text("\n".join(notes) + "\n", encoding="utf-8")
     print(summ.to_string())
     print(by_task.to_string())
-    print(f"{len(notes)} not-applicable runs (see {a.split}_notes.txt)", file=sys.stderr)
+    print(f"{len(notes)} not-applicable runs (see {stem}_notes.txt)", file=sys.stderr)
     return 0
 
 
