@@ -48,6 +48,7 @@ import pandas as pd
 
 from capscale._io import atomic_write
 from capscale.data.select import final_checkpoints
+from capscale.data.store import MAX_LISTED as _MAX_LISTED
 from capscale.errors import CapscaleError
 
 __all__ = [
@@ -70,7 +71,6 @@ __all__ = [
 ]
 
 LADDER_COLUMNS = ["model_id", "family", "params", "tokens", "compute", "step", "task", "metric", "value"]
-_MAX_LISTED = 10
 #: Metrics that are fractions in [0, 1] (accuracies, probabilities, the Brier score); a value outside is refused.
 UNIT_METRICS = ("acc", "acc_norm", "acc_bytes", "brier", "p_choices")
 

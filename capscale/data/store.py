@@ -63,6 +63,8 @@ __all__ = [
     "Problem",
     "StoreValidationError",
     "read",
+    "index",
+    "INDEX_COLUMNS",
     "read_shard",
     "store_files",
     "shard_schema_problem",
@@ -71,6 +73,9 @@ __all__ = [
     "validate",
     "check",
     "coverage_warnings",
+    "partial_coverage_warning",
+    "doc_id_spelling_hint",
+    "MAX_LISTED",
     "item_coverage",
     "LOGLIK_TOLERANCE",
     "normalize",
@@ -115,7 +120,8 @@ KEY_COLUMNS = ["model_id", "task", "doc_id", "choice_idx"]
 # Internal provenance columns added while reading, used to name files and rows in errors.
 _FILE = "_source_file"
 _ROW = "_source_row"
-_MAX_LISTED = 10
+#: At most this many rows (files, models, items) are listed in a :class:`Problem`.
+MAX_LISTED = 10
 
 
 @dataclass
@@ -227,6 +233,191 @@ def _read_one(path: Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
                          f"{kind} file?): {type(exc).__name__}: {reason[:300]}") from exc
 
 
+#: Columns of :func:`index` read from every file (the model-level ones; ``compute``, ``run`` and ``step`` where
+#: present).
+INDEX_COLUMNS = ("model_id", "family", "task", "params", "tokens", "compute", "run", "step")
+_INDEX_BATCH = 1 << 20
+
+
+def _parquet_names(f: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(f).names)
+
+
+def _one_model_file(pf, cols: list[str]) -> pd.DataFrame | None:
+    """The index row of a Parquet file holding one (model, task), from its footer's statistics alone (the shards
+    ``capscale eval`` writes); None when the statistics do not prove one value per column (then the columns are
+    read). Floating columns (``compute``) are read, as NaN does not show in the statistics."""
+    import pyarrow as pa
+
+    md = pf.metadata
+    if md.num_rows == 0 or md.num_row_groups == 0:
+        return None
+    where = {md.schema.column(i).path: i for i in range(md.num_columns)}
+    row: dict[str, object] = {}
+    floats = []
+    for c in cols:
+        if c not in where or pa.types.is_floating(pf.schema_arrow.field(c).type):
+            floats.append(c)
+            continue
+        vals = set()
+        for g in range(md.num_row_groups):
+            st = md.row_group(g).column(where[c]).statistics
+            if st is None or not st.has_min_max or st.null_count is None or st.null_count > 0 or st.min != st.max:
+                return None
+            vals.add(st.min)
+        if len(vals) != 1:
+            return None
+        row[c] = vals.pop()
+    for c in floats:
+        v = pd.unique(pf.read(columns=[c]).column(0).to_numpy(zero_copy_only=False))
+        if len(v) != 1:
+            return None
+        row[c] = v[0]
+    row["rows"] = md.num_rows
+    return pd.DataFrame([row])[[*cols, "rows"]]
+
+
+def _index_file(f: Path) -> pd.DataFrame:
+    """The distinct (model, task) rows of one file with their row count; the file is read in batches of the
+    :data:`INDEX_COLUMNS` only, so memory stays bounded by a batch, not by the file."""
+    problem = shard_schema_problem(f)
+    if problem and "missing (schema mismatch)" not in problem:
+        raise InputError(f"score store file {str(f)!r} {problem}")
+    if problem:  # the Problem that validate() reports for a missing column, naming the file
+        names = list(pd.read_csv(f, nrows=0).columns) if f.suffix == ".csv" else _parquet_names(f)
+        raise StoreValidationError([Problem("missing_column", f"required column {c!r} is missing in {f}; columns "
+                                            f"present: {names}", column=c)
+                                    for c in REQUIRED_COLUMNS if c not in names], str(f))
+    if f.suffix == ".csv":
+        names = list(pd.read_csv(f, nrows=0).columns)
+        cols = [c for c in INDEX_COLUMNS if c in names]
+        batches = pd.read_csv(f, usecols=cols, chunksize=_INDEX_BATCH)
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(f)
+            cols = [c for c in INDEX_COLUMNS if c in pf.schema_arrow.names]
+            one = _one_model_file(pf, cols)
+            if one is not None:
+                return one
+            batches = (b.to_pandas() for b in pf.iter_batches(columns=cols, batch_size=_INDEX_BATCH))
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds; reported naming the file
+            raise InputError(f"score store file {str(f)!r} cannot be read as Parquet: {type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:300]}") from exc
+    parts, offset = [], 0
+    try:
+        for d in batches:
+            miss = d[["model_id", "family", "task"]].isna().any(axis=1).to_numpy()
+            if miss.any():
+                rows = [f"{f}:{offset + int(i)}" for i in np.flatnonzero(miss)[:MAX_LISTED]]
+                raise StoreValidationError([Problem("missing_value", f"{int(miss.sum())} row(s) have no model_id, "
+                                                    "family or task", "model_id", rows, int(miss.sum()))], str(f))
+            offset += len(d)
+            parts.append(d.groupby(cols, dropna=False, sort=False).size().rename("rows").reset_index())
+    except (StoreValidationError, FileNotFoundError, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged data page or CSV row: reported naming the file
+        raise InputError(f"score store file {str(f)!r} cannot be read: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]}") from exc
+    if not parts:
+        return pd.DataFrame(columns=[*cols, "rows"])
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return out.groupby(cols, dropna=False, sort=False)["rows"].sum().reset_index()
+
+
+def index(path: str | os.PathLike) -> pd.DataFrame:
+    """Which models and tasks every file of a store holds, read cheaply (model-level columns only).
+
+    The first step of every analysis that reads a store task by task (``capscale mass``, ``capscale emergence``):
+    it lists the models of each (family, task) without reading log-likelihoods, checks what one file alone cannot
+    (a model with different ``family``, ``params`` or ``tokens`` in two files), and tells :func:`read` which files
+    to open for a selection.
+
+    Parameters
+    ----------
+    path : path-like
+        A store: Parquet or CSV file, or a directory of shards.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (file, model_id, task): ``file`` (path), ``model_id``, ``family``, ``task`` (str), ``params``,
+        ``tokens`` (int), ``compute`` (FLOPs; ``6 * params * tokens`` where missing), ``run`` and ``step`` where the
+        store has them, and ``rows`` (number of per-choice rows).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist or holds no shards.
+    capscale.errors.InputError
+        A file cannot be read or lacks a required column (named).
+    StoreValidationError
+        A row without ``model_id``, ``family`` or ``task`` (file and row named), a non-integer ``params`` or
+        ``tokens``, or a model whose ``family``, ``params`` or ``tokens`` differ between rows or files.
+
+    Examples
+    --------
+    >>> from capscale.data import store
+    >>> store.write(store.example_store(), "/tmp/capscale-index.parquet")
+    >>> store.index("/tmp/capscale-index.parquet")[["model_id", "task", "params", "rows"]].shape
+    (3, 4)
+    """
+    path = Path(path)
+    parts, problems = [], []
+    for f in _store_files(path):
+        try:
+            part = _index_file(f)
+        except StoreValidationError as e:  # every file's problems, under the store's name
+            problems += e.problems
+            continue
+        if len(part):
+            parts.append(part.assign(file=str(f)))
+    if problems:
+        raise StoreValidationError(problems, str(path))
+    if not parts:
+        raise InputError(f"score store {str(path)!r} has no rows")
+    idx = pd.concat(parts, ignore_index=True)
+    for c in ("params", "tokens"):
+        v = pd.to_numeric(idx[c], errors="coerce")
+        bad = ~np.isfinite(v.to_numpy(dtype=float)) | (v.to_numpy(dtype=float) < 1) | (v != np.round(v)).to_numpy()
+        if bad.any():
+            rows = [f"model_id={m!r} in {f}" for m, f in idx.loc[bad, ["model_id", "file"]].head(MAX_LISTED)
+                    .itertuples(index=False)]
+            problems.append(Problem("bad_value", f"{int(bad.sum())} (model, task, file) group(s) where {c} is not a "
+                                    "positive integer", c, rows, int(bad.sum())))
+    if problems:
+        raise StoreValidationError(problems, str(path))
+    for c in ("model_id", "family", "task"):
+        idx[c] = idx[c].astype(str)
+    for c in ("params", "tokens"):
+        idx[c] = pd.to_numeric(idx[c]).astype("int64")
+    c6 = 6.0 * idx["params"].astype("float64") * idx["tokens"].astype("float64")
+    idx["compute"] = (pd.to_numeric(idx["compute"]).astype("float64").fillna(c6) if "compute" in idx else c6)
+    for c in ("family", "params", "tokens"):
+        nun = idx.groupby("model_id", sort=False)[c].nunique(dropna=False)
+        for m in nun.index[nun > 1][:MAX_LISTED]:
+            sub = idx.loc[idx["model_id"] == m, [c, "file"]].drop_duplicates(c)
+            where = "; ".join(f"{v!r} in {f}" for v, f in sub.itertuples(index=False))
+            problems.append(Problem("inconsistent_model", f"model {m!r} has several values of {c}: {where}", c,
+                                    [f"model_id={m!r}"], 1))
+    if problems:
+        raise StoreValidationError(problems, str(path))
+    lead = ["file", "model_id", "family", "task", "params", "tokens", "compute"]
+    return idx[lead + [c for c in ("run", "step") if c in idx.columns] + ["rows"]]
+
+
+def _selection_mask(frame: pd.DataFrame, family: str | None, tasks: set[str] | None,
+                    models: set[str] | None) -> np.ndarray:
+    keep = np.ones(len(frame), dtype=bool)
+    for col, want in (("family", None if family is None else {str(family)}), ("task", tasks), ("model_id", models)):
+        if want is not None and col in frame.columns:
+            keep &= frame[col].astype(str).isin(want).to_numpy()
+    return keep
+
+
 def read(
     path: str | os.PathLike,
     *,
@@ -234,8 +425,17 @@ def read(
     multi_gold: bool = False,
     columns: Iterable[str] | None = None,
     warnings: list[Problem] | None = None,
+    family: str | None = None,
+    tasks: Iterable[str] | None = None,
+    models: Iterable[str] | None = None,
+    store_index: pd.DataFrame | None = None,
+    allow: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Read a score store from a Parquet file, a directory of Parquet/CSV shards, or a CSV file.
+
+    With ``family``, ``tasks`` or ``models`` only the rows of that selection are read (and validated): files
+    that hold none of them (by :func:`index`) are not opened, and the rest are read one at a time, so memory
+    is that of the selection plus one file.
 
     Parameters
     ----------
@@ -252,6 +452,13 @@ def read(
     warnings : list, optional
         If given, the :func:`coverage_warnings` of the store (items not scored by every model of their
         (family, task), with a hint when ``doc_id`` is spelled differently in different files) are appended to it.
+    family, tasks, models : optional
+        Read only rows of this family, of these tasks and of these ``model_id`` values.
+    store_index : pandas.DataFrame, optional
+        :func:`index` of ``path`` when already computed (a selection computes it otherwise).
+    allow : iterable of str
+        :class:`Problem` kinds that do not stop the read (e.g. ``"non_finite_loglik"``); they are appended to
+        ``warnings`` when it is given.
 
     Returns
     -------
@@ -269,18 +476,39 @@ def read(
         non-numeric ``params``; the same located problems :func:`validate` reports).
     """
     path = Path(path)
-    files = _store_files(path)
+    task_set = None if tasks is None else {str(t) for t in tasks}
+    model_set = None if models is None else {str(m) for m in models}
+    selected = family is not None or task_set is not None or model_set is not None
+    if selected:
+        idx = index(path) if store_index is None else store_index
+        hit = _selection_mask(idx, family, task_set, model_set)
+        if not hit.any():
+            what = ", ".join(f"{k}={v!r}" for k, v in (("family", family), ("tasks", sorted(task_set or [])),
+                                                       ("models", sorted(model_set or [])[:5])) if v)
+            raise InputError(f"score store {str(path)!r} has no rows with {what} (families: "
+                             f"{sorted(idx['family'].unique())}, tasks: {sorted(idx['task'].unique())[:20]})")
+        files = [Path(f) for f in pd.unique(idx.loc[hit, "file"])]
+    else:
+        files = _store_files(path)
     frames = []
     for f in files:
         frame = _read_one(f, columns)
+        rows = np.arange(len(frame))
+        if selected:
+            keep = _selection_mask(frame, family, task_set, model_set)
+            frame, rows = frame[keep].reset_index(drop=True), rows[keep]
         frame[_FILE] = str(f)
-        frame[_ROW] = np.arange(len(frame))
+        frame[_ROW] = rows
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if validate_store:
+        allowed = set(allow)
         problems = validate(df, multi_gold=multi_gold)
-        if problems:
-            raise StoreValidationError(problems, str(path))
+        hard = [p for p in problems if p.kind not in allowed]
+        if hard:
+            raise StoreValidationError(hard, str(path))
+        if warnings is not None:
+            warnings.extend(p for p in problems if p.kind in allowed)
     if warnings is not None:
         warnings.extend(coverage_warnings(df))
     raw = df
@@ -538,7 +766,7 @@ def write_shard(df: pd.DataFrame, directory: str | os.PathLike, *, validate_stor
 def _where(df: pd.DataFrame, mask: np.ndarray | pd.Series) -> tuple[list[str], int]:
     idx = np.flatnonzero(np.asarray(mask))
     out = []
-    for i in idx[:_MAX_LISTED]:
+    for i in idx[:MAX_LISTED]:
         if _FILE in df.columns:
             out.append(f"{df[_FILE].iat[i]}:{int(df[_ROW].iat[i])}")
         else:
@@ -547,7 +775,7 @@ def _where(df: pd.DataFrame, mask: np.ndarray | pd.Series) -> tuple[list[str], i
 
 
 def _group_where(keys: pd.DataFrame, cols: list[str]) -> tuple[list[str], int]:
-    out = [", ".join(f"{c}={r[c]!r}" for c in cols) for _, r in keys.head(_MAX_LISTED).iterrows()]
+    out = [", ".join(f"{c}={r[c]!r}" for c in cols) for _, r in keys.head(MAX_LISTED).iterrows()]
     return out, len(keys)
 
 
@@ -644,7 +872,7 @@ def validate(df: pd.DataFrame, *, multi_gold: bool = False) -> list[Problem]:
         nun = df.groupby("model_id", sort=False)[col].nunique(dropna=False)
         inconsistent = nun[nun > 1]
         if len(inconsistent):
-            rows = [f"model_id={m!r}" for m in inconsistent.index[:_MAX_LISTED]]
+            rows = [f"model_id={m!r}" for m in inconsistent.index[:MAX_LISTED]]
             problems.append(Problem("inconsistent_model", f"{len(inconsistent)} model(s) have several values of "
                                     f"{col}", col, rows, len(inconsistent)))
 
@@ -682,7 +910,7 @@ def validate(df: pd.DataFrame, *, multi_gold: bool = False) -> list[Problem]:
     diff = nk[nk > 1]
     if len(diff):
         rows = []
-        for task, doc in diff.index[:_MAX_LISTED]:
+        for task, doc in diff.index[:MAX_LISTED]:
             sub = k[(k["task"] == task) & (k["doc_id"] == doc)]
             counts = ", ".join(f"{m}: {kk}" for m, kk in zip(sub["model_id"], sub["k"], strict=True))
             rows.append(f"task={task!r}, doc_id={doc!r} ({counts})")
@@ -732,22 +960,72 @@ def item_coverage(df: pd.DataFrame, by: Iterable[str] = ("family", "task")) -> p
     return out
 
 
-def _doc_id_spelling_hint(df: pd.DataFrame) -> str:
-    """A hint when ``doc_id`` is an integer in some files (or models) and a string in others."""
-    where = _FILE if _FILE in df.columns else "model_id"
+def doc_id_spelling_hint(doc_ids: pd.Series, sources: pd.Series, label: str = "file(s)") -> str:
+    """A hint when ``doc_id`` is an integer in some sources (files or models) and a string in others.
+
+    The usual cause of items that seem to be scored by half of the models each. Used by
+    :func:`coverage_warnings` and by the streamed analysis (which passes one or two ids per file).
+
+    Parameters
+    ----------
+    doc_ids : pandas.Series
+        Item ids as read (before :func:`normalize`).
+    sources : pandas.Series
+        Where each id was read from (same length): a file path or a ``model_id``.
+    label : str, default "file(s)"
+        What the sources are, for the message (``"model(s)"``).
+
+    Returns
+    -------
+    str
+        ``""`` when every source spells ids the same way, else a ``"; doc_id is an integer in ..."`` clause.
+    """
     kinds: dict[str, list[str]] = {"integer": [], "string": []}
     examples: dict[str, object] = {}
-    for name, d in df.groupby(where, sort=True)["doc_id"]:
+    frame = pd.DataFrame({"source": sources.to_numpy(), "doc_id": doc_ids.to_numpy()})
+    for name, d in frame.groupby("source", sort=True, observed=True)["doc_id"]:
         canon = normalize(pd.DataFrame({"doc_id": d.to_numpy()}))["doc_id"]
         kind = "integer" if pd.api.types.is_integer_dtype(canon) else "string"
         kinds[kind].append(str(name))
         examples.setdefault(kind, d.iloc[0])
     if not (kinds["integer"] and kinds["string"]):
         return ""
-    label = "file(s)" if where == _FILE else "model(s)"
     return (f"; doc_id is an integer in {len(kinds['integer'])} {label} (e.g. {kinds['integer'][0]!r}, doc_id "
             f"{examples['integer']!r}) but a string in {len(kinds['string'])} {label} (e.g. {kinds['string'][0]!r}, "
             f"doc_id {examples['string']!r}): spell each item's doc_id the same way in every file")
+
+
+def partial_coverage_warning(family: str, task: str, items_per_model: pd.Series, n_items: int, n_common: int,
+                             hint: str = "") -> Problem:
+    """The ``partial_item_coverage`` warning of one (family, task): which models lack items.
+
+    Parameters
+    ----------
+    family, task : str
+        The group.
+    items_per_model : pandas.Series
+        Number of the group's items each model scores, indexed by ``model_id`` (every model of the group).
+    n_items : int
+        Items scored by any model of the group.
+    n_common : int
+        Items scored by every model of the group.
+    hint : str, optional
+        Appended to the message (:func:`doc_id_spelling_hint`).
+
+    Returns
+    -------
+    Problem
+        ``rows`` name the models short of items with their counts (fewest first, at most :data:`MAX_LISTED`);
+        ``count`` is the number of those models.
+    """
+    short = items_per_model[items_per_model < n_items].sort_values(kind="stable")
+    rows = [f"model_id={m!r}: {int(k)} of {n_items} items" for m, k in short.head(MAX_LISTED).items()]
+    return Problem(
+        "partial_item_coverage",
+        f"family={family!r}, task={task!r}: {n_items - n_common} of {n_items} item(s) are not scored by all "
+        f"{len(items_per_model)} models ({len(short)} model(s) lack some; {n_common} item(s) are common to every "
+        "model); analyses use the common items unless asked for all (`capscale analyze --items all`)" + hint,
+        "doc_id", rows, len(short))
 
 
 def coverage_warnings(df: pd.DataFrame) -> list[Problem]:
@@ -781,19 +1059,11 @@ def coverage_warnings(df: pd.DataFrame) -> list[Problem]:
         if not missing:
             continue
         sub = df[(df["family"] == fam) & (df["task"] == task)]
-        have = (sub.assign(_doc=_canonical_doc_id(sub).to_numpy()).groupby("model_id", sort=True)["_doc"]
-                .nunique().sort_values(kind="stable"))
-        n_all = len(g)
-        short = have[have < n_all]
-        rows = [f"model_id={m!r}: {int(k)} of {n_all} items" for m, k in short.head(_MAX_LISTED).items()]
-        hint = _doc_id_spelling_hint(sub)
-        out.append(Problem(
-            "partial_item_coverage",
-            f"family={fam!r}, task={task!r}: {missing} of {n_all} item(s) are not scored by all "
-            f"{int(g['n_models_group'].iloc[0])} models ({len(short)} model(s) lack some; "
-            f"{int(g['covered'].sum())} item(s) are common to every model); analyses use the common items "
-            f"unless asked for all (`capscale analyze --items all`){hint}",
-            "doc_id", rows, len(short)))
+        have = sub.assign(_doc=_canonical_doc_id(sub).to_numpy()).groupby("model_id", sort=True)["_doc"].nunique()
+        by_file = _FILE in sub.columns
+        hint = doc_id_spelling_hint(sub["doc_id"], sub[_FILE] if by_file else sub["model_id"],
+                                    "file(s)" if by_file else "model(s)")
+        out.append(partial_coverage_warning(fam, task, have, len(g), int(g["covered"].sum()), hint))
     return out
 
 

@@ -611,9 +611,8 @@ def _spelling_hint(job: GroupJob, handles: list[Any]) -> str:
         add = [d[0]] if is_int else [d[0], "\x00not an integer"]
         files += [src] * len(add)
         docs += add
-    tiny = pd.DataFrame({_store._FILE: pd.Categorical(files, categories=list(job.sources)),
-                         "doc_id": pd.Series(docs, dtype=object)})
-    return _store._doc_id_spelling_hint(tiny)
+    return _store.doc_id_spelling_hint(pd.Series(docs, dtype=object),
+                                       pd.Series(pd.Categorical(files, categories=list(job.sources))))
 
 
 def _coverage(job: GroupJob, handles: list[Any], ix: _GroupIndex) -> tuple[np.ndarray, dict[str, Any], list[str]]:
@@ -625,8 +624,7 @@ def _coverage(job: GroupJob, handles: list[Any], ix: _GroupIndex) -> tuple[np.nd
     covered = per_item == n_m
     n_common = int(covered.sum())
     have = pd.Series(scored.sum(axis=1), index=ix.models)
-    short_s = have[have < n_all].sort_values(kind="stable")
-    short = {str(m): int(k) for m, k in short_s.items()}
+    short = {str(m): int(k) for m, k in have[have < n_all].sort_values(kind="stable").items()}
     report = {"family": job.family, "task": job.task, "n_models": int(n_m), "n_items_all": int(n_all),
               "n_items_common": n_common, "n_items_excluded": (n_all - n_common) if job.items == "common" else 0,
               "models_missing_items": short}
@@ -638,13 +636,8 @@ def _coverage(job: GroupJob, handles: list[Any], ix: _GroupIndex) -> tuple[np.nd
     warnings = []
     missing = n_all - n_common
     if missing:
-        rows = [f"model_id={m!r}: {int(k)} of {n_all} items" for m, k in short_s.head(_store._MAX_LISTED).items()]
-        warnings.append(str(_store.Problem(
-            "partial_item_coverage",
-            f"family={job.family!r}, task={job.task!r}: {missing} of {n_all} item(s) are not scored by all "
-            f"{n_m} models ({len(short_s)} model(s) lack some; {n_common} item(s) are common to every model); "
-            "analyses use the common items unless asked for all (`capscale analyze --items all`)"
-            f"{_spelling_hint(job, handles)}", "doc_id", rows, len(short_s))))
+        warnings.append(str(_store.partial_coverage_warning(job.family, job.task, have, n_all, n_common,
+                                                            _spelling_hint(job, handles))))
     selected = covered if job.items == "common" else np.ones(n_all, dtype=bool)
     return selected, report, warnings
 
