@@ -53,6 +53,23 @@ def test_demo_writes_everything_and_checks_hold(demo_out):
     assert html.count("data:image/png;base64,") >= 10 and "What the demo family shows" in html
 
 
+def test_demo_store_read_task_by_task_equals_in_memory(demo_out, tmp_path):
+    """Issue 19: mass fits (with both backtests) and emergence inputs from the demo store on disk, read task by
+    task, equal the same store in memory to 1e-9."""
+    from helpers_streaming import assert_inputs_equal, compare_mass
+
+    from capscale.pipelines import emergence
+
+    out, _ = demo_out
+    scores = store.read(out / "store")
+    compare_mass(out / "store", scores, tmp_path / "p", backtest="loglinear,sigmoid")
+    compare_mass(out / "store", scores, tmp_path / "t", backtest="sigmoid", backtest_axis="tokens", final_only=True)
+    for steps in ("final", "all"):
+        on_disk, _ = emergence.load_inputs(out / "store", steps=steps)
+        memory, _ = emergence.store_inputs(store.read(out / "store", validate_store=False), steps=steps)
+        assert_inputs_equal(on_disk, memory)
+
+
 def test_demo_rerun_reuses_store(demo_out, tmp_path):
     out, _ = demo_out
     before = {p.name: p.stat().st_mtime_ns for p in (out / "store").glob("*.parquet")}

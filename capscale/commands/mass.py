@@ -27,15 +27,10 @@ SCENARIOS: dict[str, dict] = {
 def _mass(args: argparse.Namespace) -> int:
     import shlex
 
-    from capscale.data import store
     from capscale.pipelines import mass
 
-    df = store.read(args.store, validate_store=False)
-    problems = store.validate(df, multi_gold=True)
-    if problems:
-        raise store.StoreValidationError(problems, args.store)
     command = "capscale " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["mass"] else None
-    res = mass.run(store.normalize(df), mass.Options.from_cli(args, command=command))
+    res = mass.run(args.store, mass.Options.from_cli(args, command=command))  # read task by task
     for text in res.notes:
         print(text)
     return 0

@@ -148,8 +148,9 @@ def _stage_analysis(scores: pd.DataFrame, out: Path, progress: bool) -> RunResul
 def _stage_mass(scores: pd.DataFrame, out: Path, progress: bool) -> RunResult:
     from capscale.pipelines import mass
 
-    res = mass.run(scores, mass.Options(out=str(out / "mass"), backtest="loglinear,sigmoid,direct",
-                                        source=str(out / "store"), command="capscale demo"))
+    # read from disk task by task, as `capscale mass OUT/store` does (the same results as `scores` in memory)
+    res = mass.run(out / "store", mass.Options(out=str(out / "mass"), backtest="loglinear,sigmoid,direct",
+                                               source=str(out / "store"), command="capscale demo"))
     (out / "logs" / "mass.log").write_text("\n".join(res.notes) + "\n")
     return res
 

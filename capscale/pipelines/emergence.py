@@ -143,15 +143,44 @@ def store_inputs(df: pd.DataFrame, *, family: str | None = None, tasks: Sequence
         df, note = final_only(df)
         if note:
             notes.append(note)
+    return [_task_input(df[df["task"] == t], t, fam, ties) for t in want], notes
+
+
+def _task_input(df: pd.DataFrame, task: str, fam: str, ties: str) -> TaskInput:
+    """The TaskInput of one task from its store rows (non-finite items excluded and counted)."""
     df, dropped = drop_nonfinite_items(df)
-    items = chain.compute(df)
+    ti = from_items(chain.compute(df), task, fam, ties=ties)
+    if dropped.get(task):
+        ti.exclusions["items_nonfinite_loglik"] = dropped[task]
+        ti.guards.append(f"{dropped[task]} item(s) with a NaN/inf loglik were excluded for every model")
+    return ti
+
+
+def _stored_inputs(path: Path, *, family: str | None, tasks: Sequence[str] | None, steps: str,
+                   ties: str) -> tuple[list[TaskInput], list[str]]:
+    """:func:`store_inputs` of a store on disk, read task by task (memory: one task's rows, not the store's).
+
+    The models (and, with ``steps="final"``, the final checkpoint of each run) come from
+    :func:`capscale.data.store.index`; each task's rows of those models are then read and validated on their own,
+    so only the selected family and tasks are validated, and non-finite log-likelihoods are noted per task.
+    """
+    where = str(path)
+    idx = _store.index(path)
+    fam, want = _select(idx, where, family, tasks)
+    meta = idx[(idx["family"] == fam) & idx["task"].isin(want)].drop(columns=["file", "rows"])
+    notes: list[str] = []
+    if steps == "final":
+        meta, note = final_only(meta.drop_duplicates("model_id"))
+        if note:
+            notes.append(note)
+    ids = set(meta["model_id"])
     inputs = []
     for t in want:
-        ti = from_items(items, t, fam, ties=ties)
-        if dropped.get(t):
-            ti.exclusions["items_nonfinite_loglik"] = dropped[t]
-            ti.guards.append(f"{dropped[t]} item(s) with a NaN/inf loglik were excluded for every model")
-        inputs.append(ti)
+        found: list[_store.Problem] = []
+        df = _store.read(path, multi_gold=True, tasks=[t], models=ids, store_index=idx,
+                         allow=("non_finite_loglik",), warnings=found)
+        notes += [f"task {t!r}: {p}" for p in found if p.kind == "non_finite_loglik"]
+        inputs.append(_task_input(df, t, fam, ties))
     return inputs, notes
 
 
@@ -201,8 +230,7 @@ def load_inputs(path: str | os.PathLike, *, family: str | None = None, tasks: Se
     fmt = detect_format(path, fmt)
     notes: list[str] = [f"input format: {fmt}"]
     if fmt == "store":
-        inputs, more = store_inputs(_store.read(path, validate_store=False), family=family, tasks=tasks,
-                                    steps=steps, ties=ties, where=str(path))
+        inputs, more = _stored_inputs(path, family=family, tasks=tasks, steps=steps, ties=ties)
         return inputs, notes + more
     if fmt == "pythia-evals":
         from capscale.data import published

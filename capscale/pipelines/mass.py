@@ -108,13 +108,45 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def run(scores: pd.DataFrame, opts: Options) -> RunResult:
-    """Fit, predict, compare and plot (see the module docstring); the store is validated first.
+class _TaskRows:
+    """The rows of a score store, task by task, from a DataFrame in memory or a store on disk.
+
+    A store on disk is never read whole: :func:`capscale.data.store.index` lists its models and tasks from the
+    model-level columns, and :meth:`rows` reads (and validates) one task's rows of the chosen models, opening only
+    the files that hold them. A DataFrame is validated once, whole.
+    """
+
+    def __init__(self, scores: pd.DataFrame | str | os.PathLike, source: str | None) -> None:
+        self.where = source or (str(scores) if not isinstance(scores, pd.DataFrame) else "the store")
+        if isinstance(scores, pd.DataFrame):
+            store.check(scores, multi_gold=True, source=source)
+            self.df: pd.DataFrame | None = store.normalize(scores)
+            self.path = None
+            cols = [c for c in ("model_id", "family", "task", "params", "tokens", "compute", "run", "step")
+                    if c in self.df.columns]
+            self.meta = self.df[cols].drop_duplicates(["model_id", "task"])
+        else:
+            self.df, self.path = None, Path(scores)
+            self.index = store.index(self.path)
+            self.meta = self.index.drop(columns=["file", "rows"]).drop_duplicates(["model_id", "task"])
+
+    def rows(self, task: str, models: set[str]) -> pd.DataFrame:
+        """One task's validated, normalised rows of ``models``."""
+        if self.df is not None:
+            return self.df[(self.df["task"] == task) & self.df["model_id"].isin(models)]
+        return store.read(self.path, multi_gold=True, tasks=[task], models=models, store_index=self.index)
+
+
+def run(scores: pd.DataFrame | str | os.PathLike, opts: Options) -> RunResult:
+    """Fit, predict, compare and plot (see the module docstring), task by task.
 
     Parameters
     ----------
-    scores : pandas.DataFrame
-        A score store (``loglik`` in nats).
+    scores : pandas.DataFrame or path-like
+        A score store (``loglik`` in nats) in memory, or its path (file or shard folder). A path is read one task
+        at a time (:func:`capscale.data.store.index`, then :func:`capscale.data.store.read` with ``tasks=[task]``):
+        memory is bounded by the largest task, not by the store, and the results are those of the same store in
+        memory. Only the selected family and tasks are validated.
     opts : Options
 
     Returns
@@ -128,84 +160,89 @@ def run(scores: pd.DataFrame, opts: Options) -> RunResult:
     ------
     capscale.errors.InputError
         Unknown family or task, several families without ``opts.family``, fewer than 2 compute values.
+    capscale.data.store.StoreValidationError
+        The store (or, read from disk, the selected tasks of the family) is invalid.
     """
     report: list[str] = []
-
-    store.check(scores, multi_gold=True, source=opts.source)
-    df = scores
-    df = store.normalize(df)
-    fams = sorted(df["family"].astype(str).unique())
+    src = _TaskRows(scores, opts.source)
+    meta = src.meta
+    fams = sorted(meta["family"].astype(str).unique())
     fam = opts.family
     if fam is None:
         if len(fams) > 1:
-            raise InputError(f"{opts.source or 'the store'} holds several families {fams}; choose one with --family")
+            raise InputError(f"{src.where} holds several families {fams}; choose one with --family")
         fam = fams[0]
     if fam not in fams:
-        raise InputError(f"family {fam!r} not in {opts.source or 'the store'} (families: {fams})")
-    df = df[df["family"] == fam]
-    tasks = list(opts.tasks or []) or sorted(df["task"].unique())
-    missing = [t for t in tasks if t not in set(df["task"])]
+        raise InputError(f"family {fam!r} not in {src.where} (families: {fams})")
+    meta = meta[meta["family"] == fam]
+    have = sorted(meta["task"].unique())
+    tasks = list(opts.tasks or []) or have
+    missing = [t for t in tasks if t not in set(have)]
     if missing:
-        raise InputError(f"task(s) {missing} not in family {fam!r} (tasks: {sorted(df['task'].unique())})")
-    df = df[df["task"].isin(tasks)]
+        raise InputError(f"task(s) {missing} not in family {fam!r} (tasks: {have})")
+    meta = meta[meta["task"].isin(tasks)]
     if opts.skip_first:
-        df = _skip_first(df, opts.skip_first)
-    df_backtest = df  # the backtest gives every method every checkpoint (mass keeps each run's final one)
-    if opts.final_only:
-        df = final_checkpoints(df, by="params")
+        meta = _skip_first(meta, opts.skip_first)
+    backtest_ids = set(meta["model_id"])  # the backtest gives every method every checkpoint (mass keeps each
+    if opts.final_only:                   # run's final one)
+        meta = final_checkpoints(meta, by="params")
+    fit_ids = set(meta["model_id"])
     cfg = mass.MassConfig(n_draws=opts.draws, seed=opts.seed, allow_saturating=not opts.linear_only)
     out = opts.out
-    os.makedirs(out, exist_ok=True)
-    items = chain.compute(df)
-    models = (items[["model_id", "params", "tokens", "compute"]].drop_duplicates("model_id")
-              .sort_values(["compute", "model_id"], kind="stable"))
+    models = (meta[["model_id", "params", "tokens", "compute"]].drop_duplicates("model_id")
+              .sort_values(["compute", "model_id"], kind="stable").reset_index(drop=True))
     if models["compute"].nunique() < 2:
         raise InputError(f"family {fam!r} has {models['compute'].nunique()} distinct compute value(s); the per-item "
                          "laws need at least 2 (3 or more recommended)")
+    os.makedirs(out, exist_ok=True)
     _log(f"mass: family {fam!r}, {len(models)} models, {len(tasks)} task(s)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fits = mass.fit(df, items=items, config=cfg)
     largest = models["model_id"].iloc[-1]
     # held-out fit: the largest-compute model is predicted from the final checkpoint (most tokens) of
     # every smaller size, as MassPredictor does; a single-size family holds out its last checkpoint
     p_big = models["params"].iloc[-1]
     if (models["params"] < p_big).any():
         smaller = models[models["params"] < p_big].sort_values(["params", "tokens"], kind="stable")
-        train_ids = smaller.groupby("params").tail(1)["model_id"]
+        train_ids = set(smaller.groupby("params").tail(1)["model_id"])
     else:
-        train_ids = models["model_id"].iloc[:-1]
-    train_c = models.loc[models["model_id"].isin(set(train_ids)), "compute"]
-    fits_ho = None
-    if len(train_ids) >= 2 and train_c.nunique() >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fits_ho = mass.fit(df[df["model_id"].isin(train_ids)], config=cfg)
+        train_ids = set(models["model_id"].iloc[:-1])
+    train_c = models.loc[models["model_id"].isin(train_ids), "compute"]
+    holdout = len(train_ids) >= 2 and train_c.nunique() >= 2
 
     summary: dict = {"store": str(opts.source), "family": fam, "n_models": int(len(models)),
                      "models": models.assign(log10_compute=np.log10(models["compute"])).to_dict("records"),
                      "tasks": {}, "multiple_input_tasks": {}}
-    fit_tabs, pred_rows = [], []
-    for t, tf in fits.items():
+    fits: dict[str, mass.TaskFit] = {}
+    fit_tabs, pred_rows, bt_parts = [], [], []
+    methods = (["mass"] + [m for m in opts.backtest.split(",") if m and m != "mass"]) if opts.backtest else []
+    read_ids = backtest_ids if methods else fit_ids
+    for t in sorted(tasks):
+        rows_t = src.rows(t, read_ids)
+        df_t = rows_t[rows_t["model_id"].isin(fit_ids)]
+        it = chain.compute(df_t)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tf = mass.fit(df_t, items=it, config=cfg)[t]
+            train_rows = df_t[df_t["model_id"].isin(train_ids)] if holdout else df_t.iloc[:0]
+            tf_ho = mass.fit(train_rows, config=cfg).get(t) if len(train_rows) else None
+        fits[t] = tf
         fit_tabs.append(mass.fits_table(tf))
         cov = mass.covariation(tf)
-        it = items[items["task"] == t]
         obs = it.groupby("model_id")[["acc", "p_choices_correct", "brier"]].mean()
         rows = []
         for m in models.itertuples(index=False):
             x = math.log10(m.compute)
             pr = mass.predict_task(tf, x)
             rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "in-sample", pr, obs))
-        if fits_ho is not None and t in fits_ho:
+        if tf_ho is not None:
             m = models.iloc[-1]
             x = math.log10(m["compute"])
-            pr = mass.predict_task(fits_ho[t], x)
+            pr = mass.predict_task(tf_ho, x)
             rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "held-out", pr, obs))
         pred_rows += rows
         section = "multiple_input_tasks" if tf.multiple_input else "tasks"
         summary[section][t] = {"covariation": cov,
                                "held_out": next((r for r in rows if r["kind"] == "held-out"), None)}
-        if not (not opts.figures):
+        if opts.figures:
             safe = t.replace("/", "_")
             mass_plots.plot_mass_scatter(it, os.path.join(out, f"mass_scatter_{safe}.png"),
                                          title=f"{fam} / {t}" + (" (multiple input)" if tf.multiple_input else ""))
@@ -216,16 +253,19 @@ def run(scores: pd.DataFrame, opts: Options) -> RunResult:
             mass_plots.plot_predicted_vs_observed(acc_tab, os.path.join(out, f"mass_pred_{safe}.png"),
                                                   title=f"{fam} / {t}: accuracy from per-item mass laws"
                                                   + (f"\n(red: {largest} predicted from the smaller sizes)"
-                                                     if fits_ho is not None else ""))
+                                                     if holdout else ""))
+        if methods:
+            bt_parts.append((_backtest_tokens if opts.backtest_axis == "tokens" else _backtest)(
+                rows_t, t, methods, fam, opts, first=not bt_parts))
+        del rows_t, df_t, it
     fits_df = pd.concat(fit_tabs, ignore_index=True)
     pred_df = pd.DataFrame(pred_rows)
     cov_df = mass.covariation_table(fits)
     _write_csv(fits_df, os.path.join(out, "mass_fits.csv"))
     _write_csv(pred_df, os.path.join(out, "mass_predictions.csv"))
     _write_csv(cov_df, os.path.join(out, "mass_covariation.csv"))
-    if opts.backtest:
-        methods = ["mass"] + [m for m in opts.backtest.split(",") if m and m != "mass"]
-        bt = (_backtest_tokens if opts.backtest_axis == "tokens" else _backtest)(df_backtest, tasks, methods, fam, opts)
+    if methods:
+        bt = _backtest_table(bt_parts, tasks, methods, tokens=opts.backtest_axis == "tokens")
         _write_csv(bt, os.path.join(out, "mass_backtest.csv"))
         summary["backtest"] = _backtest_summary(bt)
         atomic_write_text(os.path.join(out, "mass_backtest.md"), _backtest_markdown(bt, fam, opts))
@@ -244,10 +284,10 @@ def run(scores: pd.DataFrame, opts: Options) -> RunResult:
         report.append(ho[["task", "model_id", "acc_observed", "acc_predicted", "acc_lower", "acc_upper"]]
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     _log(f"wrote {out}/mass_fits.csv, mass_predictions.csv, mass_covariation.csv, mass_summary.json"
-         + ("" if (not opts.figures) else " and figures"))
+         + (" and figures" if opts.figures else ""))
     tables = {"fits": fits_df, "predictions": pred_df, "covariation": cov_df}
     files = ["mass_fits.csv", "mass_predictions.csv", "mass_covariation.csv", "mass_summary.json"]
-    if opts.backtest:
+    if methods:
         tables["backtest"] = bt
         files += ["mass_backtest.csv", "mass_backtest.md"]
     figures = sorted(p for p in os.listdir(out) if p.startswith("mass_") and p.endswith(".png")) if opts.figures else []
@@ -262,8 +302,16 @@ def _skip_first(df, n: int):
     return df[df["model_id"].isin(set(keep))]
 
 
-def _backtest_tokens(df, tasks, methods, fam, opts):
-    """Data-scaling backtest: within each model size, hold out the checkpoint with the most tokens."""
+def _method_kwargs(m: str, opts: Options) -> dict[str, Any]:
+    return {"bootstrap": opts.baseline_bootstrap} if m != "mass" else {"seed": opts.seed, "n_draws": opts.draws}
+
+
+def _backtest_tokens(df: pd.DataFrame, task: str, methods: list[str], fam: str, opts: Options, *,
+                     first: bool = True) -> pd.DataFrame:
+    """Data-scaling backtest of one task: within each model size, hold out the checkpoint with the most tokens.
+
+    ``df`` holds the task's rows; ``first`` logs the sizes skipped (once, not once per task).
+    """
     from capscale.analysis import laws, predict
     from capscale.analysis.chain import ladder_from_store
     from capscale.data.ladder_table import with_chance
@@ -272,7 +320,8 @@ def _backtest_tokens(df, tasks, methods, fam, opts):
     for p, g in df.groupby("params"):
         ids = g.drop_duplicates("model_id").sort_values(["tokens", "model_id"])["model_id"].tolist()
         if len(ids) < 4:
-            _log(f"backtest: size N={p} has {len(ids)} checkpoint(s); need 4 (3 to fit), skipped")
+            if first:
+                _log(f"backtest: size N={p} has {len(ids)} checkpoint(s); need 4 (3 to fit), skipped")
             continue
         train, held = ids[:-1], ids[-1]
         lad = with_chance(ladder_from_store(g), g)
@@ -281,28 +330,39 @@ def _backtest_tokens(df, tasks, methods, fam, opts):
         hd = g[g["model_id"] == held]
         items = chain.compute(hd)
         tokens = float(hd["tokens"].iloc[0])
-        for t in tasks:
-            actual = float(items.loc[items["task"] == t, "acc"].mean())
-            for m in methods:
-                t0 = time.time()
-                base = {"task": t, "method": m, "heldout_model": held, "size_params": int(p), "actual": actual}
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        kw = {"bootstrap": opts.baseline_bootstrap} if m != "mass" else {"seed": opts.seed,
-                                                                                     "n_draws": opts.draws}
-                        pr = predict.get_method(m, **kw).fit(ltr, t, metric="acc", store=gtr if m == "mass" else None)
-                        pp = pr.predict(float(p), tokens)
-                    rows.append(base | {"predicted": pp.value, "abs_err": abs(pp.value - actual), "lower": pp.lower,
-                                        "upper": pp.upper, "covered": bool(pp.lower <= actual <= pp.upper),
-                                        "error": "", "seconds": round(time.time() - t0, 1)})
-                except (predict.MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError) as e:
-                    rows.append(base | {"predicted": math.nan, "abs_err": math.nan, "lower": math.nan,
-                                        "upper": math.nan, "covered": None, "error": f"{type(e).__name__}: {e}"[:200],
-                                        "seconds": round(time.time() - t0, 1)})
-    out = pd.DataFrame(rows)
-    if len(out):
-        # one "task" per (size, task) pair in the summary tables
+        actual = float(items["acc"].mean())
+        for m in methods:
+            t0 = time.time()
+            base = {"task": task, "method": m, "heldout_model": held, "size_params": int(p), "actual": actual}
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pr = predict.get_method(m, **_method_kwargs(m, opts)).fit(
+                        ltr, task, metric="acc", store=gtr if m == "mass" else None)
+                    pp = pr.predict(float(p), tokens)
+                rows.append(base | {"predicted": pp.value, "abs_err": abs(pp.value - actual), "lower": pp.lower,
+                                    "upper": pp.upper, "covered": bool(pp.lower <= actual <= pp.upper),
+                                    "error": "", "seconds": round(time.time() - t0, 1)})
+            except (predict.MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError) as e:
+                rows.append(base | {"predicted": math.nan, "abs_err": math.nan, "lower": math.nan,
+                                    "upper": math.nan, "covered": None, "error": f"{type(e).__name__}: {e}"[:200],
+                                    "seconds": round(time.time() - t0, 1)})
+    return pd.DataFrame(rows)
+
+
+def _backtest_table(parts: list[pd.DataFrame], tasks: list[str], methods: list[str], *, tokens: bool) -> pd.DataFrame:
+    """The per-task backtest rows as one table, in the order of ``tasks`` and ``methods`` (by size first on the
+    tokens axis, where each (size, task) pair is one "task" of the summary tables)."""
+    out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pd.DataFrame()
+    if not len(out):
+        return out
+    key = [out["task"].map({t: i for i, t in enumerate(tasks)}), out["method"].map({m: i for i, m in
+                                                                                    enumerate(methods)})]
+    if tokens:
+        key.insert(0, out["size_params"])
+    order = np.lexsort(tuple(k.to_numpy() for k in reversed(key)))
+    out = out.iloc[order].reset_index(drop=True)
+    if tokens:
         out["task"] = out["task"] + " @N=" + out["size_params"].astype(str)
     return out
 
@@ -318,8 +378,10 @@ def _pred_row(task, fam, mi, m, x, kind, pr, obs) -> dict:
     return row
 
 
-def _backtest(df, tasks, methods, fam, opts):
-    """Leave-largest-out with capscale.analysis.predict on the ladder built from the store."""
+def _backtest(df: pd.DataFrame, task: str, methods: list[str], fam: str, opts: Options, *,
+              first: bool = True) -> pd.DataFrame:
+    """Leave-largest-out backtest of one task with capscale.analysis.predict, on the ladder built from the task's
+    store rows ``df``."""
     from capscale.analysis import laws, predict
     from capscale.analysis.chain import ladder_from_store
     from capscale.data.ladder_table import with_chance
@@ -329,25 +391,23 @@ def _backtest(df, tasks, methods, fam, opts):
         # checkpoints of one size form one run (so the largest size's checkpoints are all held out)
         lad = lad.assign(run=lad["params"].map(lambda p: f"{fam}-N{int(p)}"))
     rows = []
-    for t in tasks:
-        for m in methods:
-            t0 = time.time()
-            kw = {"bootstrap": opts.baseline_bootstrap} if m != "mass" else {"seed": opts.seed, "n_draws": opts.draws}
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = predict.backtest(lad, t, m, holdout="largest", store=df, **kw)
-                for r in res:
-                    rows.append({k: r.get(k) for k in ("task", "method", "heldout_model", "predicted", "actual",
-                                                       "abs_err", "lower", "upper", "covered")}
-                                | {"error": "", "seconds": round(time.time() - t0, 1)})
-            except (predict.MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError) as e:
-                rows.append({"task": t, "method": m, "heldout_model": None, "predicted": float("nan"),
-                             "actual": float("nan"), "abs_err": float("nan"), "lower": float("nan"),
-                             "upper": float("nan"), "covered": None, "error": f"{type(e).__name__}: {e}"[:200],
-                             "seconds": round(time.time() - t0, 1)})
-            _log(f"backtest {t} {m}: {rows[-1]['abs_err']:.4f} ({rows[-1]['seconds']} s)"
-                 if rows[-1]["error"] == "" else f"backtest {t} {m}: {rows[-1]['error']}")
+    for m in methods:
+        t0 = time.time()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = predict.backtest(lad, task, m, holdout="largest", store=df, **_method_kwargs(m, opts))
+            for r in res:
+                rows.append({k: r.get(k) for k in ("task", "method", "heldout_model", "predicted", "actual",
+                                                   "abs_err", "lower", "upper", "covered")}
+                            | {"error": "", "seconds": round(time.time() - t0, 1)})
+        except (predict.MethodNotApplicable, laws.FitInputError, ValueError, RuntimeError) as e:
+            rows.append({"task": task, "method": m, "heldout_model": None, "predicted": float("nan"),
+                         "actual": float("nan"), "abs_err": float("nan"), "lower": float("nan"),
+                         "upper": float("nan"), "covered": None, "error": f"{type(e).__name__}: {e}"[:200],
+                         "seconds": round(time.time() - t0, 1)})
+        _log(f"backtest {task} {m}: {rows[-1]['abs_err']:.4f} ({rows[-1]['seconds']} s)"
+             if rows[-1]["error"] == "" else f"backtest {task} {m}: {rows[-1]['error']}")
     return pd.DataFrame(rows)
 
 
