@@ -4,6 +4,7 @@ shard; bad shards stop the run or are skipped and counted; an interrupted run re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -340,3 +341,31 @@ def test_bench_report_and_figure(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     m = analyze_scale.measure([sys.executable, "-c", "x = bytearray(50 * 2**20)"])
     assert m["rc"] == 0 and (m["peak_tree_bytes"] is None or m["peak_tree_bytes"] > 0)
+
+
+@pytest.mark.parametrize("stage", ["mass", "emergence"])
+def test_bench_stage_commands_run(stage, tmp_path):
+    """`capscale bench analyze-scale --stage mass|emergence`: both command lines run on a small sharded store, and the
+    report compares their memory."""
+    import argparse
+
+    from capscale.benchmarks import analyze_scale
+    from capscale.testing import sharded_store
+
+    st = tmp_path / "store"
+    sharded_store(st, n_checkpoints=12, n_sizes=4, items=(30, 20))
+    args = argparse.Namespace(rows="1e4", checkpoints=12, workers=1, in_memory_max=1e4, no_figures=True, stage=stage)
+    cli = [sys.executable, "-m", "capscale.cli", stage]
+    runs = []
+    for mode in ("streamed", "in-memory"):
+        cmd, shown = analyze_scale._stage_command(stage, mode, cli, st, args)
+        out = tmp_path / mode
+        m = analyze_scale.measure([c.replace("{OUT}", str(out)) for c in cmd],
+                                  {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
+        assert m["rc"] == 0, m["output"][-2000:]
+        assert (out / ("mass_fits.csv" if stage == "mass" else "verdicts.csv")).exists()
+        assert "STORE" in shown and str(st) not in shown
+        runs.append({"mode": mode, "stage": stage, "rows": 10_000, "shards": 24, "items_per_task": [30, 20],
+                     "wall_s": m["wall_s"], "rc": 0, "peak_tree_bytes": m["peak_tree_bytes"] or 2**20})
+    text = "\n".join(analyze_scale.report_lines(args, runs, {}))
+    assert f"{stage} from disk task by task" in text and "whole store in memory" in text

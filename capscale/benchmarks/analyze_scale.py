@@ -42,6 +42,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figures", action="store_true", help="run analyze with --no-figures")
     p.add_argument("--out", default=None, help="write the report here (.txt; a .json and --figure beside it)")
     p.add_argument("--figure", default=None, help="PNG of wall time and peak memory against rows")
+    p.add_argument("--stage", choices=list(STAGES), default="analyze",
+                   help="what runs on each store: analyze (default; --stream vs --in-memory), mass (capscale mass "
+                   "--final-only, read task by task, vs the same store read whole into memory) or emergence "
+                   "(capscale emergence --all-tasks --B 200, task by task vs in memory)")
+
+
+#: Stages the benchmark can time: the streamed (task-by-task) command's flags and, for the in-memory run, the
+#: Python that reads the whole store first and calls the same stage on the DataFrame.
+STAGES: dict[str, dict[str, Any]] = {
+    "analyze": {"streamed": ["--stream"], "in_memory": ["--in-memory"]},
+    "mass": {"streamed": ["--final-only", "--no-figures", "--draws", "100"],
+             "in_memory": ("from capscale.data import store; from capscale.pipelines import mass; "
+                           "mass.run(store.read({store!r}), mass.Options(out={out!r}, final_only=True, "
+                           "figures=False, draws=100))")},
+    "emergence": {"streamed": ["--all-tasks", "--B", "200", "--figures", "none", "--quiet"],
+                  "in_memory": ("from capscale.data import store; from capscale.pipelines import emergence; "
+                                "emergence.run(store.read({store!r}, validate_store=False), emergence.Options("
+                                "out={out!r}, B=200, figures='none'))")},
+}
 
 
 def _tree_rss(pid: int) -> int:
@@ -126,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="capscale-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    cli = [sys.executable, "-m", "capscale.cli", "analyze"]
+    stage = getattr(args, "stage", "analyze")
+    cli = [sys.executable, "-m", "capscale.cli", stage]
     runs: list[dict[str, Any]] = []
     throughput: dict[str, float] = {}
     try:
@@ -140,23 +160,22 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             info = sharded_store(st, n_checkpoints=args.checkpoints, items=items)
             gen = time.perf_counter() - t0
-            if n == max(sizes):
+            if n == max(sizes) and stage == "analyze":
                 throughput = _chain_throughput(st)
             base = {"rows": info["rows"], "shards": info["shards"], "store_bytes": info["bytes"],
                     "items_per_task": items, "checkpoints": info["checkpoints"], "generate_s": gen}
-            modes = [("streamed", ["--stream", "--workers", str(args.workers)])]
+            modes = [("streamed", _stage_command(stage, "streamed", cli, st, args))]
             if n <= args.in_memory_max:
-                modes.append(("in-memory", ["--in-memory"]))
-            for mode, flags in modes:
-                out = work / f"analysis-{n}-{mode}"
+                modes.append(("in-memory", _stage_command(stage, "in-memory", cli, st, args)))
+            for mode, (cmd, shown) in modes:
+                out = work / f"{stage}-{n}-{mode}"
                 if out.exists():
                     shutil.rmtree(out)
-                cmd = [*cli, str(st), "--out", str(out), "--quiet", *flags] + (["--no-figures"] if args.no_figures
-                                                                                 else [])
+                cmd = [c.replace("{OUT}", str(out)) for c in cmd]
                 m = measure(cmd, env)
-                rec = {**base, "mode": mode, "command": "capscale analyze STORE --out OUT --quiet " + " ".join(flags),
+                rec = {**base, "mode": mode, "stage": stage, "command": shown,
                        **{k: v for k, v in m.items() if k != "output"}}
-                if m["rc"] == 0:
+                if m["rc"] == 0 and stage == "analyze":
                     a = json.loads((out / "analysis.json").read_text())
                     rec["items"] = a["items"]
                     rec["stage_seconds"] = a.get("streaming", {}).get("seconds")
@@ -190,6 +209,20 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r["rc"] == 0 for r in runs) else 1
 
 
+def _stage_command(stage: str, mode: str, cli: list[str], st: Path, args: argparse.Namespace) -> tuple[list[str], str]:
+    """The command line of one run (``{OUT}`` stands for the output folder) and how the report shows it."""
+    spec = STAGES[stage]
+    if stage == "analyze":
+        flags = (spec["streamed"] + ["--workers", str(args.workers)] if mode == "streamed" else spec["in_memory"])
+        flags += ["--quiet"] + (["--no-figures"] if args.no_figures else [])
+        return [*cli, str(st), "--out", "{OUT}", *flags], "capscale analyze STORE --out OUT " + " ".join(flags)
+    if mode == "streamed":
+        return ([*cli, str(st), "--out", "{OUT}", *spec["streamed"]],
+                f"capscale {stage} STORE --out OUT " + " ".join(spec["streamed"]))
+    code = spec["in_memory"].format(store=str(st), out="{OUT}")
+    return [sys.executable, "-c", code], "python -c " + repr(spec["in_memory"].format(store="STORE", out="OUT"))
+
+
 def _gb(b: float | None) -> str:
     return "n/a" if b is None else f"{b / 2**30:.2f} GiB"
 
@@ -211,12 +244,15 @@ def _machine(load_start: str | None = None) -> str:
 
 def report_lines(args: argparse.Namespace, runs: list[dict[str, Any]], thr: dict[str, float]) -> list[str]:
     """The text report: one line per run, the targets and whether they were met."""
-    lines = ["# capscale bench analyze-scale",
+    stage = getattr(args, "stage", "analyze")
+    lines = ["# capscale bench analyze-scale" + ("" if stage == "analyze" else f" --stage {stage}"),
              f"# command: capscale bench analyze-scale --rows {args.rows} --checkpoints {args.checkpoints} "
              f"--workers {args.workers} --in-memory-max {args.in_memory_max:g}"
-             + (" --no-figures" if args.no_figures else ""),
+             + (" --no-figures" if args.no_figures else "") + ("" if stage == "analyze" else f" --stage {stage}"),
              f"# machine: {_machine(getattr(args, 'load_start', None))}",
-             "# peak RSS: the analyze process and its workers, summed (psutil, sampled every 0.1 s)",
+             f"# peak RSS: the {stage} process and its workers, summed (psutil, sampled every 0.1 s)"
+             + ("" if stage == "analyze" else "; 'streamed' = the store read from disk task by task, 'in-memory' = "
+                "read whole with capscale.data.store.read first"),
              f"{'mode':9s} {'rows':>11s} {'shards':>6s} {'items/task':>24s} {'wall s':>8s} {'rows/s':>11s} "
              f"{'peak RSS':>10s}  stages (s)"]
     for r in runs:
@@ -230,7 +266,14 @@ def report_lines(args: argparse.Namespace, runs: list[dict[str, Any]], thr: dict
                      f"rows/s; the whole pass-1 job (read 13 of 16 columns, validate, chain, serialise): "
                      f"{thr['job_rows_per_s']:,.0f} rows/s")
     streamed = sorted((r for r in runs if r["mode"] == "streamed" and r["rc"] == 0), key=lambda r: r["rows"])
-    big = [r for r in streamed if r["rows"] >= ROWS_AT_FULL]
+    for r in streamed:
+        mem = next((m for m in runs if m["mode"] == "in-memory" and m["rows"] == r["rows"] and m["rc"] == 0), None)
+        if mem is not None and stage != "analyze":
+            lines.append(f"{r['rows']:,} rows: {stage} from disk task by task {r['wall_s']:.1f} s, "
+                         f"{_gb(r['peak_tree_bytes'])}; whole store in memory {mem['wall_s']:.1f} s, "
+                         f"{_gb(mem['peak_tree_bytes'])} (x{(mem['peak_tree_bytes'] or 0) / max(1, r['peak_tree_bytes'] or 1):.1f} "
+                         "the memory)")
+    big = [r for r in streamed if r["rows"] >= ROWS_AT_FULL and stage == "analyze"]
     if big:
         r = big[-1]
         ok_t, ok_m = r["wall_s"] <= 900, (r["peak_tree_bytes"] or 0) <= 4 * 2**30
@@ -249,7 +292,7 @@ def report_lines(args: argparse.Namespace, runs: list[dict[str, Any]], thr: dict
 
 
 def figure(runs: list[dict[str, Any]], path: str) -> None:
-    """Wall time and peak memory against rows, streamed and in memory (log-log)."""
+    """Wall time and peak memory against rows, streamed and in memory (log-log); the targets of ``analyze``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,10 +306,12 @@ def figure(runs: list[dict[str, Any]], path: str) -> None:
         x = [r["rows"] for r in rs]
         axes[0].plot(x, [r["wall_s"] for r in rs], "o-", color=colour, label=mode)
         axes[1].plot(x, [(r["peak_tree_bytes"] or 0) / 2**30 for r in rs], "o-", color=colour, label=mode)
-    axes[0].axhline(900, color="grey", ls="--", lw=1)
-    axes[0].text(1e6, 900, " 15 min target", va="bottom", fontsize=8, color="grey")
-    axes[1].axhline(4, color="grey", ls="--", lw=1)
-    axes[1].text(1e6, 4, " 4 GB target", va="bottom", fontsize=8, color="grey")
+    stage = next((r.get("stage", "analyze") for r in runs), "analyze")
+    if stage == "analyze":
+        axes[0].axhline(900, color="grey", ls="--", lw=1)
+        axes[0].text(1e6, 900, " 15 min target", va="bottom", fontsize=8, color="grey")
+        axes[1].axhline(4, color="grey", ls="--", lw=1)
+        axes[1].text(1e6, 4, " 4 GB target", va="bottom", fontsize=8, color="grey")
     for ax, label in zip(axes, ("wall time (s)", "peak RSS, process tree (GiB)"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("per-choice rows")
@@ -274,7 +319,9 @@ def figure(runs: list[dict[str, Any]], path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_yscale("log")
-    fig.suptitle("capscale analyze at family scale (2 cores)", fontsize=10)
+    what = {"analyze": "capscale analyze", "mass": "capscale mass --final-only (streamed: read task by task)",
+            "emergence": "capscale emergence --all-tasks (streamed: read task by task)"}.get(stage, stage)
+    fig.suptitle(f"{what} at family scale (2 cores)", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
