@@ -209,6 +209,19 @@ def test_cross_family_table_from_the_public_data():
     assert table.groupby("task")["family"].nunique().min() >= 5
     assert rep["excluded"]["pythia: intermediate checkpoints"] > 0
     assert any(k.startswith("olmo-ladder") for k in rep["excluded"])
+    # LLaMA-1 7B/13B's LAMBADA (acc 0.000 +- 0.000, perplexity 2.8e6) is a failed evaluation: left out, and listed
+    assert rep["failed_evaluations"] == ["llama-13B / lambada_openai", "llama-7B / lambada_openai"]
+    assert rep["excluded"]["failed evaluations (accuracy exactly 0 with standard error 0)"] == 2
+    assert not ((table["value"] == 0) & (table["stderr"] == 0)).any() and len(table) == rep["n_rows"] == 305
+
+
+def test_failed_evaluations_rule():
+    from capscale.data.cross_family import failed_evaluations
+
+    rows = pd.DataFrame({"metric": ["acc", "acc_norm", "acc", "acc", "ppl"], "value": [0.0, 0.0, 0.0, 0.3, 0.0],
+                         "stderr": [0.0, 0.0, 0.01, 0.0, 0.0]})
+    assert failed_evaluations(rows).tolist() == [True, True, False, False, False]
+    assert not failed_evaluations(rows.drop(columns="stderr")).any()  # no standard error: nothing to judge by
 
 
 # ----------------------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def _cross_family(args: argparse.Namespace) -> None:
     from capscale.data.cross_family import build_cross_family
     from capscale.data.ladder_table import write_ladder
 
-    table, report = build_cross_family(args.data, min_families=args.min_families)
+    table, report = build_cross_family(args.data, min_families=args.min_families,
+                                       keep_failed=args.keep_failed_evaluations)
     write_ladder(table, args.out)
     print(dumps_json({"out": str(args.out), **{k: v for k, v in report.items() if k != "dropped_tasks"}}, indent=2))
 
@@ -132,6 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--out", required=True, help="the table to write (.csv or .parquet)")
     x.add_argument("--min-families", type=int, default=5, dest="min_families",
                    help="keep tasks that at least this many families share (default 5)")
+    x.add_argument("--keep-failed-evaluations", action="store_true",
+                   help="keep rows with an accuracy of exactly 0 and standard error 0 (a failed evaluation, e.g. "
+                   "LLaMA-1's LAMBADA in lm-eval v0.3); by default they are left out and listed")
     x.set_defaults(func=_cross_family)
 
     s = sub.add_parser("synthetic", help="generate the synthetic world (corpus and tasks)",

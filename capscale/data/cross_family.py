@@ -19,7 +19,8 @@ Left out by design, and said so in the report: the OLMo-2 ladder and targets (``
 evaluations of OLMo's own harness (``rc_5shot``), not comparable with the zero-shot lm-eval scores of the other
 families; the BLOOM rows of ``bigscience-evals/tr11`` (the same BLOOM models as ``lmeval-2023-results``, another
 harness run); intermediate checkpoints (the table holds final checkpoints only); k-shot tasks (named
-``<task>_<k>shot`` by the loaders) unless ``min_families`` of them share it.
+``<task>_<k>shot`` by the loaders) unless ``min_families`` of them share it; failed evaluations
+(:func:`failed_evaluations`: an accuracy of exactly 0 with standard error 0), listed in the report.
 
 CLI: ``capscale ladder cross-family --data DATA --out table.csv`` (DATA: the public data folder).
 """
@@ -39,7 +40,7 @@ from capscale.data.published import load_pythia_evals
 from capscale.data.select import final_checkpoints
 from capscale.errors import InputError
 
-__all__ = ["build_cross_family", "harmonise_metric", "CROSS_FAMILY_SOURCES", "NORM_PREFERRED"]
+__all__ = ["build_cross_family", "harmonise_metric", "failed_evaluations", "CROSS_FAMILY_SOURCES", "NORM_PREFERRED"]
 
 #: Folder (under the data root) of each source.
 CROSS_FAMILY_SOURCES = {"pythia": "pythia-evals", "lmeval": "lmeval-2023-results/results",
@@ -76,6 +77,32 @@ def harmonise_metric(rows: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def failed_evaluations(rows: pd.DataFrame) -> pd.Series:
+    """Rows that record a failed evaluation rather than a model's score: an accuracy of exactly 0 with a standard
+    error of exactly 0, i.e. every one of the task's items wrong.
+
+    No trained model of a public family gets every item of a benchmark of hundreds or thousands of items wrong (even
+    where chance is 0, as on LAMBADA, Pythia-70M scores 0.18); lm-eval reports such a zero when the evaluation
+    itself broke, e.g. LLaMA-1 7B/13B's LAMBADA in lmeval-2023-results (acc 0.000, perplexity 2.8e6: the v0.3
+    harness and LLaMA's tokenizer). Rows without a standard error are kept.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Ladder rows with ``metric``, ``value`` and optionally ``stderr``.
+
+    Returns
+    -------
+    pandas.Series of bool
+        True for the rows to leave out (aligned with ``rows``).
+    """
+    if "stderr" not in rows.columns:
+        return pd.Series(False, index=rows.index)
+    acc = rows["metric"].astype(str).str.startswith("acc")
+    return acc & (pd.to_numeric(rows["value"], errors="coerce") == 0) & (pd.to_numeric(rows["stderr"],
+                                                                                       errors="coerce") == 0)
+
+
 def _finals(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The final checkpoint's rows of every run, and the number of checkpoints dropped."""
     df = df.assign(run=run_of(df))
@@ -86,8 +113,8 @@ def _finals(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def build_cross_family(data: str | os.PathLike, *, min_families: int = 5,
-                       sources: tuple[str, ...] = ("pythia", "lmeval", "bigscience")) -> tuple[pd.DataFrame,
-                                                                                                 dict[str, Any]]:
+                       sources: tuple[str, ...] = ("pythia", "lmeval", "bigscience"),
+                       keep_failed: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Build the cross-family ladder table (see the module docstring).
 
     Parameters
@@ -98,6 +125,9 @@ def build_cross_family(data: str | os.PathLike, *, min_families: int = 5,
         A task is kept when at least this many families have it.
     sources : tuple of str
         Which of :data:`CROSS_FAMILY_SOURCES` to read.
+    keep_failed : bool, default False
+        Keep the :func:`failed_evaluations` rows (they are still listed in the report); the table before this
+        rule existed.
 
     Returns
     -------
@@ -158,6 +188,11 @@ def build_cross_family(data: str | os.PathLike, *, min_families: int = 5,
     keep = [metrics.get(t) == m for t, m in zip(rows["task"], rows["metric"], strict=True)]
     excluded["rows of the metric not chosen for the task"] = int(len(rows) - sum(keep))
     rows = rows[keep]
+    failed = failed_evaluations(rows)
+    failed_rows = [f"{m} / {t}" for m, t in rows.loc[failed, ["model_id", "task"]].itertuples(index=False)]
+    if not keep_failed:
+        excluded["failed evaluations (accuracy exactly 0 with standard error 0)"] = int(failed.sum())
+        rows = rows[~failed]
     if not len(rows):
         raise InputError(f"cross-family: no task is shared by {min_families} families under {str(root)!r}")
     cols = ["model_id", "family", "params", "tokens", "compute", "step", "task", "metric", "value", "run", "stderr"]
@@ -171,6 +206,7 @@ def build_cross_family(data: str | os.PathLike, *, min_families: int = 5,
         "models_per_task": {str(k): int(v) for k, v in table.groupby("task")["model_id"].nunique().items()},
         "families_per_task": {str(k): int(v) for k, v in table.groupby("task")["family"].nunique().items()},
         "excluded": excluded,
+        "failed_evaluations": failed_rows,
         "dropped_tasks": sorted(str(t) for t in dropped_tasks),
     }
     return table, report

@@ -108,17 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE))
     ap.add_argument("--exclude", default=None, help="post-hoc diagnostics only: a query over the table's rows to drop "
                     "before the backtest (e.g. broken evaluations); outputs are named <split>_<name>_*")
-    ap.add_argument("--name", default=None, help="with --exclude: the name of the variant")
+    ap.add_argument("--name", default=None, help="the name of a variant (needed with --exclude, and to rerun without "
+                    "--keep-failed-evaluations); outputs are named <split>_<name>_*")
+    ap.add_argument("--keep-failed-evaluations", action="store_true",
+                    help="build the table as before the failed-evaluation rule (the original dev/confirm/family runs)")
     a = ap.parse_args(argv)
-    table, report = build_cross_family(a.data)
-    stem = a.split
+    table, report = build_cross_family(a.data, keep_failed=a.keep_failed_evaluations)
+    stem = a.split if a.name is None else f"{a.split}_{a.name}"
+    if not a.keep_failed_evaluations and a.name is None:
+        ap.error("the committed <split>_* files were made with --keep-failed-evaluations; name a variant (--name)")
     if a.exclude:
         if not a.name:
             ap.error("--exclude needs --name")
         drop = table.eval(a.exclude, engine="python").to_numpy()
         print(f"--exclude {a.exclude!r}: {int(drop.sum())} row(s) dropped", file=sys.stderr)
         table = table[~drop]
-        stem = f"{a.split}_{a.name}"
     df, notes = run_split(table, a.split, a.bootstrap)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
