@@ -251,6 +251,37 @@ def test_cli_predict_with_family_and_backtest_given_scores(tmp_path, capsys):
     assert len(rows) == 5
 
 
+def test_cli_predict_given_the_targets_other_scores(tmp_path, capsys):
+    """`capscale predict --target-scores`: observational reads the target's measured scores on other tasks (planted
+    table, the largest fam1 model held out); other methods say they ignore them; bad scores are usage errors."""
+    import json
+
+    from capscale.cli import main
+
+    lad, _ = simulate_cross_family(seed=0)
+    path = tmp_path / "table.csv"
+    lad.to_csv(path, index=False)
+    held = lad[lad["model_id"] == "fam1-m5"].set_index("task")["value"]
+    base = ["predict", str(path), "--task", "bench0", "--bootstrap", "5", "--fit", "model_id!='fam1-m5'", "--json",
+            "--target", f"params={float(lad.loc[lad.model_id == 'fam1-m5', 'params'].iloc[0])!r},"
+            f"tokens={float(lad.loc[lad.model_id == 'fam1-m5', 'tokens'].iloc[0])!r},family=fam1"]
+    others = ",".join(f"{t}={float(v)!r}" for t, v in held.drop("bench0").items())
+    assert main([*base, "--method", "observational"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main([*base, "--method", "observational", "--target-scores", others]) == 0
+    with_scores = json.loads(capsys.readouterr().out)
+    assert alone["given"] == "compute" and with_scores["given"] == "scores"
+    assert with_scores["target_scores"] == held.drop("bench0").to_dict()
+    assert abs(with_scores["prediction"] - held["bench0"]) < abs(alone["prediction"] - held["bench0"])
+    assert main([*base, "--method", "loglinear", "--target-scores", others]) == 0
+    assert any("scores on" in w and "are not used" in w for w in json.loads(capsys.readouterr().out)["warnings"])
+    for bad in ("bench0=0.5", "nope=0.5", "bench1=1.5", "bench1"):
+        assert main([*base, "--method", "observational", "--target-scores", bad]) == 2
+    err = capsys.readouterr().err
+    assert "the predicted task 'bench0' itself" in err and "['nope'] are not in the ladder" in err
+    assert "fractions in [0, 1]" in err
+
+
 @pytest.mark.skipif(not (SHARED / "lmeval-2023-results").is_dir(), reason="needs the public data folder")
 def test_cli_cross_family_writes_the_table(tmp_path, capsys):
     import json

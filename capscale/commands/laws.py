@@ -153,6 +153,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "trained on D tokens, with a 90% interval.")
     _common(p)
     p.add_argument("--target", required=True, help="params=N,tokens=D (observational: params=N,tokens=D,family=F)")
+    p.add_argument("--target-scores", dest="target_scores", default=None, metavar="TASK=V,...",
+                   help="the target's measured scores on other tasks (fractions, the ladder's metric of each), e.g. "
+                   "arc_easy=0.71,piqa=0.78; observational estimates the target's capabilities from them (the JSON's "
+                   "'given' says 'scores'); other methods ignore them, with a warning")
     p.add_argument("--fit", default=None, help="query selecting the rows to fit on, e.g. 'params<2e9'")
     p.add_argument("--method", default="auto", help="method name (capscale.analysis.predict.METHODS) or auto")
     p.set_defaults(func=_predict)

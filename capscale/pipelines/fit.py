@@ -27,7 +27,8 @@ from capscale.errors import UsageError
 from capscale.pipelines._base import RunResult, StageOptions
 from capscale.plotting.predict import plot_backtest, plot_law_fit
 
-__all__ = ["Options", "run", "parse_target", "parse_target_family", "parse_tasks", "parse_chance", "select_tasks", "predictor_options"]
+__all__ = ["Options", "run", "parse_target", "parse_target_family", "parse_target_scores", "parse_tasks", "parse_chance",
+           "select_tasks", "predictor_options"]
 
 
 def parse_target(text: str) -> tuple[float, float]:
@@ -81,6 +82,26 @@ def parse_chance(text: str | None) -> dict[str, float] | None:
     bad = {k: v for k, v in out.items() if not 0.0 <= v <= 1.0}
     if bad:
         raise UsageError(f"--chance {text!r}: chance accuracies must lie in [0, 1], not {bad}")
+    return out or None
+
+
+def parse_target_scores(text: str | None) -> dict[str, float] | None:
+    """``"arc_easy=0.71,piqa=0.78"`` (CLI ``--target-scores``) as {task: score}; None when not given.
+
+    The target's measured scores on other tasks, as fractions in [0, 1] on the metric the ladder uses for each task;
+    methods that read them (``observational``) estimate the target's capabilities from them.
+
+    Raises
+    ------
+    capscale.errors.UsageError
+        A part that is not TASK=VALUE, or a value outside [0, 1].
+    """
+    from capscale.data.lmeval_results import parse_mapping
+
+    out = parse_mapping(text, what="--target-scores")
+    bad = {k: v for k, v in out.items() if not 0.0 <= v <= 1.0}
+    if bad:
+        raise UsageError(f"--target-scores {text!r}: scores are fractions in [0, 1], not {bad}")
     return out or None
 
 
@@ -148,6 +169,10 @@ class Options(StageOptions):
     target_family : str, optional
         ``capscale predict``: the target's family (``--target ...,family=F``), for methods that use it
         (``observational``); other methods ignore it, with a note.
+    target_scores : dict of str to float, optional
+        ``capscale predict``: the target's measured scores on other tasks (``--target-scores TASK=V,...``), for
+        methods that use them (``observational``); other methods ignore them, with a note. A score of the predicted
+        task itself is refused.
     method : str
         ``capscale predict``: a name of :data:`capscale.analysis.predict.METHODS` or ``"auto"``.
     chance : dict of str to float, optional
@@ -172,6 +197,7 @@ class Options(StageOptions):
     form: str | None = None
     target: tuple[float, float] | None = None
     target_family: str | None = None
+    target_scores: dict[str, float] | None = None
     method: str = "auto"
     bootstrap: int = 50
     seed: int = 0
@@ -196,6 +222,8 @@ class Options(StageOptions):
         if getattr(args, "target", None) is not None:
             conv["target"] = parse_target(args.target)
             conv["target_family"] = parse_target_family(args.target)
+        if getattr(args, "target_scores", None) is not None:
+            conv["target_scores"] = parse_target_scores(args.target_scores)
         return super().from_cli(args, **{**conv, **overrides})
 
     def predictor_options(self) -> dict[str, Any]:
@@ -246,6 +274,14 @@ def _fit(ladder: pd.DataFrame, task: str, options: Options) -> RunResult:
 def _predict(ladder: pd.DataFrame, task: str, target: tuple[float, float], options: Options,
              store: pd.DataFrame | None) -> RunResult:
     params, tokens = target
+    given = dict(options.target_scores or {})
+    if task in given:
+        raise UsageError(f"--target-scores gives the predicted task {task!r} itself; give the target's scores on "
+                         "other tasks only")
+    unknown = sorted(set(given) - set(ladder["task"].astype(str)))
+    if unknown:
+        raise UsageError(f"--target-scores: task(s) {unknown} are not in the ladder (tasks: "
+                         f"{sorted(ladder['task'].astype(str).unique())})")
     if options.fit:
         from capscale.errors import InputError
 
@@ -259,16 +295,21 @@ def _predict(ladder: pd.DataFrame, task: str, target: tuple[float, float], optio
                                     **options.predictor_options())
     notes: list[str] = []
     if getattr(pr, "accepts_target_info", False):
-        p = pr.predict(params, tokens, family=options.target_family)
+        p = pr.predict(params, tokens, family=options.target_family, **({"scores": given} if given else {}))
     else:
         p = pr.predict(params, tokens)
         if options.target_family is not None:
             notes.append(f"method {pr.name!r} predicts from compute alone: the target's family "
                          f"{options.target_family!r} is not used")
+        if given:
+            notes.append(f"method {pr.name!r} predicts from compute alone: the target's scores on {sorted(given)} "
+                         "are not used")
     summary: dict[str, Any] = {
         "task": task, "method": pr.name if options.method != "auto" else "auto", "selected": pr.name,
         "metric": metric, "target_params": params, "target_tokens": tokens, "prediction": p.value,
-        "lower": p.lower, "upper": p.upper, "verdict": getattr(pr, "verdict_", None), "warnings": notes + p.warnings}
+        "lower": p.lower, "upper": p.upper, "verdict": getattr(pr, "verdict_", None),
+        "given": getattr(pr, "last_given_", "compute"), "target_scores": given or None,
+        "warnings": notes + p.warnings}
     if summary["verdict"] is None:
         v = predict.task_verdict(ladder, task, metric, store=store, chance=(options.chance or {}).get(task))
         summary["verdict"] = v.verdict if v is not None else None
