@@ -249,7 +249,7 @@ def test_mass_predictor_follows_the_predictor_contract():
     with pytest.raises(TypeError, match="bootstrap"):
         MassPredictor(bootstrap=10)  # options are explicit: an unknown one is an error, not ignored
     p = MassPredictor(seed=3, n_draws=50)
-    assert p.get_params() == {"checkpoints": "final", "config": None, "inflate": True, "level": None,
+    assert p.get_params() == {"checkpoints": "auto", "config": None, "inflate": True, "level": None,
                               "n_draws": 50, "seed": 3}
     assert clone(p).get_params() == p.get_params() and p.set_params(level=0.8).level == 0.8
     with pytest.raises(NotFittedError, match="predictor 'mass'.*before predict"):

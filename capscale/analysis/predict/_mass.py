@@ -48,7 +48,7 @@ class MassPredictor(Predictor):
         Overrides ``config.interval``: nominal probability of the interval (0.9 for 90 %).
     n_draws : int, optional
         Overrides ``config.n_draws``: Monte Carlo draws of the predictive distribution.
-    checkpoints : {"final", "all", "auto"}
+    checkpoints : {"auto", "final", "all"}, default "auto"
         ``"final"`` fits the laws on the final checkpoint of each ladder run only
         (:func:`capscale.data.select.final_checkpoints` with ``by="auto"``), ``"all"`` on every checkpoint.
         Intermediate checkpoints of a run follow the run's data-scaling trajectory (learning-rate schedule not
@@ -56,7 +56,9 @@ class MassPredictor(Predictor):
         and predicts a target whose tokens D are fewer than every training run's final D (an intermediate
         checkpoint, e.g. of the held-out size) from the laws on every checkpoint, any other target from the laws on
         the final checkpoints: final-checkpoint laws place a half-trained model by its compute 6·N·D as if it were
-        a fully trained smaller one (results/backtests/cod/README.md, "mass, revisited").
+        a fully trained smaller one (results/backtests/cod/README.md, "mass, revisited"). ``"auto"`` is the default
+        since it was confirmed on targets not used to diagnose the cause; it gives the ``"final"`` predictions for
+        every target that is not such an intermediate checkpoint.
     inflate : bool
         Widen the interval by the leave-largest-out error on the training models, as the ladder methods do.
 
@@ -82,7 +84,7 @@ class MassPredictor(Predictor):
     needs_store = True
 
     def __init__(self, *, config: MassConfig | None = None, seed: int | None = None, level: float | None = None,
-                 n_draws: int | None = None, checkpoints: str = "final", inflate: bool = True):
+                 n_draws: int | None = None, checkpoints: str = "auto", inflate: bool = True):
         self.config = config
         self.seed = seed
         self.level = level
