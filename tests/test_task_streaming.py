@@ -154,3 +154,28 @@ def test_index_from_footers_equals_reading_the_columns(sim_store, tmp_path, monk
     pd.testing.assert_frame_equal(fast, store.index(path))
     pd.testing.assert_frame_equal(whole, store.index(one))
     assert len(whole) == len(fast) and set(whole["file"]) == {str(one)}
+
+
+def test_mass_bad_shard_of_a_later_task_leaves_no_partial_output(sim_store, tmp_path):
+    _, df = sim_store
+    root = tmp_path / "store"
+    _write_shards(df, root)
+    f = root / "sim-m4__sim_b.parquet"
+    g = pd.read_parquet(f)
+    store.write(g.assign(loglik=g["loglik"].abs() + 1.0), f, validate_store=False)  # positive logliks in sim_b only
+    out = tmp_path / "out"
+    with pytest.raises(store.StoreValidationError, match="positive_loglik") as e:
+        mass_stage.run(root, mass_stage.Options(out=str(out), draws=20))  # sim_a (figures and all) succeeds first
+    assert "sim-m4__sim_b.parquet:0" in str(e.value)
+    assert not out.exists() or sorted(p.name for p in out.rglob("*") if p.is_file()) == []
+
+
+def test_mass_rerun_never_mixes_an_earlier_runs_outputs(sim_store, tmp_path):
+    path, _ = sim_store
+    out = tmp_path / "out"
+    mass_stage.run(path, mass_stage.Options(out=str(out), draws=20, backtest="loglinear"))
+    assert (out / "mass_pred_sim_a.png").exists() and (out / "mass_backtest.csv").exists()
+    res = mass_stage.run(path, mass_stage.Options(out=str(out), draws=20, tasks=("sim_b",)))
+    left = sorted(p.name for p in out.iterdir())
+    assert left == sorted(f.name for f in res.files)
+    assert "mass_pred_sim_a.png" not in left and "mass_backtest.csv" not in left and "mass_pred_sim_b.png" in left

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -215,49 +216,61 @@ def run(scores: pd.DataFrame | str | os.PathLike, opts: Options) -> RunResult:
     fit_tabs, pred_rows, bt_parts = [], [], []
     methods = (["mass"] + [m for m in opts.backtest.split(",") if m and m != "mass"]) if opts.backtest else []
     read_ids = backtest_ids if methods else fit_ids
-    for t in sorted(tasks):
-        rows_t = src.rows(t, read_ids)
-        df_t = rows_t[rows_t["model_id"].isin(fit_ids)]
-        it = chain.compute(df_t)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            tf = mass.fit(df_t, items=it, config=cfg)[t]
-            train_rows = df_t[df_t["model_id"].isin(train_ids)] if holdout else df_t.iloc[:0]
-            tf_ho = mass.fit(train_rows, config=cfg).get(t) if len(train_rows) else None
-        fits[t] = tf
-        fit_tabs.append(mass.fits_table(tf))
-        cov = mass.covariation(tf)
-        obs = it.groupby("model_id")[["acc", "p_choices_correct", "brier"]].mean()
-        rows = []
-        for m in models.itertuples(index=False):
-            x = math.log10(m.compute)
-            pr = mass.predict_task(tf, x)
-            rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "in-sample", pr, obs))
-        if tf_ho is not None:
-            m = models.iloc[-1]
-            x = math.log10(m["compute"])
-            pr = mass.predict_task(tf_ho, x)
-            rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "held-out", pr, obs))
-        pred_rows += rows
-        section = "multiple_input_tasks" if tf.multiple_input else "tasks"
-        summary[section][t] = {"covariation": cov,
-                               "held_out": next((r for r in rows if r["kind"] == "held-out"), None)}
-        if opts.figures:
-            safe = t.replace("/", "_")
-            mass_plots.plot_mass_scatter(it, os.path.join(out, f"mass_scatter_{safe}.png"),
-                                         title=f"{fam} / {t}" + (" (multiple input)" if tf.multiple_input else ""))
-            mass_plots.plot_slope_scatter(tf, os.path.join(out, f"mass_slopes_{safe}.png"), cov=cov)
-            acc_tab = pd.DataFrame([{"log10_compute": r["log10_compute"], "observed": r["acc_observed"],
-                                     "predicted": r["acc_predicted"], "lower": r["acc_lower"],
-                                     "upper": r["acc_upper"], "kind": r["kind"]} for r in rows])
-            mass_plots.plot_predicted_vs_observed(acc_tab, os.path.join(out, f"mass_pred_{safe}.png"),
-                                                  title=f"{fam} / {t}: accuracy from per-item mass laws"
-                                                  + (f"\n(red: {largest} predicted from the smaller sizes)"
-                                                     if holdout else ""))
-        if methods:
-            bt_parts.append((_backtest_tokens if opts.backtest_axis == "tokens" else _backtest)(
-                rows_t, t, methods, fam, opts, first=not bt_parts))
-        del rows_t, df_t, it
+    # figures go to a staging folder and into `out` only when every task has succeeded (a bad shard of a later
+    # task leaves no partial output); the figures listed are this run's, never an earlier run's left in `out`
+    staging = Path(out) / "_tmp_mass_figures"
+    shutil.rmtree(staging, ignore_errors=True)
+    figure_names: list[str] = []
+    try:
+        for t in sorted(tasks):
+            rows_t = src.rows(t, read_ids)
+            df_t = rows_t[rows_t["model_id"].isin(fit_ids)]
+            it = chain.compute(df_t)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                tf = mass.fit(df_t, items=it, config=cfg)[t]
+                train_rows = df_t[df_t["model_id"].isin(train_ids)] if holdout else df_t.iloc[:0]
+                tf_ho = mass.fit(train_rows, config=cfg).get(t) if len(train_rows) else None
+            fits[t] = tf
+            fit_tabs.append(mass.fits_table(tf))
+            cov = mass.covariation(tf)
+            obs = it.groupby("model_id")[["acc", "p_choices_correct", "brier"]].mean()
+            rows = []
+            for m in models.itertuples(index=False):
+                x = math.log10(m.compute)
+                pr = mass.predict_task(tf, x)
+                rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "in-sample", pr, obs))
+            if tf_ho is not None:
+                m = models.iloc[-1]
+                x = math.log10(m["compute"])
+                pr = mass.predict_task(tf_ho, x)
+                rows.append(_pred_row(t, fam, tf.multiple_input, m, x, "held-out", pr, obs))
+            pred_rows += rows
+            section = "multiple_input_tasks" if tf.multiple_input else "tasks"
+            summary[section][t] = {"covariation": cov,
+                                   "held_out": next((r for r in rows if r["kind"] == "held-out"), None)}
+            if opts.figures:
+                safe = t.replace("/", "_")
+                mass_plots.plot_mass_scatter(it, _stage(staging, figure_names, f"mass_scatter_{safe}.png"),
+                                             title=f"{fam} / {t}" + (" (multiple input)" if tf.multiple_input else ""))
+                mass_plots.plot_slope_scatter(tf, _stage(staging, figure_names, f"mass_slopes_{safe}.png"), cov=cov)
+                acc_tab = pd.DataFrame([{"log10_compute": r["log10_compute"], "observed": r["acc_observed"],
+                                         "predicted": r["acc_predicted"], "lower": r["acc_lower"],
+                                         "upper": r["acc_upper"], "kind": r["kind"]} for r in rows])
+                mass_plots.plot_predicted_vs_observed(acc_tab, _stage(staging, figure_names, f"mass_pred_{safe}.png"),
+                                                      title=f"{fam} / {t}: accuracy from per-item mass laws"
+                                                      + (f"\n(red: {largest} predicted from the smaller sizes)"
+                                                         if holdout else ""))
+            if methods:
+                bt_parts.append((_backtest_tokens if opts.backtest_axis == "tokens" else _backtest)(
+                    rows_t, t, methods, fam, opts, first=not bt_parts))
+            del rows_t, df_t, it
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for name in figure_names:
+        os.replace(staging / name, Path(out) / name)
+    shutil.rmtree(staging, ignore_errors=True)
     fits_df = pd.concat(fit_tabs, ignore_index=True)
     pred_df = pd.DataFrame(pred_rows)
     cov_df = mass.covariation_table(fits)
@@ -290,9 +303,22 @@ def run(scores: pd.DataFrame | str | os.PathLike, opts: Options) -> RunResult:
     if methods:
         tables["backtest"] = bt
         files += ["mass_backtest.csv", "mass_backtest.md"]
-    figures = sorted(p for p in os.listdir(out) if p.startswith("mass_") and p.endswith(".png")) if opts.figures else []
+    figures = sorted(figure_names)
+    stale = sorted(p for p in os.listdir(out) if p.startswith("mass_") and p.endswith((".png", ".csv", ".md", ".json"))
+                   and p not in set(files) | set(figures))
+    for p in stale:  # an earlier run's outputs (other tasks, a backtest not asked for now): never mixed with this one's
+        os.remove(os.path.join(out, p))
+    if stale:
+        _log(f"removed {len(stale)} output file(s) of an earlier run from {out}: {stale[:5]}")
     return RunResult(stage="mass", out=Path(out), files=[Path(out) / f for f in files + figures],
                      summary=to_jsonable(summary), tables=tables, notes=["\n".join(report)] if report else [])
+
+
+def _stage(staging: Path, names: list[str], name: str) -> str:
+    """The staging path of figure ``name`` (recorded in ``names``)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    names.append(name)
+    return str(staging / name)
 
 
 def _skip_first(df, n: int):
