@@ -179,3 +179,34 @@ def test_mass_rerun_never_mixes_an_earlier_runs_outputs(sim_store, tmp_path):
     left = sorted(p.name for p in out.iterdir())
     assert left == sorted(f.name for f in res.files)
     assert "mass_pred_sim_a.png" not in left and "mass_backtest.csv" not in left and "mass_pred_sim_b.png" in left
+
+
+def test_backtest_and_predict_read_a_store_task_by_task(sim_store, monkeypatch):
+    """capscale backtest / predict STORE: the ladder is built one task at a time and each task's rows are read when
+    its task comes; the rows equal the store in memory (every method, mass and cod included)."""
+    from capscale.analysis.chain import ladder_from_store
+    from capscale.data.ladder_table import with_chance
+    from capscale.pipelines import backtest, fit
+    from capscale.pipelines.inputs import read_ladder_or_store
+
+    path, df = sim_store
+    lad, reader = read_ladder_or_store(path)
+    assert isinstance(reader, store.TaskReader) and reader.tasks == ["sim_a", "sim_b"]
+    mem = with_chance(ladder_from_store(df), df)
+    key = ["model_id", "task", "metric"]
+    pd.testing.assert_frame_equal(lad.sort_values(key).reset_index(drop=True),
+                                  mem.sort_values(key).reset_index(drop=True))
+    seen: list[str] = []
+    real = store._read_one
+    monkeypatch.setattr(store, "_read_one", lambda f, columns=None: seen.append(f.name) or real(f, columns))
+    opts = backtest.Options(all_tasks=True, method="all", bootstrap=5)
+    on_disk = backtest.run(lad, opts, store=reader).summary["rows"]
+    tasks_read = [n.split("__")[1].removesuffix(".parquet") for n in seen]
+    assert tasks_read == sorted(tasks_read) and len(seen) == len(list(path.glob("*.parquet")))
+    in_memory = backtest.run(mem, opts, store=df).summary["rows"]
+    assert {r["method"] for r in on_disk} >= {"mass", "cod", "sigmoid"}
+    assert pd.DataFrame(on_disk).drop(columns="warnings").equals(pd.DataFrame(in_memory).drop(columns="warnings"))
+    popts = fit.Options(tasks=("sim_b",), method="mass", target=(1e9, 2e10), bootstrap=5)
+    assert fit.run(lad, popts, store=reader).summary == fit.run(mem, popts, store=df).summary
+    with pytest.raises(InputError, match="no rows with tasks=\\['nope'\\]"):
+        reader.read_task("nope")

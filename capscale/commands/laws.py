@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
+    from capscale.data.store import TaskReader
+
 #: The forms of ``capscale fit --form`` (:data:`capscale.analysis.predict.FORMS`, spelled out here so that
 #: building the parser does not import the fitting code).
 FORM_CHOICES = ["compute_law", "chinchilla_nd", "gadre_exp", "ladder_sigmoid", "obs_sigmoid", "direct", "loglinear"]
 FORMAT_CHOICES = ["ladder", "store", "olmo-ladder", "pythia-evals", "lmeval-results", "bigscience-evals"]
 
 
-def _load(args: argparse.Namespace, *, targets: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _load(args: argparse.Namespace, *, targets: bool = True) -> tuple[pd.DataFrame, TaskReader | None]:
+    """The ladder of LADDER (and, for a score store, a reader of its rows task by task), for one --family."""
     from capscale.data.lmeval_results import parse_mapping
     from capscale.pipelines.inputs import read_ladder_or_store
 
@@ -38,7 +41,7 @@ def _load(args: argparse.Namespace, *, targets: bool = True) -> tuple[pd.DataFra
             raise InputError(f"--family {fam!r}: no rows; families present: {sorted(ladder['family'].unique())}")
         ladder = ladder[keep]
         if store is not None:
-            store = store[store["model_id"].isin(set(ladder["model_id"]))]
+            store = store.restrict(set(ladder["model_id"]))
     return ladder, store
 
 

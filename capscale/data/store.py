@@ -64,6 +64,7 @@ __all__ = [
     "StoreValidationError",
     "read",
     "index",
+    "TaskReader",
     "INDEX_COLUMNS",
     "read_shard",
     "store_files",
@@ -521,6 +522,65 @@ def read(
         if problems:
             raise StoreValidationError(problems, str(path)) from exc
         raise
+
+
+class TaskReader:
+    """A store on disk, read one task at a time: what analyses that loop over tasks hold instead of the store.
+
+    ``read_task(t)`` is :func:`read` with ``tasks=[t]`` (validated, normalised; only the files holding the task are
+    opened), so memory is one task's rows. The last task read is kept, so reading it again costs nothing.
+
+    Parameters
+    ----------
+    path : path-like
+        The store (file or shard folder).
+    store_index : pandas.DataFrame, optional
+        Its :func:`index` (computed otherwise).
+    models : iterable of str, optional
+        Read only these ``model_id`` values.
+    multi_gold : bool, default False
+        As :func:`read`.
+
+    Examples
+    --------
+    >>> from capscale.data import store
+    >>> store.write(store.example_store(), "/tmp/capscale-tasks.parquet")
+    >>> reader = store.TaskReader("/tmp/capscale-tasks.parquet")
+    >>> [len(reader.read_task(t)) for t in reader.tasks]
+    [48]
+    """
+
+    def __init__(self, path: str | os.PathLike, *, store_index: pd.DataFrame | None = None,
+                 models: Iterable[str] | None = None, multi_gold: bool = False) -> None:
+        self.path = Path(path)
+        self.index = index(self.path) if store_index is None else store_index
+        self.models = None if models is None else frozenset(str(m) for m in models)
+        self.multi_gold = multi_gold
+        self._last: tuple[str, pd.DataFrame] | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        """The store's tasks (of the selected models), sorted."""
+        idx = self.index if self.models is None else self.index[self.index["model_id"].isin(self.models)]
+        return sorted(idx["task"].unique())
+
+    def restrict(self, models: Iterable[str]) -> TaskReader:
+        """The same store, read for ``models`` only (within this reader's selection)."""
+        keep = {str(m) for m in models}
+        return TaskReader(self.path, store_index=self.index, multi_gold=self.multi_gold,
+                          models=keep if self.models is None else keep & self.models)
+
+    def read_task(self, task: str) -> pd.DataFrame:
+        """The task's rows (validated and normalised, as :func:`read`; InputError naming the tasks there are when
+        the selection has none of it)."""
+        if self._last is not None and self._last[0] == task:
+            return self._last[1]
+        df = read(self.path, tasks=[task], models=self.models, store_index=self.index, multi_gold=self.multi_gold)
+        self._last = (task, df)
+        return df
+
+    def __repr__(self) -> str:
+        return f"TaskReader({str(self.path)!r}, tasks={len(self.tasks)})"
 
 
 def store_files(path: str | os.PathLike) -> list[Path]:

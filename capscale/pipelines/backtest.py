@@ -20,6 +20,7 @@ import pandas as pd
 
 from capscale._io import atomic_write, dumps_json, write_json
 from capscale.analysis import predict
+from capscale.data.store import TaskReader
 from capscale.errors import UsageError
 from capscale.pipelines._base import RunResult, StageOptions
 from capscale.pipelines.fit import parse_chance, parse_tasks, predictor_options, select_tasks
@@ -113,7 +114,7 @@ class Options(StageOptions):
         return kw
 
 
-def run(ladder: pd.DataFrame, options: Options, store: pd.DataFrame | None = None) -> RunResult:
+def run(ladder: pd.DataFrame, options: Options, store: pd.DataFrame | TaskReader | None = None) -> RunResult:
     """Backtest ``options.method`` on the tasks of ``options`` (see the module docstring).
 
     Parameters
@@ -122,8 +123,8 @@ def run(ladder: pd.DataFrame, options: Options, store: pd.DataFrame | None = Non
         Ladder table (see :mod:`capscale.data.ladder_table`), with the runs to hold out.
     options : Options
         The settings.
-    store : pandas.DataFrame, optional
-        The per-choice store behind the ladder (needed by ``mass``).
+    store : pandas.DataFrame or capscale.data.store.TaskReader, optional
+        The per-choice store behind the ladder (needed by ``mass``); a ``TaskReader`` is read one task at a time.
 
     Returns
     -------
@@ -159,7 +160,8 @@ def backtest_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "auto", *,
-                  holdout: str | int = "largest", store: pd.DataFrame | None = None, metric: str | None = None,
+                  holdout: str | int = "largest", store: pd.DataFrame | TaskReader | None = None,
+                  metric: str | None = None,
                   out: str | os.PathLike | None = None, name: str = "backtest", progress: bool = False,
                   fit: str | None = None, **options: Any) -> list[dict[str, Any]]:
     """Backtest ``method`` on every task; optionally write CSV, JSON and one figure per task.
@@ -174,8 +176,8 @@ def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "aut
         A name of :data:`capscale.analysis.predict.METHODS`, ``"auto"`` or ``"all"``.
     holdout : "largest", int or str
         Hold out the runs with the K largest sizes, or the runs a query selects.
-    store : pandas.DataFrame, optional
-        The per-choice store behind the ladder (needed by ``mass``).
+    store : pandas.DataFrame or capscale.data.store.TaskReader, optional
+        The per-choice store behind the ladder (needed by ``mass``); a ``TaskReader`` is read one task at a time.
     fit : str, optional
         A query restricting the training rows.
     metric : str, optional
@@ -199,7 +201,8 @@ def run_backtests(ladder: pd.DataFrame, tasks: Sequence[str], method: str = "aut
     rows: list[dict[str, Any]] = []
     for task in tqdm(list(tasks), desc="backtest", disable=not progress):
         m = predict.default_metric(ladder, task, metric)
-        res = predict.backtest(ladder, task, method, holdout=holdout, store=store, metric=m, fit=fit, **options)
+        sto = store.read_task(task) if isinstance(store, TaskReader) else store  # one task's rows at a time
+        res = predict.backtest(ladder, task, method, holdout=holdout, store=sto, metric=m, fit=fit, **options)
         for r in res:
             r["metric"] = m
         rows += res

@@ -23,6 +23,7 @@ import pandas as pd
 
 from capscale._io import atomic_write_text, dumps_json, write_json
 from capscale.analysis import predict
+from capscale.data.store import TaskReader
 from capscale.errors import UsageError
 from capscale.pipelines._base import RunResult, StageOptions
 from capscale.plotting.predict import plot_backtest, plot_law_fit
@@ -232,7 +233,7 @@ class Options(StageOptions):
                                  self.fit_loss, self.fit_link)
 
 
-def run(ladder: pd.DataFrame, options: Options, *, store: pd.DataFrame | None = None) -> RunResult:
+def run(ladder: pd.DataFrame, options: Options, *, store: pd.DataFrame | TaskReader | None = None) -> RunResult:
     """Fit a law (``options.form``) or predict a target (``options.target``); see the module docstring.
 
     Parameters
@@ -241,8 +242,9 @@ def run(ladder: pd.DataFrame, options: Options, *, store: pd.DataFrame | None = 
         The ladder table (for a prediction, without the target's own rows).
     options : Options
         The settings.
-    store : pandas.DataFrame, optional
-        The per-choice score store of the ladder's models (``capscale predict``; needed by ``mass``).
+    store : pandas.DataFrame or capscale.data.store.TaskReader, optional
+        The per-choice score store of the ladder's models (``capscale predict``; needed by ``mass``); of a
+        ``TaskReader`` only the predicted task's rows are read.
 
     Returns
     -------
@@ -254,7 +256,8 @@ def run(ladder: pd.DataFrame, options: Options, *, store: pd.DataFrame | None = 
     task = select_tasks(ladder, options.tasks)[0]
     if options.target is None:
         return _fit(ladder, task, options)
-    return _predict(ladder, task, options.target, options, store)
+    return _predict(ladder, task, options.target, options, store.read_task(task) if isinstance(store, TaskReader)
+                    else store)
 
 
 def _fit(ladder: pd.DataFrame, task: str, options: Options) -> RunResult:

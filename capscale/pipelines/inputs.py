@@ -19,7 +19,7 @@ from capscale.data.lmeval_results import load_bigscience_ladder, load_lmeval_res
 from capscale.data.published import load_olmo_ladder, load_pythia_evals
 from capscale.errors import InputError, UsageError
 
-__all__ = ["guess_format", "read_ladder_or_store"]
+__all__ = ["guess_format", "read_ladder_or_store", "ladder_from_task_reader"]
 
 
 def guess_format(path: str | os.PathLike) -> str:
@@ -63,6 +63,22 @@ def guess_format(path: str | os.PathLike) -> str:
     return "store"
 
 
+def ladder_from_task_reader(reader: store.TaskReader) -> tuple[pd.DataFrame, store.TaskReader]:
+    """The ladder of a store on disk (:func:`capscale.analysis.chain.ladder_from_store` with the chance levels of
+    :func:`capscale.data.ladder_table.with_chance`), built one task at a time: memory is one task's rows.
+
+    Returns
+    -------
+    (ladder, reader)
+        The ladder (the same rows as from the whole store in memory, task after task) and ``reader``.
+    """
+    pieces = []
+    for t in reader.tasks:
+        rows = reader.read_task(t)
+        pieces.append(with_chance(ladder_from_store(rows), rows))
+    return pd.concat(pieces, ignore_index=True), reader
+
+
 def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
              targets: bool = True, tokens: Mapping[str, float] | None = None,
              sizes: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -85,7 +101,8 @@ def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
     Returns
     -------
     (ladder, store)
-        ``store`` is the score store when the input was one, else ``None``.
+        ``store`` is a :class:`capscale.data.store.TaskReader` when the input was a score store (the ladder is built
+        from it one task at a time, and stages read its rows task by task), else ``None``.
     """
     p = Path(path)
     if fmt is None:
@@ -101,7 +118,6 @@ def read_ladder_or_store(path: str | os.PathLike, fmt: str | None = None, *,
     if fmt == "ladder":
         return read_ladder(p), None
     if fmt == "store":
-        sdf = store.read(p)
-        return with_chance(ladder_from_store(sdf), sdf), sdf
+        return ladder_from_task_reader(store.TaskReader(p))
     raise UsageError(f"unknown format {fmt!r}: use ladder, store, olmo-ladder, pythia-evals, lmeval-results or "
                      "bigscience-evals")
