@@ -210,3 +210,24 @@ def test_backtest_and_predict_read_a_store_task_by_task(sim_store, monkeypatch):
     assert fit.run(lad, popts, store=reader).summary == fit.run(mem, popts, store=df).summary
     with pytest.raises(InputError, match="no rows with tasks=\\['nope'\\]"):
         reader.read_task("nope")
+
+
+def test_validate_by_task_finds_what_the_whole_store_check_finds(sim_store, tmp_path):
+    path, df = sim_store
+    whole, by_task = [], []
+    assert (store.validate_path(path, by_task=False, warnings=whole)
+            == store.validate_path(path, by_task=True, warnings=by_task)
+            == {"rows": len(df), "models": 7, "tasks": 2, "items": 200})
+    bad = df.copy()
+    bad.loc[bad.index[(bad["task"] == "sim_a") & (bad["model_id"] == "sim-m1")][:3], "loglik"] = 0.5
+    dup = bad[(bad["task"] == "sim_b") & (bad["model_id"] == "sim-m2")].iloc[:4]
+    root = tmp_path / "store"
+    _write_shards(pd.concat([bad, dup], ignore_index=True), root, validate=False)
+    kinds = {}
+    for mode in (False, True):
+        with pytest.raises(store.StoreValidationError) as e:
+            store.validate_path(root, by_task=mode)
+        kinds[mode] = sorted(p.kind for p in e.value.problems)
+        assert "sim-m1__sim_a.parquet:0" in str(e.value)
+    assert kinds[False] == kinds[True] and {"duplicate_key", "positive_loglik"} <= set(kinds[True])
+    assert "task='sim_a': 3 row(s) have a loglik above 0" in str(e.value)

@@ -24,12 +24,11 @@ def _validate(args: argparse.Namespace) -> None:
     from capscale.data import store
 
     # the same path as every other reader (analyze included): validate the raw rows, naming files and rows
+    # a large store is read one task at a time (store.validate_path); errors name files and rows either way
     warnings: list[store.Problem] = []
-    df = store.read(args.store, multi_gold=args.multi_gold, warnings=warnings)
-    n_models, n_tasks = df["model_id"].nunique(), df["task"].nunique()
-    n_items = df.groupby(["task", "doc_id"]).ngroups
+    n = store.validate_path(args.store, multi_gold=args.multi_gold, warnings=warnings)
     more = f"; {len(warnings)} warning(s)" if warnings else ""
-    print(f"{args.store}: valid ({len(df)} rows, {n_models} models, {n_tasks} tasks, {n_items} items{more})")
+    print(f"{args.store}: valid ({n['rows']} rows, {n['models']} models, {n['tasks']} tasks, {n['items']} items{more})")
     for w in warnings:
         print(f"  warning: {w}")
 

@@ -45,6 +45,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ __all__ = [
     "read",
     "index",
     "TaskReader",
+    "validate_path",
+    "BY_TASK_BYTES",
     "INDEX_COLUMNS",
     "read_shard",
     "store_files",
@@ -581,6 +584,63 @@ class TaskReader:
 
     def __repr__(self) -> str:
         return f"TaskReader({str(self.path)!r}, tasks={len(self.tasks)})"
+
+
+#: A store on disk whose files add up to more than this (bytes) is validated one task at a time by
+#: :func:`validate_path` (the same threshold at which ``capscale analyze`` streams).
+BY_TASK_BYTES = 512 * 2**20
+
+
+def validate_path(path: str | os.PathLike, *, multi_gold: bool = False, by_task: bool | None = None,
+                  warnings: list[Problem] | None = None) -> dict[str, int]:
+    """Validate a store on disk (``capscale validate``); raise :class:`StoreValidationError` with every problem.
+
+    Parameters
+    ----------
+    path : path-like
+        The store.
+    multi_gold : bool, default False
+        As :func:`validate`.
+    by_task : bool, optional
+        Read and validate one task at a time, so memory is one task's rows: :func:`index` checks what spans files
+        and tasks (a model's family, params and tokens), and each task's rows are checked on their own (every
+        other check of :func:`validate` is within a task). Problems then name their task. Default: by task when
+        the store's files add up to more than :data:`BY_TASK_BYTES`.
+    warnings : list, optional
+        :func:`coverage_warnings` are appended to it (per task when ``by_task``).
+
+    Returns
+    -------
+    dict
+        ``rows``, ``models``, ``tasks`` and ``items`` ((task, doc_id) pairs) of a valid store.
+
+    Raises
+    ------
+    StoreValidationError
+        Every problem found (by task: every task's).
+    """
+    path = Path(path)
+    if by_task is None:
+        by_task = sum(f.stat().st_size for f in _store_files(path)) > BY_TASK_BYTES
+    if not by_task:
+        df = read(path, multi_gold=multi_gold, warnings=warnings)
+        return {"rows": len(df), "models": int(df["model_id"].nunique()), "tasks": int(df["task"].nunique()),
+                "items": int(df.groupby(["task", "doc_id"]).ngroups)}
+    reader = TaskReader(path, multi_gold=multi_gold)
+    problems: list[Problem] = []
+    items = 0
+    for t in reader.tasks:
+        try:
+            df = read(path, tasks=[t], store_index=reader.index, multi_gold=multi_gold, warnings=warnings)
+        except StoreValidationError as e:
+            problems += [dataclasses.replace(p, message=f"task={t!r}: {p.message}") for p in e.problems]
+            continue
+        items += int(df.groupby("doc_id").ngroups)
+        del df
+    if problems:
+        raise StoreValidationError(problems, str(path))
+    return {"rows": int(reader.index["rows"].sum()), "models": int(reader.index["model_id"].nunique()),
+            "tasks": len(reader.tasks), "items": items}
 
 
 def store_files(path: str | os.PathLike) -> list[Path]:
