@@ -112,9 +112,9 @@ def _log(msg: str) -> None:
 class _TaskRows:
     """The rows of a score store, task by task, from a DataFrame in memory or a store on disk.
 
-    A store on disk is never read whole: :func:`capscale.data.store.index` lists its models and tasks from the
-    model-level columns, and :meth:`rows` reads (and validates) one task's rows of the chosen models, opening only
-    the files that hold them. A DataFrame is validated once, whole.
+    A store on disk is never read whole: a :class:`capscale.data.store.TaskReader` lists its models and tasks from
+    the model-level columns (:func:`capscale.data.store.index`), and :meth:`rows` reads (and validates) one task's
+    rows of the chosen models, opening only the files that hold them. A DataFrame is validated once, whole.
     """
 
     def __init__(self, scores: pd.DataFrame | str | os.PathLike, source: str | None) -> None:
@@ -127,15 +127,14 @@ class _TaskRows:
                     if c in self.df.columns]
             self.meta = self.df[cols].drop_duplicates(["model_id", "task"])
         else:
-            self.df, self.path = None, Path(scores)
-            self.index = store.index(self.path)
-            self.meta = self.index.drop(columns=["file", "rows"]).drop_duplicates(["model_id", "task"])
+            self.df, self.reader = None, store.TaskReader(scores, multi_gold=True)
+            self.meta = self.reader.index.drop(columns=["file", "rows"]).drop_duplicates(["model_id", "task"])
 
     def rows(self, task: str, models: set[str]) -> pd.DataFrame:
         """One task's validated, normalised rows of ``models``."""
         if self.df is not None:
             return self.df[(self.df["task"] == task) & self.df["model_id"].isin(models)]
-        return store.read(self.path, multi_gold=True, tasks=[task], models=models, store_index=self.index)
+        return self.reader.restrict(models).read_task(task)
 
 
 def run(scores: pd.DataFrame | str | os.PathLike, opts: Options) -> RunResult:
