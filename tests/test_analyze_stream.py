@@ -343,10 +343,10 @@ def test_bench_report_and_figure(tmp_path):
     assert m["rc"] == 0 and (m["peak_tree_bytes"] is None or m["peak_tree_bytes"] > 0)
 
 
-@pytest.mark.parametrize("stage", ["mass", "emergence"])
+@pytest.mark.parametrize("stage", ["mass", "emergence", "validate"])
 def test_bench_stage_commands_run(stage, tmp_path):
-    """`capscale bench analyze-scale --stage mass|emergence`: both command lines run on a small sharded store, and the
-    report compares their memory."""
+    """`capscale bench analyze-scale --stage mass|emergence|validate`: both command lines run on a small sharded store,
+    and the report compares their memory."""
     import argparse
 
     from capscale.benchmarks import analyze_scale
@@ -363,7 +363,10 @@ def test_bench_stage_commands_run(stage, tmp_path):
         m = analyze_scale.measure([c.replace("{OUT}", str(out)) for c in cmd],
                                   {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
         assert m["rc"] == 0, m["output"][-2000:]
-        assert (out / ("mass_fits.csv" if stage == "mass" else "verdicts.csv")).exists()
+        if stage == "validate":
+            assert m["output"].strip() == "{'rows': 2400, 'models': 12, 'tasks': 2, 'items': 50}", m["output"][-2000:]
+        else:
+            assert (out / ("mass_fits.csv" if stage == "mass" else "verdicts.csv")).exists()
         assert "STORE" in shown and str(st) not in shown
         runs.append({"mode": mode, "stage": stage, "rows": 10_000, "shards": 24, "items_per_task": [30, 20],
                      "wall_s": m["wall_s"], "rc": 0, "peak_tree_bytes": m["peak_tree_bytes"] or 2**20})

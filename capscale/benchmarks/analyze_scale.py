@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=list(STAGES), default="analyze",
                    help="what runs on each store: analyze (default; --stream vs --in-memory), mass (capscale mass "
                    "--final-only, read task by task, vs the same store read whole into memory) or emergence "
-                   "(capscale emergence --all-tasks --B 200, task by task vs in memory)")
+                   "(capscale emergence --all-tasks --B 200, task by task vs in memory) or validate "
+                   "(store.validate_path, by task vs the whole store)")
 
 
 #: Stages the benchmark can time: the streamed (task-by-task) command's flags and, for the in-memory run, the
@@ -60,6 +61,10 @@ STAGES: dict[str, dict[str, Any]] = {
                   "in_memory": ("from capscale.data import store; from capscale.pipelines import emergence; "
                                 "emergence.run(store.read({store!r}, validate_store=False), emergence.Options("
                                 "out={out!r}, B=200, figures='none'))")},
+    "validate": {"streamed": ("from capscale.data import store; "
+                              "print(store.validate_path({store!r}, by_task=True))"),
+                 "in_memory": ("from capscale.data import store; "
+                               "print(store.validate_path({store!r}, by_task=False))")},
 }
 
 
@@ -216,11 +221,12 @@ def _stage_command(stage: str, mode: str, cli: list[str], st: Path, args: argpar
         flags = (spec["streamed"] + ["--workers", str(args.workers)] if mode == "streamed" else spec["in_memory"])
         flags += ["--quiet"] + (["--no-figures"] if args.no_figures else [])
         return [*cli, str(st), "--out", "{OUT}", *flags], "capscale analyze STORE --out OUT " + " ".join(flags)
-    if mode == "streamed":
+    if mode == "streamed" and isinstance(spec["streamed"], list):
         return ([*cli, str(st), "--out", "{OUT}", *spec["streamed"]],
                 f"capscale {stage} STORE --out OUT " + " ".join(spec["streamed"]))
-    code = spec["in_memory"].format(store=str(st), out="{OUT}")
-    return [sys.executable, "-c", code], "python -c " + repr(spec["in_memory"].format(store="STORE", out="OUT"))
+    key = "streamed" if mode == "streamed" else "in_memory"
+    code = spec[key].format(store=str(st), out="{OUT}")
+    return [sys.executable, "-c", code], "python -c " + repr(spec[key].format(store="STORE", out="OUT"))
 
 
 def _gb(b: float | None) -> str:
@@ -320,7 +326,8 @@ def figure(runs: list[dict[str, Any]], path: str) -> None:
         ax.legend(fontsize=8)
     axes[0].set_yscale("log")
     what = {"analyze": "capscale analyze", "mass": "capscale mass --final-only (streamed: read task by task)",
-            "emergence": "capscale emergence --all-tasks (streamed: read task by task)"}.get(stage, stage)
+            "emergence": "capscale emergence --all-tasks (streamed: read task by task)",
+            "validate": "store.validate_path (streamed: by task)"}.get(stage, stage)
     fig.suptitle(f"{what} at family scale (2 cores)", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
