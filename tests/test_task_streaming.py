@@ -62,13 +62,13 @@ def test_mass_fits_equal_one_whole_frame_fit(sim_store, tmp_path):
 def test_mass_reads_one_task_at_a_time(sim_store, tmp_path, monkeypatch):
     path, df = sim_store
     seen: list[str] = []
-    real = store._read_one
+    real = store._read_selected
 
-    def spy(f, columns=None):
+    def spy(f, *args):
         seen.append(f.name)
-        return real(f, columns)
+        return real(f, *args)
 
-    monkeypatch.setattr(store, "_read_one", spy)
+    monkeypatch.setattr(store, "_read_selected", spy)
     mass_stage.run(path, mass_stage.Options(out=str(tmp_path), figures=False, draws=20))
     tasks = [n.split("__")[1].removesuffix(".parquet") for n in seen]
     assert sorted(seen) == sorted(p.name for p in path.glob("*.parquet"))  # every file once
@@ -79,8 +79,8 @@ def test_mass_selection_reads_only_its_models(sim_store, tmp_path, monkeypatch):
     """--final-only and --task prune files: the other tasks' and models' files are not opened."""
     path, df = sim_store
     seen: list[str] = []
-    real = store._read_one
-    monkeypatch.setattr(store, "_read_one", lambda f, columns=None: seen.append(f.name) or real(f, columns))
+    real = store._read_selected
+    monkeypatch.setattr(store, "_read_selected", lambda f, *args: seen.append(f.name) or real(f, *args))
     mass_stage.run(path, mass_stage.Options(out=str(tmp_path), figures=False, draws=20, tasks=("sim_b",)))
     assert seen and all("__sim_b" in n for n in seen)
 
@@ -197,8 +197,8 @@ def test_backtest_and_predict_read_a_store_task_by_task(sim_store, monkeypatch):
     pd.testing.assert_frame_equal(lad.sort_values(key).reset_index(drop=True),
                                   mem.sort_values(key).reset_index(drop=True))
     seen: list[str] = []
-    real = store._read_one
-    monkeypatch.setattr(store, "_read_one", lambda f, columns=None: seen.append(f.name) or real(f, columns))
+    real = store._read_selected
+    monkeypatch.setattr(store, "_read_selected", lambda f, *args: seen.append(f.name) or real(f, *args))
     opts = backtest.Options(all_tasks=True, method="all", bootstrap=5)
     on_disk = backtest.run(lad, opts, store=reader).summary["rows"]
     tasks_read = [n.split("__")[1].removesuffix(".parquet") for n in seen]
@@ -231,3 +231,22 @@ def test_validate_by_task_finds_what_the_whole_store_check_finds(sim_store, tmp_
         assert "sim-m1__sim_a.parquet:0" in str(e.value)
     assert kinds[False] == kinds[True] and {"duplicate_key", "positive_loglik"} <= set(kinds[True])
     assert "task='sim_a': 3 row(s) have a loglik above 0" in str(e.value)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_selected_read_of_one_file_goes_batch_by_batch(sim_store, tmp_path, monkeypatch, suffix):
+    """A single-file store read task by task keeps only the selection of each batch (memory: selection + one batch);
+    the rows and the file row numbers errors name are those of the whole file."""
+    _, df = sim_store
+    one = tmp_path / f"one{suffix}"
+    df.to_parquet(one, index=False) if suffix == ".parquet" else df.to_csv(one, index=False)
+    monkeypatch.setattr(store, "_INDEX_BATCH", 97)  # many batches, selections straddling their edges
+    got = store.read(one, tasks=["sim_b"], models=["sim-m3", "sim-m5"])
+    expect = df[(df["task"] == "sim_b") & df["model_id"].isin(["sim-m3", "sim-m5"])]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expect.reset_index(drop=True), check_like=True)
+    bad = df.copy()
+    hit = int(np.flatnonzero(((bad["task"] == "sim_b") & (bad["model_id"] == "sim-m5")).to_numpy())[7])
+    bad.loc[hit, "loglik"] = 2.0
+    bad.to_parquet(one, index=False) if suffix == ".parquet" else bad.to_csv(one, index=False)
+    with pytest.raises(store.StoreValidationError, match=f"one{suffix}:{hit}"):
+        store.read(one, tasks=["sim_b"])

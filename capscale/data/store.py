@@ -422,6 +422,45 @@ def _selection_mask(frame: pd.DataFrame, family: str | None, tasks: set[str] | N
     return keep
 
 
+def _read_selected(f: Path, columns: Iterable[str] | None, family: str | None, tasks: set[str] | None,
+                   models: set[str] | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of one store file in a selection, and their row numbers in the file.
+
+    The file is read in batches of :data:`_INDEX_BATCH` rows, keeping each batch's selected rows only, so memory is
+    the selection plus one batch, not the file (a single-file store read task by task). Errors name the file, as
+    :func:`_read_one`'s do.
+    """
+    kind = "CSV" if f.suffix == ".csv" else "Parquet"
+    parts, rows, offset = [], [], 0
+    try:
+        if f.suffix == ".csv":
+            batches = pd.read_csv(f, chunksize=_INDEX_BATCH)
+        else:
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            cols = None if columns is None else [c for c in dict.fromkeys([*REQUIRED_COLUMNS, *columns]) if c in names]
+            batches = (b.to_pandas() for b in pf.iter_batches(batch_size=_INDEX_BATCH, columns=cols))
+        for d in batches:
+            keep = _selection_mask(d, family, tasks, models)
+            if keep.any():
+                parts.append(d[keep])
+                rows.append(offset + np.flatnonzero(keep))
+            offset += len(d)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as exc:  # pyarrow/pandas raise OSError, ArrowInvalid, ParserError, UnicodeDecodeError, ...
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"score store file {str(f)!r} cannot be read as {kind} (corrupt, truncated or not a "
+                         f"{kind} file?): {type(exc).__name__}: {reason[:300]}") from exc
+    if not parts:
+        empty = _read_one(f, columns).iloc[:0]
+        return empty, np.zeros(0, dtype=np.int64)
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+    return frame, np.concatenate(rows)
+
+
 def read(
     path: str | os.PathLike,
     *,
@@ -496,11 +535,11 @@ def read(
         files = _store_files(path)
     frames = []
     for f in files:
-        frame = _read_one(f, columns)
-        rows = np.arange(len(frame))
         if selected:
-            keep = _selection_mask(frame, family, task_set, model_set)
-            frame, rows = frame[keep].reset_index(drop=True), rows[keep]
+            frame, rows = _read_selected(f, columns, family, task_set, model_set)
+        else:
+            frame = _read_one(f, columns)
+            rows = np.arange(len(frame))
         frame[_FILE] = str(f)
         frame[_ROW] = rows
         frames.append(frame)
@@ -626,12 +665,13 @@ def validate_path(path: str | os.PathLike, *, multi_gold: bool = False, by_task:
         df = read(path, multi_gold=multi_gold, warnings=warnings)
         return {"rows": len(df), "models": int(df["model_id"].nunique()), "tasks": int(df["task"].nunique()),
                 "items": int(df.groupby(["task", "doc_id"]).ngroups)}
-    reader = TaskReader(path, multi_gold=multi_gold)
+    idx = index(path)
+    tasks = sorted(idx["task"].unique())
     problems: list[Problem] = []
     items = 0
-    for t in reader.tasks:
+    for t in tasks:
         try:
-            df = read(path, tasks=[t], store_index=reader.index, multi_gold=multi_gold, warnings=warnings)
+            df = read(path, tasks=[t], store_index=idx, multi_gold=multi_gold, warnings=warnings)
         except StoreValidationError as e:
             problems += [dataclasses.replace(p, message=f"task={t!r}: {p.message}") for p in e.problems]
             continue
@@ -639,8 +679,8 @@ def validate_path(path: str | os.PathLike, *, multi_gold: bool = False, by_task:
         del df
     if problems:
         raise StoreValidationError(problems, str(path))
-    return {"rows": int(reader.index["rows"].sum()), "models": int(reader.index["model_id"].nunique()),
-            "tasks": len(reader.tasks), "items": items}
+    return {"rows": int(idx["rows"].sum()), "models": int(idx["model_id"].nunique()), "tasks": len(tasks),
+            "items": items}
 
 
 def store_files(path: str | os.PathLike) -> list[Path]:
